@@ -1,0 +1,386 @@
+//! Connections from the proxy to a datasource (MySQL/MariaDB), built on
+//! mysql_common's handshake packets and authentication plugins.
+
+use crate::protocol::conn::ReadError;
+use crate::protocol::packets::{self, parse_err};
+use crate::protocol::{caps, Conn, ResponseKind, ResponseParser, Step};
+use mysql_common::auth::plugins::{AuthProc, ChallengeResponsePlugin, Context};
+use mysql_common::constants::CapabilityFlags;
+use mysql_common::io::ParseBuf;
+use mysql_common::packets::{AuthPlugin, HandshakePacket, HandshakeResponse};
+use mysql_common::proto::MySerialize;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+use tokio::net::TcpStream;
+
+/// Largest packet the proxy reads from a backend as one piece (handshake and
+/// internal queries; relayed results stream frame by frame).
+const MAX_INTERNAL_PACKET: usize = 64 << 20;
+
+/// The capability flags and collation a backend session must share with its
+/// client so that responses can be relayed as bytes. Pools keep idle
+/// connections per key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BackendKey {
+    /// The client's `caps::SESSION_SHAPING` flags.
+    pub caps: u32,
+    /// The client's handshake collation id.
+    pub collation: u8,
+}
+
+impl BackendKey {
+    pub fn new(client_caps: u32, collation: u8) -> Self {
+        Self {
+            caps: client_caps & caps::SESSION_SHAPING,
+            collation,
+        }
+    }
+}
+
+impl Default for BackendKey {
+    /// What current MySQL and MariaDB connectors ask for: utf8mb4, multi
+    /// results, deprecated EOF, session tracking off.
+    fn default() -> Self {
+        Self {
+            caps: caps::LONG_FLAG
+                | caps::LOCAL_FILES
+                | caps::MULTI_RESULTS
+                | caps::PS_MULTI_RESULTS
+                | caps::DEPRECATE_EOF,
+            collation: 45,
+        }
+    }
+}
+
+/// Where and as whom to connect.
+#[derive(Clone, Debug)]
+pub struct ConnectParams {
+    pub addr: String,
+    pub user: String,
+    pub password: String,
+    pub connect_timeout: Duration,
+}
+
+/// A failure talking to a backend. `retryable` says whether the statement
+/// that met it can safely be sent elsewhere (nothing reached the server).
+#[derive(Debug, Error)]
+pub enum BackendError {
+    #[error("cannot connect to {addr}: {reason}")]
+    Connect { addr: String, reason: String },
+    #[error("{addr} refused the proxy's login: {code} {message}")]
+    Login {
+        addr: String,
+        code: u16,
+        message: String,
+    },
+    #[error("connection to {addr} lost: {reason}")]
+    Lost { addr: String, reason: String },
+    #[error("{addr} broke the protocol: {what}")]
+    Protocol { addr: String, what: String },
+    #[error("{addr} answered {code}: {message}")]
+    Server {
+        addr: String,
+        code: u16,
+        message: String,
+    },
+}
+
+impl BackendError {
+    /// Whether nothing of the statement can have reached the server.
+    pub fn retryable(&self) -> bool {
+        matches!(self, Self::Connect { .. } | Self::Login { .. })
+    }
+}
+
+struct AuthCtx<'a> {
+    pass: &'a [u8],
+    scramble: &'a [u8],
+}
+
+impl Context for AuthCtx<'_> {
+    fn pass(&self) -> &[u8] {
+        self.pass
+    }
+    fn is_ipc_transport(&self) -> bool {
+        false
+    }
+    fn is_tls_transport(&self) -> bool {
+        false
+    }
+    fn scramble(&self) -> &[u8] {
+        self.scramble
+    }
+    fn server_key_pem(&self) -> Option<&[u8]> {
+        None
+    }
+}
+
+/// What the proxy learned from a backend's greeting.
+#[derive(Clone, Debug)]
+pub struct ServerInfo {
+    pub version: String,
+    pub capabilities: u32,
+}
+
+/// One authenticated connection to a datasource.
+#[derive(Debug)]
+pub struct BackendConn {
+    pub conn: Conn,
+    pub addr: String,
+    /// The server's thread id for this connection (for KILL).
+    pub thread_id: u32,
+    pub key: BackendKey,
+    /// Capability flags in force on this connection.
+    pub caps: u32,
+    pub server: ServerInfo,
+    pub last_used: Instant,
+    /// Set when the connection is mid-response or its state is unknown: it
+    /// must be closed, never reused.
+    pub broken: bool,
+}
+
+impl BackendConn {
+    /// Connects and logs in, with the flags and collation of `key`.
+    pub async fn connect(p: &ConnectParams, key: BackendKey) -> Result<Self, BackendError> {
+        let connect_err = |reason: String| BackendError::Connect {
+            addr: p.addr.clone(),
+            reason,
+        };
+        let stream = tokio::time::timeout(p.connect_timeout, TcpStream::connect(&p.addr))
+            .await
+            .map_err(|_| connect_err(format!("timed out after {:?}", p.connect_timeout)))?
+            .map_err(|e| connect_err(e.to_string()))?;
+        let mut conn = Conn::new(stream);
+        let login = async {
+            let greeting = read(&mut conn, &p.addr).await?;
+            if let Some((code, message)) = parse_err(&greeting.payload) {
+                return Err(BackendError::Login {
+                    addr: p.addr.clone(),
+                    code,
+                    message,
+                });
+            }
+            let hs = ParseBuf(&greeting.payload)
+                .parse::<HandshakePacket<'_>>(())
+                .map_err(|e| protocol(&p.addr, format!("bad handshake: {e}")))?;
+            let server_caps = hs.capabilities().bits();
+            if server_caps & caps::PROTOCOL_41 == 0 {
+                return Err(protocol(&p.addr, "server predates protocol 4.1".into()));
+            }
+            let nonce = hs.nonce();
+            let plugin = hs
+                .auth_plugin()
+                .map(|x| x.into_owned())
+                .unwrap_or(AuthPlugin::MysqlNativePassword);
+            let mut proc = AuthProc::init(&plugin).map_err(|e| protocol(&p.addr, e.to_string()))?;
+            let first = proc
+                .run(
+                    AuthCtx {
+                        pass: p.password.as_bytes(),
+                        scramble: &nonce,
+                    },
+                    &nonce,
+                )
+                .map_err(|e| protocol(&p.addr, format!("auth: {e}")))?;
+            let want = caps::REQUIRED | caps::PLUGIN_AUTH_LENENC_CLIENT_DATA | key.caps;
+            let negotiated = want & server_caps;
+            let response = HandshakeResponse::new(
+                Some(first.data().unwrap_or_default().to_vec()),
+                hs.server_version_parsed().unwrap_or((5, 7, 0)),
+                Some(p.user.as_bytes()),
+                None::<&[u8]>,
+                Some(plugin.clone()),
+                CapabilityFlags::from_bits_retain(negotiated),
+                None,
+                16 << 20,
+            );
+            let mut buf = Vec::new();
+            response.serialize(&mut buf);
+            // HandshakeResponse always asks for utf8mb4: put the client's
+            // collation in its place (byte 8: after flags and max packet).
+            if let Some(b) = buf.get_mut(8) {
+                *b = key.collation;
+            }
+            conn.send(greeting.last_seq.wrapping_add(1), &buf)
+                .await
+                .map_err(|e| lost(&p.addr, e.to_string()))?;
+            let mut scramble = nonce.clone();
+            loop {
+                let pkt = read(&mut conn, &p.addr).await?;
+                let seq = pkt.last_seq.wrapping_add(1);
+                let reply = match pkt.payload.first() {
+                    Some(0x00) => break,
+                    Some(0xff) => {
+                        let (code, message) = parse_err(&pkt.payload).unwrap_or_default();
+                        return Err(BackendError::Login {
+                            addr: p.addr.clone(),
+                            code,
+                            message,
+                        });
+                    }
+                    Some(0xfe) => {
+                        // Auth switch: plugin name, NUL, new scramble.
+                        let (name, data) = packets::take_cstr(&pkt.payload[1..])
+                            .ok_or_else(|| protocol(&p.addr, "bad auth switch".into()))?;
+                        let data = data.strip_suffix(&[0]).unwrap_or(data);
+                        scramble = data.to_vec();
+                        let plugin = AuthPlugin::from_bytes(name).into_owned();
+                        proc = AuthProc::init(&plugin).map_err(|e| protocol(&p.addr, e.to_string()))?;
+                        proc.run(
+                            AuthCtx {
+                                pass: p.password.as_bytes(),
+                                scramble: &scramble,
+                            },
+                            &scramble,
+                        )
+                    }
+                    Some(0x01) => proc.run(
+                        AuthCtx {
+                            pass: p.password.as_bytes(),
+                            scramble: &scramble,
+                        },
+                        &pkt.payload[1..],
+                    ),
+                    _ => return Err(protocol(&p.addr, "unexpected packet during login".into())),
+                }
+                .map_err(|e| protocol(&p.addr, format!("auth: {e}")))?;
+                if let Some(data) = reply.data() {
+                    conn.send(seq, data)
+                        .await
+                        .map_err(|e| lost(&p.addr, e.to_string()))?;
+                }
+            }
+            Ok(Self {
+                conn,
+                addr: p.addr.clone(),
+                thread_id: hs.connection_id(),
+                key,
+                caps: negotiated,
+                server: ServerInfo {
+                    version: hs.server_version_str().into_owned(),
+                    capabilities: server_caps,
+                },
+                last_used: Instant::now(),
+                broken: false,
+            })
+        };
+        tokio::time::timeout(p.connect_timeout * 2, login)
+            .await
+            .map_err(|_| connect_err("login timed out".into()))?
+    }
+
+    /// Whether the client deprecated EOF packets on this connection.
+    pub fn deprecate_eof(&self) -> bool {
+        self.caps & caps::DEPRECATE_EOF != 0
+    }
+
+    /// Sends one command and reads its whole response, keeping only the
+    /// final status and any error. For the proxy's own statements (session
+    /// replay, reset, ping), never for relayed ones.
+    pub async fn command(&mut self, kind: ResponseKind, payload: &[u8]) -> Result<Outcome, BackendError> {
+        self.broken = true;
+        self.conn
+            .send(0, payload)
+            .await
+            .map_err(|e| lost(&self.addr, e.to_string()))?;
+        let mut parser = ResponseParser::new(kind, self.deprecate_eof());
+        let mut error = None;
+        loop {
+            let pkt = read(&mut self.conn, &self.addr).await?;
+            if let Some(e) = parse_err(&pkt.payload) {
+                error = Some(e);
+            }
+            let step = parser
+                .feed(&pkt.payload)
+                .map_err(|e| protocol(&self.addr, e.to_string()))?;
+            match step {
+                Step::More => {}
+                Step::Done => break,
+                Step::LocalInfile => {
+                    // The proxy never sends LOAD DATA LOCAL itself; refuse.
+                    self.conn
+                        .send(pkt.last_seq.wrapping_add(1), &[])
+                        .await
+                        .map_err(|e| lost(&self.addr, e.to_string()))?;
+                }
+            }
+        }
+        self.broken = false;
+        self.last_used = Instant::now();
+        Ok(Outcome {
+            status: parser.status(),
+            error,
+            prepare: parser.prepare_ok(),
+        })
+    }
+
+    /// Runs a statement of the proxy's own; a server error becomes `Err`.
+    pub async fn execute(&mut self, sql: &str) -> Result<Outcome, BackendError> {
+        let mut p = Vec::with_capacity(sql.len() + 1);
+        p.push(crate::protocol::cmd::QUERY);
+        p.extend_from_slice(sql.as_bytes());
+        let out = self.command(ResponseKind::Query, &p).await?;
+        out.into_result(&self.addr)
+    }
+
+    pub async fn ping(&mut self) -> Result<(), BackendError> {
+        let out = self.command(ResponseKind::Single, &[crate::protocol::cmd::PING]).await?;
+        out.into_result(&self.addr).map(|_| ())
+    }
+
+    /// COM_RESET_CONNECTION: a clean session, as if newly logged in.
+    pub async fn reset(&mut self) -> Result<(), BackendError> {
+        let out = self
+            .command(ResponseKind::Single, &[crate::protocol::cmd::RESET_CONNECTION])
+            .await?;
+        out.into_result(&self.addr).map(|_| ())
+    }
+
+    pub async fn init_db(&mut self, schema: &[u8]) -> Result<Outcome, BackendError> {
+        let mut p = vec![crate::protocol::cmd::INIT_DB];
+        p.extend_from_slice(schema);
+        self.command(ResponseKind::Single, &p).await
+    }
+}
+
+/// The end of a response the proxy read for itself.
+#[derive(Clone, Debug, Default)]
+pub struct Outcome {
+    pub status: Option<u16>,
+    pub error: Option<(u16, String)>,
+    pub prepare: Option<crate::protocol::response::PrepareOk>,
+}
+
+impl Outcome {
+    fn into_result(self, addr: &str) -> Result<Outcome, BackendError> {
+        match self.error {
+            Some((code, message)) => Err(BackendError::Server {
+                addr: addr.to_string(),
+                code,
+                message,
+            }),
+            None => Ok(self),
+        }
+    }
+}
+
+async fn read(conn: &mut Conn, addr: &str) -> Result<crate::protocol::conn::Packet, BackendError> {
+    conn.read_packet(MAX_INTERNAL_PACKET).await.map_err(|e| match e {
+        ReadError::Closed | ReadError::Io(_) => lost(addr, e.to_string()),
+        other => protocol(addr, other.to_string()),
+    })
+}
+
+fn protocol(addr: &str, what: String) -> BackendError {
+    BackendError::Protocol {
+        addr: addr.to_string(),
+        what,
+    }
+}
+
+fn lost(addr: &str, reason: String) -> BackendError {
+    BackendError::Lost {
+        addr: addr.to_string(),
+        reason,
+    }
+}

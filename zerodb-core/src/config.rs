@@ -1,0 +1,416 @@
+//! Loading configuration: a YAML or TOML file, then environment overrides.
+//!
+//! Environment variables start with `ZERODB_`. A seed policy key is named by
+//! [`Policy::env_name`] (`need_vote.approve_ratio` →
+//! `ZERODB_NEED_VOTE__APPROVE_RATIO`); any other key is upper-cased with
+//! `__` between nesting levels (`health.interval` →
+//! `ZERODB_HEALTH__INTERVAL`). Values are parsed as YAML scalars.
+
+use crate::health::HealthConfig;
+use crate::policy::Policy;
+use crate::pool::PoolConfig;
+use figment::providers::{Format, Toml, Yaml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::time::Duration;
+
+/// A config that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Figment(#[from] Box<figment::Error>),
+    #[error("unknown config key `{0}` (a typo? keys are listed in docs/config.md)")]
+    UnknownKey(String),
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// A proxy user (clients authenticate against these).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    #[serde(default)]
+    pub password: String,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasourceConfig {
+    pub name: String,
+    /// host:port
+    pub addr: String,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataHostConfig {
+    pub name: String,
+    /// Schemas routed here. The first dataHost (or the one marked
+    /// `default`) also serves every schema no dataHost names.
+    #[serde(default)]
+    pub schemas: Vec<String>,
+    #[serde(default)]
+    pub default: bool,
+    /// The backend user the proxy logs in as.
+    pub user: String,
+    #[serde(default)]
+    pub password: String,
+    pub datasources: Vec<DatasourceConfig>,
+    /// Which datasource starts active (default: the first).
+    #[serde(default)]
+    pub active: Option<String>,
+}
+
+/// Everything `zerodb-proxy` reads.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct ProxyConfig {
+    /// Unique name of this proxy in a cluster.
+    pub name: String,
+    /// MySQL listener, host:port.
+    pub listen: String,
+    /// Admin HTTP listener (/health, /status, /metrics), host:port.
+    pub admin: String,
+    pub users: Vec<UserConfig>,
+    pub datahosts: Vec<DataHostConfig>,
+    pub pool: PoolConfig,
+    pub health: HealthConfig,
+    /// Most client connections at once; more are refused with error 1040.
+    pub max_connections: usize,
+    /// Largest client packet accepted (bytes).
+    pub max_allowed_packet: usize,
+    /// Version string sent to clients; default: the backend's own.
+    pub server_version: Option<String>,
+    /// Method offered in the greeting: mysql_native_password or
+    /// caching_sha2_password. Clients using either are accepted whatever it is.
+    pub auth_plugin: String,
+    /// How long a stopping proxy waits for sessions to finish their statement.
+    #[serde(with = "duration")]
+    pub shutdown_timeout: Duration,
+    /// The seed's policy keys, flat at the top level.
+    #[serde(flatten)]
+    pub policy: Policy,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            name: "zerodb-proxy".into(),
+            listen: "127.0.0.1:3307".into(),
+            admin: "127.0.0.1:9307".into(),
+            users: Vec::new(),
+            datahosts: Vec::new(),
+            pool: PoolConfig::default(),
+            health: HealthConfig::default(),
+            max_connections: 10_000,
+            max_allowed_packet: 64 << 20,
+            server_version: None,
+            auth_plugin: crate::auth::NATIVE.into(),
+            shutdown_timeout: Duration::from_secs(10),
+            policy: Policy::default(),
+        }
+    }
+}
+
+const PROXY_KEYS: [&str; 13] = [
+    "name",
+    "listen",
+    "admin",
+    "users",
+    "datahosts",
+    "pool",
+    "health",
+    "max_connections",
+    "max_allowed_packet",
+    "server_version",
+    "auth_plugin",
+    "shutdown_timeout",
+    // Read by the cluster issue's code; accepted now so configs need not change.
+    "keeper",
+];
+
+impl ProxyConfig {
+    /// Loads `path` (YAML unless it ends in `.toml`), then `ZERODB_*`
+    /// environment overrides, and checks the result.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let file: Figment = if path.extension().is_some_and(|e| e == "toml") {
+            Figment::from(Toml::file_exact(path))
+        } else {
+            Figment::from(Yaml::file_exact(path))
+        };
+        Self::from_figment(file.merge(EnvOverrides::new("ZERODB_")))
+    }
+
+    /// Loads from YAML text (for tests and embedding).
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        Self::from_figment(Figment::from(Yaml::string(text)))
+    }
+
+    pub fn from_figment(f: Figment) -> Result<Self, ConfigError> {
+        let dict = f.data().map_err(Box::new)?;
+        if let Some(d) = dict.get(&Profile::Default) {
+            for k in d.keys() {
+                let known = PROXY_KEYS.contains(&k.as_str()) || Policy::KEYS.contains(&k.as_str()) || k == "token";
+                if !known {
+                    return Err(ConfigError::UnknownKey(k.clone()));
+                }
+            }
+        }
+        let cfg: Self = f.extract().map_err(Box::new)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.datahosts.is_empty() {
+            return bad("at least one entry in `datahosts` is needed".into());
+        }
+        if self.users.is_empty() {
+            return bad("at least one entry in `users` is needed".into());
+        }
+        if crate::auth::Method::from_name(self.auth_plugin.as_bytes()).is_none() {
+            return bad(format!("auth_plugin `{}` is not mysql_native_password or caching_sha2_password", self.auth_plugin));
+        }
+        if self.datahosts.iter().filter(|d| d.default).count() > 1 {
+            return bad("more than one dataHost is marked `default`".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        for dh in &self.datahosts {
+            if !names.insert(dh.name.as_str()) {
+                return bad(format!("dataHost `{}` is listed twice", dh.name));
+            }
+            if dh.datasources.is_empty() {
+                return bad(format!("dataHost `{}` has no datasources", dh.name));
+            }
+            if let Some(a) = &dh.active {
+                if !dh.datasources.iter().any(|d| &d.name == a) {
+                    return bad(format!("dataHost `{}`: active `{a}` is not one of its datasources", dh.name));
+                }
+            }
+        }
+        if self.policy.approve_ratio > 100 {
+            return bad("need_vote.approve_ratio is a percentage (0-100)".into());
+        }
+        Ok(())
+    }
+}
+
+/// `ZERODB_*` environment variables as a figment provider that keeps the
+/// seed's dotted policy keys flat (figment's own `Env` would nest them).
+pub struct EnvOverrides {
+    prefix: String,
+    vars: Vec<(String, String)>,
+}
+
+impl EnvOverrides {
+    pub fn new(prefix: &str) -> Self {
+        Self::from_vars(prefix, std::env::vars())
+    }
+
+    pub fn from_vars(prefix: &str, vars: impl IntoIterator<Item = (String, String)>) -> Self {
+        Self {
+            prefix: prefix.to_string(),
+            vars: vars.into_iter().filter(|(k, _)| k.starts_with(prefix)).collect(),
+        }
+    }
+}
+
+/// Parses an environment value as a scalar: bool, integer, float or string.
+fn parse_scalar(v: &str) -> Value {
+    match v {
+        "true" | "TRUE" | "True" => return Value::from(true),
+        "false" | "FALSE" | "False" => return Value::from(false),
+        _ => {}
+    }
+    if let Ok(i) = v.parse::<i64>() {
+        return Value::from(i);
+    }
+    if let Ok(f) = v.parse::<f64>() {
+        return Value::from(f);
+    }
+    Value::from(v.to_string())
+}
+
+impl Provider for EnvOverrides {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("environment variables")
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut root = Dict::new();
+        for (name, value) in &self.vars {
+            let rest = &name[self.prefix.len()..];
+            if let Some(key) = Policy::KEYS.iter().find(|k| Policy::env_name(k) == *name) {
+                root.insert(key.to_string(), parse_scalar(value));
+                continue;
+            }
+            let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+            insert_path(&mut root, &path, parse_scalar(value));
+        }
+        let mut m = Map::new();
+        m.insert(Profile::Default, root);
+        Ok(m)
+    }
+}
+
+fn insert_path(dict: &mut Dict, path: &[String], value: Value) {
+    match path {
+        [] => {}
+        [last] => {
+            dict.insert(last.clone(), value);
+        }
+        [first, rest @ ..] => {
+            let entry = dict
+                .entry(first.clone())
+                .or_insert_with(|| Value::from(Dict::new()));
+            if let Value::Dict(_, inner) = entry {
+                insert_path(inner, rest, value);
+            }
+        }
+    }
+}
+
+/// Durations in config: a number of milliseconds, or a string such as
+/// `"250ms"`, `"2s"`, `"1m"`.
+pub mod duration {
+    use serde::{de, Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}ms", d.as_millis()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Millis(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Millis(ms) => Ok(Duration::from_millis(ms)),
+            Raw::Text(t) => parse(&t).map_err(de::Error::custom),
+        }
+    }
+
+    pub fn parse(t: &str) -> Result<Duration, String> {
+        let t = t.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: f64 = num.parse().map_err(|_| format!("bad duration `{t}`"))?;
+        let secs = match unit.trim() {
+            "ms" | "" => n / 1000.0,
+            "s" => n,
+            "m" => n * 60.0,
+            "h" => n * 3600.0,
+            u => return Err(format!("bad duration unit `{u}` in `{t}` (use ms, s, m or h)")),
+        };
+        if !secs.is_finite() || secs < 0.0 {
+            return Err(format!("bad duration `{t}`"));
+        }
+        Ok(Duration::from_secs_f64(secs))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEED: &str = r#"
+listen: 127.0.0.1:3307
+users: [{name: app, password: pw}]
+datahosts:
+  - name: dh1
+    schemas: [app]
+    user: zerodb
+    password: x
+    datasources: [{name: mysql_1, addr: "127.0.0.1:3306"}, {name: mysql_11, addr: "127.0.0.1:3316"}]
+health: {interval: 200ms, timeout: "150ms", fall: 2}
+need_vote: true
+need_vote.approve_ratio: 50
+unregister_when_switch_rejected: true
+unregister_switch_rejected_number: 3
+unregister_when_switch_rejected.down_host_num: 2
+offline_when_lost_keeper: true
+offline_switch_rejected_number: 3
+# 至少有两个Host连续被数据源切换失败后，让自己下线
+offline_when_lost_keeper.down_host_num: 4
+self_back_online: true
+need_target_load_check: true
+need_target_load_check.safe_load: 2
+need_binlog_check: true
+need_binlog_check.safe_binlog_delay: 1000
+"#;
+
+    #[test]
+    fn seed_keys_load_verbatim() {
+        let c = ProxyConfig::from_yaml(SEED).unwrap();
+        assert_eq!(c.policy.approve_ratio, 50);
+        assert_eq!(c.policy.offline_down_host_num, 4);
+        assert_eq!(c.policy.safe_binlog_delay, Some(1000));
+        assert_eq!(c.policy.safe_load, 2.0);
+        assert_eq!(c.health.interval, Duration::from_millis(200));
+        assert_eq!(c.health.timeout, Duration::from_millis(150));
+        assert_eq!(c.health.fall, 2);
+        assert_eq!(c.datahosts[0].datasources[1].name, "mysql_11");
+    }
+
+    #[test]
+    fn absent_safe_binlog_delay_means_lenient() {
+        let text = SEED.replace("need_binlog_check.safe_binlog_delay: 1000\n", "");
+        let c = ProxyConfig::from_yaml(&text).unwrap();
+        assert_eq!(c.policy.safe_binlog_delay, None);
+    }
+
+    #[test]
+    fn toml_with_quoted_dotted_keys() {
+        let toml = r#"
+"need_vote.approve_ratio" = 75
+[[users]]
+name = "app"
+[[datahosts]]
+name = "dh1"
+user = "u"
+datasources = [{ name = "a", addr = "127.0.0.1:1" }]
+"#;
+        let c = ProxyConfig::from_figment(Figment::from(Toml::string(toml))).unwrap();
+        assert_eq!(c.policy.approve_ratio, 75);
+    }
+
+    #[test]
+    fn env_overrides_keep_policy_keys_flat() {
+        let env = EnvOverrides::from_vars(
+            "ZERODB_",
+            [
+                ("ZERODB_NEED_VOTE__APPROVE_RATIO".to_string(), "66".to_string()),
+                ("ZERODB_NEED_VOTE".to_string(), "false".to_string()),
+                ("ZERODB_HEALTH__FALL".to_string(), "5".to_string()),
+                ("ZERODB_LISTEN".to_string(), "0.0.0.0:4000".to_string()),
+            ],
+        );
+        let c = ProxyConfig::from_figment(Figment::from(Yaml::string(SEED)).merge(env)).unwrap();
+        assert_eq!(c.policy.approve_ratio, 66);
+        assert!(!c.policy.need_vote);
+        assert_eq!(c.health.fall, 5);
+        assert_eq!(c.health.interval, Duration::from_millis(200), "sibling keys survive");
+        assert_eq!(c.listen, "0.0.0.0:4000");
+    }
+
+    #[test]
+    fn typos_are_refused() {
+        let err = ProxyConfig::from_yaml(&format!("{SEED}\nneed_vot: true\n")).unwrap_err();
+        assert!(err.to_string().contains("need_vot"), "{err}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration::parse("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(duration::parse("1.5s").unwrap(), Duration::from_millis(1500));
+        assert!(duration::parse("3 parsecs").is_err());
+        assert!(duration::parse("").is_err());
+    }
+}

@@ -1,0 +1,122 @@
+//! The MySQL errors the proxy itself answers with.
+//!
+//! Where MySQL has an error for the situation its code is used, so drivers
+//! react as they would to a server. Situations only a proxy meets use codes
+//! in the 9100 range (ProxySQL likewise answers with its own 9xxx codes).
+
+/// An error sent to a client as an ERR packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientError {
+    pub code: u16,
+    pub state: &'static str,
+    pub message: String,
+}
+
+impl ClientError {
+    pub fn new(code: u16, state: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            state,
+            message: message.into(),
+        }
+    }
+
+    pub fn packet(&self) -> Vec<u8> {
+        crate::protocol::packets::err(self.code, self.state, &self.message)
+    }
+
+    pub fn access_denied(user: &str, host: &str, with_password: bool) -> Self {
+        let using = if with_password { "YES" } else { "NO" };
+        Self::new(
+            1045,
+            "28000",
+            format!("Access denied for user '{user}'@'{host}' (using password: {using})"),
+        )
+    }
+
+    pub fn unknown_command(cmd: u8) -> Self {
+        Self::new(
+            1047,
+            "08S01",
+            format!(
+                "Unknown command: {} (0x{cmd:02x}) is not supported through zeroDB",
+                crate::protocol::cmd::name(cmd)
+            ),
+        )
+    }
+
+    pub fn unknown_statement(id: u32, what: &str) -> Self {
+        Self::new(
+            1243,
+            "HY000",
+            format!("Unknown prepared statement handler ({id}) given to {what}"),
+        )
+    }
+
+    pub fn malformed(what: &str) -> Self {
+        Self::new(1835, "08S01", format!("Malformed communication packet: {what}"))
+    }
+
+    pub fn too_many_connections() -> Self {
+        Self::new(1040, "08004", "Too many connections")
+    }
+
+    pub fn packet_too_large(len: usize, max: usize) -> Self {
+        Self::new(
+            1153,
+            "08S01",
+            format!("Got a packet bigger than 'max_allowed_packet' bytes ({len} > {max})"),
+        )
+    }
+
+    pub fn unknown_thread(id: u64) -> Self {
+        Self::new(1094, "HY000", format!("Unknown thread id: {id}"))
+    }
+
+    pub fn not_owner(id: u64) -> Self {
+        Self::new(1095, "HY000", format!("You are not owner of thread {id}"))
+    }
+
+    /// No connection to the dataHost's active datasource could be had.
+    pub fn no_datasource(datahost: &str, datasource: &str, why: &str) -> Self {
+        Self::new(
+            9101,
+            "HY000",
+            format!("zeroDB: no connection to datasource '{datasource}' of dataHost '{datahost}': {why}"),
+        )
+    }
+
+    /// The backend went away while running the statement: it may or may not
+    /// have been applied.
+    pub fn backend_lost(datasource: &str, why: &str) -> Self {
+        Self::new(
+            9102,
+            "08S01",
+            format!("zeroDB: lost datasource '{datasource}' during the statement ({why}); it may or may not have been applied"),
+        )
+    }
+
+    /// The session's transaction cannot go on: its datasource was switched or
+    /// lost. SQLSTATE 40001 tells drivers to retry the whole transaction.
+    pub fn transaction_lost(why: &str) -> Self {
+        Self::new(
+            9103,
+            "40001",
+            format!("zeroDB: the transaction was rolled back because {why}; issue ROLLBACK and retry it"),
+        )
+    }
+
+    /// Session state that cannot move with a switch (an open cursor, long
+    /// data not yet executed) was lost.
+    pub fn state_lost(why: &str) -> Self {
+        Self::new(9104, "HY000", format!("zeroDB: {why}"))
+    }
+
+    pub fn cross_datahost_in_transaction(schema: &str) -> Self {
+        Self::new(
+            9105,
+            "25000",
+            format!("zeroDB: schema '{schema}' lives on another dataHost; switch to it outside a transaction"),
+        )
+    }
+}

@@ -1,0 +1,203 @@
+//! Probing datasources.
+//!
+//! Each datasource is probed on an interval over a connection of the
+//! prober's own (COM_PING, with a timeout). A datasource is marked down after
+//! `fall` consecutive failures and up again after `rise` consecutive
+//! successes; every flip is logged, counted and broadcast to subscribers.
+
+use crate::backend::{BackendConn, BackendKey};
+use crate::topology::Datasource;
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::broadcast;
+
+/// Probe settings (config keys under `health:`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Time between probes of one datasource.
+    #[serde(with = "crate::config::duration")]
+    pub interval: Duration,
+    /// A probe that takes longer has failed.
+    #[serde(with = "crate::config::duration")]
+    pub timeout: Duration,
+    /// Consecutive failures that mark a datasource down.
+    pub fall: u32,
+    /// Consecutive successes that mark it up again.
+    pub rise: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_millis(500),
+            timeout: Duration::from_millis(400),
+            fall: 3,
+            rise: 2,
+        }
+    }
+}
+
+/// What the prober knows of one datasource.
+#[derive(Debug)]
+pub struct Health {
+    up: AtomicBool,
+    consecutive_failures: AtomicU32,
+    consecutive_successes: AtomicU32,
+    last_rtt_us: AtomicU64,
+    probes: AtomicU64,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            // Innocent until proven otherwise: a proxy starts serving.
+            up: AtomicBool::new(true),
+            consecutive_failures: AtomicU32::new(0),
+            consecutive_successes: AtomicU32::new(0),
+            last_rtt_us: AtomicU64::new(0),
+            probes: AtomicU64::new(0),
+        }
+    }
+}
+
+/// A snapshot for status pages.
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthSnapshot {
+    pub up: bool,
+    pub consecutive_failures: u32,
+    pub last_rtt_us: u64,
+    pub probes: u64,
+}
+
+impl Health {
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    pub fn consecutive_failures(&self) -> u32 {
+        self.consecutive_failures.load(Ordering::Acquire)
+    }
+
+    pub fn snapshot(&self) -> HealthSnapshot {
+        HealthSnapshot {
+            up: self.is_up(),
+            consecutive_failures: self.consecutive_failures(),
+            last_rtt_us: self.last_rtt_us.load(Ordering::Relaxed),
+            probes: self.probes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Records one probe; returns `Some(new_state)` when the state flipped.
+    pub fn record(&self, ok: bool, rtt: Duration, cfg: &HealthConfig) -> Option<bool> {
+        self.probes.fetch_add(1, Ordering::Relaxed);
+        if ok {
+            self.last_rtt_us.store(rtt.as_micros() as u64, Ordering::Relaxed);
+            self.consecutive_failures.store(0, Ordering::Release);
+            let s = self.consecutive_successes.fetch_add(1, Ordering::AcqRel) + 1;
+            if !self.is_up() && s >= cfg.rise {
+                self.up.store(true, Ordering::Release);
+                return Some(true);
+            }
+        } else {
+            self.consecutive_successes.store(0, Ordering::Release);
+            let f = self.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1;
+            if self.is_up() && f >= cfg.fall {
+                self.up.store(false, Ordering::Release);
+                return Some(false);
+            }
+        }
+        None
+    }
+}
+
+/// A datasource changed state.
+#[derive(Debug, Clone)]
+pub struct HealthEvent {
+    pub datasource: String,
+    pub up: bool,
+    pub consecutive_failures: u32,
+}
+
+/// Probes one datasource until the sender side of `stop` is dropped.
+pub async fn probe_loop(
+    ds: Arc<Datasource>,
+    cfg: HealthConfig,
+    events: broadcast::Sender<HealthEvent>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut conn: Option<BackendConn> = None;
+    let mut tick = tokio::time::interval(cfg.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let params = ds.pool.params().clone();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let started = Instant::now();
+        let result = tokio::time::timeout(cfg.timeout, async {
+            if conn.is_none() {
+                conn = Some(BackendConn::connect(&params, BackendKey::default()).await?);
+            }
+            match conn.as_mut() {
+                Some(c) => c.ping().await,
+                None => Ok(()),
+            }
+        })
+        .await;
+        let ok = matches!(result, Ok(Ok(())));
+        if !ok {
+            // A timed-out or failed connection is in an unknown state.
+            conn = None;
+        }
+        let label = if ok { "ok" } else { "fail" };
+        metrics::counter!("zerodb_probes_total", "datasource" => ds.name.clone(), "result" => label).increment(1);
+        if let Some(up) = ds.health.record(ok, started.elapsed(), &cfg) {
+            metrics::gauge!("zerodb_datasource_up", "datasource" => ds.name.clone()).set(if up { 1.0 } else { 0.0 });
+            let failures = ds.health.consecutive_failures();
+            if up {
+                tracing::info!(datasource = %ds.name, addr = %ds.addr, "datasource is up");
+            } else {
+                let why = match &result {
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => format!("no answer within {:?}", cfg.timeout),
+                    Ok(Ok(())) => String::new(),
+                };
+                tracing::warn!(datasource = %ds.name, addr = %ds.addr, failures, error = %why, "datasource is down");
+            }
+            let _ = events.send(HealthEvent {
+                datasource: ds.name.clone(),
+                up,
+                consecutive_failures: failures,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flips_after_fall_and_rise() {
+        let h = Health::default();
+        let cfg = HealthConfig {
+            fall: 3,
+            rise: 2,
+            ..Default::default()
+        };
+        let d = Duration::from_millis(1);
+        assert_eq!(h.record(false, d, &cfg), None);
+        assert_eq!(h.record(false, d, &cfg), None);
+        assert_eq!(h.record(false, d, &cfg), Some(false), "third failure marks down");
+        assert_eq!(h.record(false, d, &cfg), None, "already down");
+        assert_eq!(h.record(true, d, &cfg), None);
+        assert_eq!(h.record(false, d, &cfg), None, "a failure resets the rise count");
+        assert_eq!(h.record(true, d, &cfg), None);
+        assert_eq!(h.record(true, d, &cfg), Some(true));
+        assert!(h.is_up());
+    }
+}

@@ -1,0 +1,34 @@
+//! zeroDB: a fault-tolerant MySQL middleware.
+//!
+//! The library holds everything the binaries wire together, so it can be
+//! embedded in a proxy of one's own:
+//!
+//! * [`protocol`] — framing, the packets the proxy writes, and the response
+//!   parser that lets rows pass through as raw bytes;
+//! * [`auth`] — checking clients against the proxy's user list;
+//! * [`backend`], [`pool`] — connections to datasources;
+//! * [`topology`] — dataHosts and their active datasource in an `ArcSwap`,
+//!   swapped under strictly increasing epochs;
+//! * [`health`] — probing datasources;
+//! * [`session`] — one client session: relay, state tracking, replay on a
+//!   swap, prepared statements, KILL;
+//! * [`server`] — the accept loop, session registry and graceful shutdown;
+//! * [`admin`] — the HTTP surface (`/health`, `/status`, `/metrics`);
+//! * [`config`], [`policy`] — configuration, with the seed's policy keys.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod auth;
+pub mod backend;
+pub mod config;
+pub mod errors;
+pub mod health;
+pub mod hooks;
+pub mod policy;
+pub mod pool;
+pub mod protocol;
+pub mod server;
+pub mod session;
+pub mod sql;
+pub mod topology;

@@ -1,0 +1,308 @@
+//! A bounded pool of backend connections for one datasource.
+//!
+//! Idle connections are kept per [`BackendKey`] (a client's session-shaping
+//! flags and collation); the pool opens `min_idle` of the most-used key ahead
+//! of demand, checks a connection with COM_PING when it has been idle longer
+//! than `check_after_idle`, resets every connection (COM_RESET_CONNECTION)
+//! when it comes back, and never holds more than `max_size` open.
+
+use crate::backend::{BackendConn, BackendError, BackendKey, ConnectParams};
+use std::collections::HashMap;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Pool settings (config keys under `pool:`).
+#[derive(Clone, Debug, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PoolConfig {
+    /// Idle connections kept open ahead of demand (for the most-used key).
+    pub min_idle: usize,
+    /// Most connections open to one datasource, idle and in use.
+    pub max_size: usize,
+    /// Ping a pooled connection before handing it out when it has been idle
+    /// this long.
+    #[serde(with = "crate::config::duration")]
+    pub check_after_idle: Duration,
+    /// Close idle connections beyond `min_idle` after this long.
+    #[serde(with = "crate::config::duration")]
+    pub max_idle_time: Duration,
+    /// How long a session waits for a connection when the pool is full.
+    #[serde(with = "crate::config::duration")]
+    pub acquire_timeout: Duration,
+    #[serde(with = "crate::config::duration")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            min_idle: 4,
+            max_size: 1024,
+            check_after_idle: Duration::from_secs(5),
+            max_idle_time: Duration::from_secs(300),
+            acquire_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Why no connection could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("pool for {datasource} is exhausted ({max} connections) after waiting {waited:?}")]
+    Exhausted {
+        datasource: String,
+        max: usize,
+        waited: Duration,
+    },
+    #[error("datasource {0} is not in service")]
+    Disabled(String),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+struct Idle {
+    conn: BackendConn,
+    permit: OwnedSemaphorePermit,
+}
+
+/// Connection pool of one datasource.
+pub struct Pool {
+    name: String,
+    params: ConnectParams,
+    cfg: PoolConfig,
+    permits: Arc<Semaphore>,
+    idle: Mutex<HashMap<BackendKey, Vec<Idle>>>,
+    /// The key most recently asked for: what prewarming opens.
+    hot_key: Mutex<BackendKey>,
+    enabled: AtomicBool,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+/// A connection lent by a pool; goes back (reset) when dropped, unless
+/// marked broken.
+pub struct PooledConn {
+    conn: Option<BackendConn>,
+    permit: Option<OwnedSemaphorePermit>,
+    pool: Arc<Pool>,
+}
+
+impl std::fmt::Debug for PooledConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PooledConn").field("conn", &self.conn).finish()
+    }
+}
+
+impl Deref for PooledConn {
+    type Target = BackendConn;
+    fn deref(&self) -> &BackendConn {
+        self.conn.as_ref().expect("connection present until drop")
+    }
+}
+
+impl DerefMut for PooledConn {
+    fn deref_mut(&mut self) -> &mut BackendConn {
+        self.conn.as_mut().expect("connection present until drop")
+    }
+}
+
+impl Drop for PooledConn {
+    fn drop(&mut self) {
+        let (Some(conn), Some(permit)) = (self.conn.take(), self.permit.take()) else {
+            return;
+        };
+        if conn.broken || !self.pool.is_enabled() {
+            return;
+        }
+        let pool = self.pool.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { pool.give_back(conn, permit).await });
+        }
+    }
+}
+
+impl Pool {
+    pub fn new(name: impl Into<String>, params: ConnectParams, cfg: PoolConfig) -> Arc<Self> {
+        Arc::new(Self {
+            name: name.into(),
+            permits: Arc::new(Semaphore::new(cfg.max_size)),
+            params,
+            cfg,
+            idle: Mutex::new(HashMap::new()),
+            hot_key: Mutex::new(BackendKey::default()),
+            enabled: AtomicBool::new(true),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn params(&self) -> &ConnectParams {
+        &self.params
+    }
+
+    pub fn config(&self) -> &PoolConfig {
+        &self.cfg
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.enabled.load(Ordering::Acquire)
+    }
+
+    /// Takes the datasource in or out of service. Out of service, idle
+    /// connections are closed and returned ones are not kept.
+    pub fn set_enabled(&self, on: bool) {
+        self.enabled.store(on, Ordering::Release);
+        if !on {
+            self.lock_idle().clear();
+        }
+    }
+
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, HashMap<BackendKey, Vec<Idle>>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Connections open now (idle and lent).
+    pub fn open(&self) -> usize {
+        self.cfg.max_size - self.permits.available_permits()
+    }
+
+    /// Idle connections now.
+    pub fn idle_count(&self) -> usize {
+        self.lock_idle().values().map(Vec::len).sum()
+    }
+
+    fn pop_idle(&self, key: BackendKey) -> Option<Idle> {
+        self.lock_idle().get_mut(&key).and_then(Vec::pop)
+    }
+
+    /// Closes one idle connection of another key to make room.
+    fn evict_other(&self, key: BackendKey) -> bool {
+        let mut idle = self.lock_idle();
+        for (k, v) in idle.iter_mut() {
+            if *k != key && v.pop().is_some() {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Lends a connection with the given key.
+    pub async fn acquire(self: &Arc<Self>, key: BackendKey) -> Result<PooledConn, PoolError> {
+        if !self.is_enabled() {
+            return Err(PoolError::Disabled(self.name.clone()));
+        }
+        *self.hot_key.lock().unwrap_or_else(|e| e.into_inner()) = key;
+        let started = Instant::now();
+        loop {
+            if let Some(Idle { mut conn, permit }) = self.pop_idle(key) {
+                if conn.last_used.elapsed() >= self.cfg.check_after_idle && conn.ping().await.is_err() {
+                    metrics::counter!("zerodb_pool_stale_total", "datasource" => self.name.clone()).increment(1);
+                    continue;
+                }
+                return Ok(self.lend(conn, permit));
+            }
+            let permit = match self.permits.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) if self.evict_other(key) => continue,
+                Err(_) => {
+                    let left = self.cfg.acquire_timeout.saturating_sub(started.elapsed());
+                    match tokio::time::timeout(left, self.permits.clone().acquire_owned()).await {
+                        Ok(Ok(p)) => p,
+                        _ => {
+                            return Err(PoolError::Exhausted {
+                                datasource: self.name.clone(),
+                                max: self.cfg.max_size,
+                                waited: started.elapsed(),
+                            })
+                        }
+                    }
+                }
+            };
+            // An idle connection may have come back while waiting.
+            if let Some(Idle { conn, permit: p2 }) = self.pop_idle(key) {
+                drop(p2);
+                return Ok(self.lend(conn, permit));
+            }
+            let conn = self.connect(key).await?;
+            return Ok(self.lend(conn, permit));
+        }
+    }
+
+    async fn connect(&self, key: BackendKey) -> Result<BackendConn, BackendError> {
+        let r = BackendConn::connect(&self.params, key).await;
+        let outcome = if r.is_ok() { "ok" } else { "error" };
+        metrics::counter!("zerodb_pool_connects_total", "datasource" => self.name.clone(), "result" => outcome)
+            .increment(1);
+        r
+    }
+
+    fn lend(self: &Arc<Self>, conn: BackendConn, permit: OwnedSemaphorePermit) -> PooledConn {
+        PooledConn {
+            conn: Some(conn),
+            permit: Some(permit),
+            pool: self.clone(),
+        }
+    }
+
+    async fn give_back(&self, mut conn: BackendConn, permit: OwnedSemaphorePermit) {
+        if conn.reset().await.is_err() || !self.is_enabled() {
+            return;
+        }
+        conn.conn.release_buffers();
+        self.lock_idle()
+            .entry(conn.key)
+            .or_default()
+            .push(Idle { conn, permit });
+    }
+
+    /// One round of upkeep: close connections idle too long, then open
+    /// connections of the hot key up to `min_idle`.
+    pub async fn maintain(self: &Arc<Self>) {
+        if !self.is_enabled() {
+            return;
+        }
+        {
+            let mut idle = self.lock_idle();
+            let max_idle = self.cfg.max_idle_time;
+            let min = self.cfg.min_idle;
+            for v in idle.values_mut() {
+                // Oldest first; keep at least `min` of them.
+                while v.len() > min && v.first().is_some_and(|x| x.conn.last_used.elapsed() > max_idle) {
+                    v.remove(0);
+                }
+            }
+        }
+        let key = *self.hot_key.lock().unwrap_or_else(|e| e.into_inner());
+        let have = self.lock_idle().get(&key).map_or(0, Vec::len);
+        for _ in have..self.cfg.min_idle {
+            let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+                break;
+            };
+            match self.connect(key).await {
+                Ok(mut conn) => {
+                    conn.conn.release_buffers();
+                    if !self.is_enabled() {
+                        break;
+                    }
+                    self.lock_idle().entry(key).or_default().push(Idle { conn, permit });
+                }
+                Err(e) => {
+                    tracing::debug!(datasource = %self.name, error = %e, "prewarm failed");
+                    break;
+                }
+            }
+        }
+        metrics::gauge!("zerodb_pool_open", "datasource" => self.name.clone()).set(self.open() as f64);
+        metrics::gauge!("zerodb_pool_idle", "datasource" => self.name.clone()).set(self.idle_count() as f64);
+    }
+}

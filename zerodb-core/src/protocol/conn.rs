@@ -1,0 +1,136 @@
+//! A TCP connection speaking MySQL frames, with buffers that an idle
+//! connection gives back.
+
+use super::frame::{assemble, put_packet, Assembled};
+use bytes::BytesMut;
+use std::io;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// How much a read asks for at least.
+const READ_CHUNK: usize = 16 * 1024;
+/// Buffers larger than this are dropped once the connection goes idle.
+const KEEP_WHEN_IDLE: usize = 64 * 1024;
+
+/// A framed MySQL connection (client side or backend side).
+#[derive(Debug)]
+pub struct Conn {
+    pub stream: TcpStream,
+    /// Bytes read and not yet consumed.
+    pub rbuf: BytesMut,
+    /// Bytes queued for writing.
+    pub wbuf: BytesMut,
+}
+
+/// Why a packet could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("connection closed by peer")]
+    Closed,
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    #[error("packet of {len} bytes exceeds the limit of {max}")]
+    TooLarge { len: usize, max: usize },
+    #[error("packet out of order: expected sequence id {expected}, got {got}")]
+    BadSequence { expected: u8, got: u8 },
+}
+
+/// One logical packet read whole.
+#[derive(Debug)]
+pub struct Packet {
+    pub payload: Vec<u8>,
+    pub first_seq: u8,
+    pub last_seq: u8,
+}
+
+impl Conn {
+    pub fn new(stream: TcpStream) -> Self {
+        let _ = stream.set_nodelay(true);
+        Self {
+            stream,
+            rbuf: BytesMut::new(),
+            wbuf: BytesMut::new(),
+        }
+    }
+
+    /// Reads more bytes into `rbuf`, at least `want` of room. Returns how
+    /// many arrived; `Closed` at end of stream.
+    pub async fn fill(&mut self, want: usize) -> Result<usize, ReadError> {
+        self.rbuf.reserve(want.max(READ_CHUNK));
+        let n = self.stream.read_buf(&mut self.rbuf).await?;
+        if n == 0 {
+            return Err(ReadError::Closed);
+        }
+        Ok(n)
+    }
+
+    /// Reads one whole logical packet of at most `max` bytes.
+    pub async fn read_packet(&mut self, max: usize) -> Result<Packet, ReadError> {
+        loop {
+            match assemble(&self.rbuf, max) {
+                Assembled::Packet {
+                    payload,
+                    first_seq,
+                    last_seq,
+                    consumed,
+                } => {
+                    let _ = self.rbuf.split_to(consumed);
+                    return Ok(Packet {
+                        payload,
+                        first_seq,
+                        last_seq,
+                    });
+                }
+                Assembled::Incomplete { need } => {
+                    self.fill(need).await?;
+                }
+                Assembled::TooLarge { len } => return Err(ReadError::TooLarge { len, max }),
+                Assembled::BadSequence { expected, got } => {
+                    return Err(ReadError::BadSequence { expected, got })
+                }
+            }
+        }
+    }
+
+    /// Queues one logical packet; returns the next sequence id.
+    pub fn queue(&mut self, seq: u8, payload: &[u8]) -> u8 {
+        put_packet(&mut self.wbuf, seq, payload)
+    }
+
+    /// Writes everything queued.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        if !self.wbuf.is_empty() {
+            self.stream.write_all(&self.wbuf).await?;
+            self.wbuf.clear();
+        }
+        Ok(())
+    }
+
+    /// Queues and writes one packet; returns the next sequence id.
+    pub async fn send(&mut self, seq: u8, payload: &[u8]) -> io::Result<u8> {
+        let next = self.queue(seq, payload);
+        self.flush().await?;
+        Ok(next)
+    }
+
+    /// Gives back large buffers while nothing is pending, so thousands of
+    /// idle connections stay cheap.
+    pub fn shrink_if_idle(&mut self) {
+        if self.rbuf.is_empty() && self.rbuf.capacity() > KEEP_WHEN_IDLE {
+            self.rbuf = BytesMut::new();
+        }
+        if self.wbuf.is_empty() && self.wbuf.capacity() > KEEP_WHEN_IDLE {
+            self.wbuf = BytesMut::new();
+        }
+    }
+
+    /// Drops both buffers entirely if empty (for connections that wait long).
+    pub fn release_buffers(&mut self) {
+        if self.rbuf.is_empty() {
+            self.rbuf = BytesMut::new();
+        }
+        if self.wbuf.is_empty() {
+            self.wbuf = BytesMut::new();
+        }
+    }
+}

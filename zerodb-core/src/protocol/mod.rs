@@ -1,0 +1,158 @@
+//! The MySQL wire protocol, as far as a relay needs it.
+//!
+//! * [`frame`] — physical packet framing (3-byte length + sequence id) and
+//!   logical packets spanning several 16 MiB frames.
+//! * [`packets`] — the few packets the proxy writes itself (OK, ERR, EOF,
+//!   handshake pieces) and the few fields it reads (status flags, ids).
+//! * [`response`] — a pure state machine that, fed the backend's frames one by
+//!   one, says where a response ends and what state the session is left in.
+//! * [`conn`] — a buffered socket speaking frames.
+
+pub mod conn;
+pub mod frame;
+pub mod packets;
+pub mod response;
+
+pub use conn::Conn;
+pub use frame::{FrameHeader, MAX_FRAME};
+pub use response::{ResponseKind, ResponseParser, Step};
+
+/// Command bytes (first byte of a client request).
+pub mod cmd {
+    pub const SLEEP: u8 = 0x00;
+    pub const QUIT: u8 = 0x01;
+    pub const INIT_DB: u8 = 0x02;
+    pub const QUERY: u8 = 0x03;
+    pub const FIELD_LIST: u8 = 0x04;
+    pub const STATISTICS: u8 = 0x09;
+    pub const PROCESS_KILL: u8 = 0x0c;
+    pub const PING: u8 = 0x0e;
+    pub const CHANGE_USER: u8 = 0x11;
+    pub const STMT_PREPARE: u8 = 0x16;
+    pub const STMT_EXECUTE: u8 = 0x17;
+    pub const STMT_SEND_LONG_DATA: u8 = 0x18;
+    pub const STMT_CLOSE: u8 = 0x19;
+    pub const STMT_RESET: u8 = 0x1a;
+    pub const SET_OPTION: u8 = 0x1b;
+    pub const STMT_FETCH: u8 = 0x1c;
+    pub const RESET_CONNECTION: u8 = 0x1f;
+
+    /// Human name of a command byte, for errors and logs.
+    pub fn name(c: u8) -> &'static str {
+        match c {
+            0x00 => "COM_SLEEP",
+            0x01 => "COM_QUIT",
+            0x02 => "COM_INIT_DB",
+            0x03 => "COM_QUERY",
+            0x04 => "COM_FIELD_LIST",
+            0x05 => "COM_CREATE_DB",
+            0x06 => "COM_DROP_DB",
+            0x07 => "COM_REFRESH",
+            0x08 => "COM_SHUTDOWN",
+            0x09 => "COM_STATISTICS",
+            0x0a => "COM_PROCESS_INFO",
+            0x0b => "COM_CONNECT",
+            0x0c => "COM_PROCESS_KILL",
+            0x0d => "COM_DEBUG",
+            0x0e => "COM_PING",
+            0x0f => "COM_TIME",
+            0x10 => "COM_DELAYED_INSERT",
+            0x11 => "COM_CHANGE_USER",
+            0x12 => "COM_BINLOG_DUMP",
+            0x13 => "COM_TABLE_DUMP",
+            0x14 => "COM_CONNECT_OUT",
+            0x15 => "COM_REGISTER_SLAVE",
+            0x16 => "COM_STMT_PREPARE",
+            0x17 => "COM_STMT_EXECUTE",
+            0x18 => "COM_STMT_SEND_LONG_DATA",
+            0x19 => "COM_STMT_CLOSE",
+            0x1a => "COM_STMT_RESET",
+            0x1b => "COM_SET_OPTION",
+            0x1c => "COM_STMT_FETCH",
+            0x1d => "COM_DAEMON",
+            0x1e => "COM_BINLOG_DUMP_GTID",
+            0x1f => "COM_RESET_CONNECTION",
+            0xfa => "COM_STMT_BULK_EXECUTE",
+            _ => "unknown command",
+        }
+    }
+}
+
+/// Server status flags the proxy reads (`SERVER_STATUS_*`).
+pub mod status {
+    pub const IN_TRANS: u16 = 0x0001;
+    pub const AUTOCOMMIT: u16 = 0x0002;
+    pub const MORE_RESULTS_EXISTS: u16 = 0x0008;
+    pub const CURSOR_EXISTS: u16 = 0x0040;
+    pub const LAST_ROW_SENT: u16 = 0x0080;
+    pub const IN_TRANS_READONLY: u16 = 0x2000;
+}
+
+/// Capability flags (`CLIENT_*`).
+pub mod caps {
+    pub const LONG_PASSWORD: u32 = 0x0000_0001;
+    pub const FOUND_ROWS: u32 = 0x0000_0002;
+    pub const LONG_FLAG: u32 = 0x0000_0004;
+    pub const CONNECT_WITH_DB: u32 = 0x0000_0008;
+    pub const NO_SCHEMA: u32 = 0x0000_0010;
+    pub const COMPRESS: u32 = 0x0000_0020;
+    pub const ODBC: u32 = 0x0000_0040;
+    pub const LOCAL_FILES: u32 = 0x0000_0080;
+    pub const IGNORE_SPACE: u32 = 0x0000_0100;
+    pub const PROTOCOL_41: u32 = 0x0000_0200;
+    pub const INTERACTIVE: u32 = 0x0000_0400;
+    pub const SSL: u32 = 0x0000_0800;
+    pub const TRANSACTIONS: u32 = 0x0000_2000;
+    pub const SECURE_CONNECTION: u32 = 0x0000_8000;
+    pub const MULTI_STATEMENTS: u32 = 0x0001_0000;
+    pub const MULTI_RESULTS: u32 = 0x0002_0000;
+    pub const PS_MULTI_RESULTS: u32 = 0x0004_0000;
+    pub const PLUGIN_AUTH: u32 = 0x0008_0000;
+    pub const CONNECT_ATTRS: u32 = 0x0010_0000;
+    pub const PLUGIN_AUTH_LENENC_CLIENT_DATA: u32 = 0x0020_0000;
+    pub const SESSION_TRACK: u32 = 0x0080_0000;
+    pub const DEPRECATE_EOF: u32 = 0x0100_0000;
+
+    /// Flags that change the bytes a server sends, or how it interprets a
+    /// session: a backend connection must have exactly the client's value of
+    /// each, so responses can be relayed unchanged.
+    pub const SESSION_SHAPING: u32 = FOUND_ROWS
+        | LONG_FLAG
+        | NO_SCHEMA
+        | ODBC
+        | LOCAL_FILES
+        | IGNORE_SPACE
+        | INTERACTIVE
+        | MULTI_STATEMENTS
+        | MULTI_RESULTS
+        | PS_MULTI_RESULTS
+        | SESSION_TRACK
+        | DEPRECATE_EOF;
+
+    /// What the proxy offers clients (intersected with what the backends
+    /// offer). No TLS and no compression yet.
+    pub const OFFERED: u32 = LONG_PASSWORD
+        | FOUND_ROWS
+        | LONG_FLAG
+        | CONNECT_WITH_DB
+        | NO_SCHEMA
+        | ODBC
+        | LOCAL_FILES
+        | IGNORE_SPACE
+        | PROTOCOL_41
+        | INTERACTIVE
+        | TRANSACTIONS
+        | SECURE_CONNECTION
+        | MULTI_STATEMENTS
+        | MULTI_RESULTS
+        | PS_MULTI_RESULTS
+        | PLUGIN_AUTH
+        | CONNECT_ATTRS
+        | PLUGIN_AUTH_LENENC_CLIENT_DATA
+        | SESSION_TRACK
+        | DEPRECATE_EOF;
+
+    /// What the proxy needs from every backend, whatever the client asked.
+    pub const REQUIRED: u32 =
+        LONG_PASSWORD | PROTOCOL_41 | TRANSACTIONS | SECURE_CONNECTION | PLUGIN_AUTH;
+}

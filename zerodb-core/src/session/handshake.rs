@@ -1,0 +1,223 @@
+//! Greeting and authenticating clients; COM_CHANGE_USER.
+
+use super::{Fail, Flow, Session};
+use crate::auth::{self, Method};
+use crate::backend::BackendKey;
+use crate::errors::ClientError;
+use crate::protocol::caps;
+use crate::protocol::packets::{self, take_cstr};
+use crate::protocol::status;
+use mysql_common::io::ParseBuf;
+use mysql_common::packets::HandshakeResponse;
+
+/// AuthMoreData byte telling a caching_sha2_password client its fast
+/// authentication succeeded.
+const FAST_AUTH_SUCCESS: u8 = 0x03;
+
+impl Session {
+    fn greeting(&self) -> Vec<u8> {
+        let offered = self.shared.offered_caps();
+        let method = Method::from_name(self.shared.config.auth_plugin.as_bytes()).unwrap_or(Method::Native);
+        let version = self.shared.server_version.load();
+        let mut p = Vec::with_capacity(96);
+        p.push(10);
+        p.extend_from_slice(version.as_bytes());
+        p.push(0);
+        p.extend_from_slice(&self.id().to_le_bytes());
+        p.extend_from_slice(&self.salt[..8]);
+        p.push(0);
+        p.extend_from_slice(&(offered as u16).to_le_bytes());
+        p.push(self.key.collation);
+        p.extend_from_slice(&status::AUTOCOMMIT.to_le_bytes());
+        p.extend_from_slice(&((offered >> 16) as u16).to_le_bytes());
+        p.push(auth::SALT_LEN as u8 + 1);
+        p.extend_from_slice(&[0; 10]);
+        p.extend_from_slice(&self.salt[8..]);
+        p.push(0);
+        p.extend_from_slice(method.name().as_bytes());
+        p.push(0);
+        p
+    }
+
+    /// Sends an error during login and gives up on the connection.
+    async fn refuse(&mut self, e: ClientError) -> Result<(), ()> {
+        metrics::counter!("zerodb_login_failures_total", "code" => e.code.to_string()).increment(1);
+        let _ = self.client.send(self.seq, &e.packet()).await;
+        Err(())
+    }
+
+    /// Checks a scramble computed by `method` with `salt`; if the client
+    /// used a method the proxy cannot check, switches it to
+    /// mysql_native_password with a fresh salt first.
+    async fn authenticate(&mut self, user: &str, method: Option<Method>, response: Vec<u8>) -> Result<bool, ()> {
+        let password = self.shared.users.get(user).cloned();
+        let (method, response) = match method {
+            Some(m) => (m, response),
+            None => {
+                self.salt = auth::new_salt();
+                let mut switch = vec![0xfe];
+                switch.extend_from_slice(auth::NATIVE.as_bytes());
+                switch.push(0);
+                switch.extend_from_slice(&self.salt);
+                switch.push(0);
+                self.seq = self.client.send(self.seq, &switch).await.map_err(drop)?;
+                let pkt = self.client.read_packet(1024).await.map_err(drop)?;
+                self.seq = pkt.last_seq.wrapping_add(1);
+                (Method::Native, pkt.payload)
+            }
+        };
+        let Some(password) = password else {
+            return Ok(false);
+        };
+        let ok = auth::verify(method, &self.salt, &password, &response);
+        if ok && method == Method::CachingSha2 && !password.is_empty() {
+            self.seq = self
+                .client
+                .send(self.seq, &[0x01, FAST_AUTH_SUCCESS])
+                .await
+                .map_err(drop)?;
+        }
+        Ok(ok)
+    }
+
+    /// The connection phase: greeting, the client's answer, authentication,
+    /// and (when the client names a schema) binding a backend, so a wrong
+    /// schema fails the login as it would on MySQL.
+    pub(super) async fn handshake(&mut self) -> Result<(), ()> {
+        self.key = BackendKey::default();
+        let greeting = self.greeting();
+        self.seq = self.client.send(0, &greeting).await.map_err(drop)?;
+        let pkt = self.client.read_packet(64 * 1024).await.map_err(drop)?;
+        self.seq = pkt.last_seq.wrapping_add(1);
+        let p = pkt.payload;
+        let client_caps = packets::u32_at(&p, 0).unwrap_or(0);
+        if client_caps & caps::PROTOCOL_41 == 0 {
+            return self
+                .refuse(ClientError::new(1043, "08S01", "Bad handshake: zeroDB needs protocol 4.1 clients"))
+                .await;
+        }
+        if client_caps & caps::SSL != 0 {
+            return self
+                .refuse(ClientError::new(1043, "08S01", "Bad handshake: TLS was not offered"))
+                .await;
+        }
+        let parsed = match ParseBuf(&p).parse::<HandshakeResponse<'_>>(()) {
+            Ok(r) => r,
+            Err(_) => return self.refuse(ClientError::new(1043, "08S01", "Bad handshake")).await,
+        };
+        let user = String::from_utf8_lossy(parsed.user()).into_owned();
+        let db = parsed.db_name().filter(|d| !d.is_empty()).map(<[u8]>::to_vec);
+        let response = parsed.scramble_buf().to_vec();
+        let method = match parsed.auth_plugin() {
+            Some(plugin) => Method::from_name(plugin.as_bytes()),
+            None => Some(Method::Native),
+        };
+        let collation = parsed.collation();
+        drop(parsed);
+        let had_password = !response.is_empty();
+        if !self.authenticate(&user, method, response).await? {
+            let host = self.peer.ip().to_string();
+            tracing::info!(session = self.id(), %user, peer = %self.peer, "login refused");
+            return self.refuse(ClientError::access_denied(&user, &host, had_password)).await;
+        }
+        self.client_caps = client_caps & self.shared.offered_caps();
+        self.key = BackendKey::new(self.client_caps, collation);
+        self.user = user;
+        self.handle.set_user(&self.user);
+        if let Some(db) = db {
+            self.datahost = self.shared.topology.route(Some(&db)).clone();
+            self.st.schema = Some(db);
+            if let Err(e) = self.ensure_backend().await {
+                return self.refuse(e).await;
+            }
+        }
+        let ok = packets::ok(0, 0, self.st.status, 0);
+        self.seq = self.client.send(self.seq, &ok).await.map_err(drop)?;
+        tracing::debug!(session = self.id(), user = %self.user, peer = %self.peer, "logged in");
+        Ok(())
+    }
+
+    /// COM_CHANGE_USER: the new user is authenticated like a login (never a
+    /// free OK); on success the session starts afresh on a reset backend
+    /// connection. On failure the connection is closed, as MySQL does.
+    pub(super) async fn change_user(&mut self, payload: Vec<u8>) -> Flow {
+        let Some(req) = ChangeUser::parse(&payload[1..], self.client_caps) else {
+            let _ = self.reply_err(ClientError::malformed("COM_CHANGE_USER")).await;
+            return Flow::Close;
+        };
+        let method = match &req.plugin {
+            Some(name) => Method::from_name(name),
+            None => Some(Method::Native),
+        };
+        let ok = match self.authenticate(&req.user, method, req.auth).await {
+            Ok(ok) => ok,
+            Err(()) => return Flow::Close,
+        };
+        if !ok {
+            let host = self.peer.ip().to_string();
+            let _ = self.reply_err(ClientError::access_denied(&req.user, &host, true)).await;
+            return Flow::Close;
+        }
+        self.user = req.user;
+        self.handle.set_user(&self.user);
+        if let Some(c) = req.collation {
+            self.key = BackendKey::new(self.client_caps, c);
+        }
+        self.release_backend();
+        self.st = Default::default();
+        if let Some(db) = req.db {
+            self.datahost = self.shared.topology.route(Some(&db)).clone();
+            self.st.schema = Some(db);
+            if let Err(e) = self.ensure_backend().await {
+                return self.reply_err(e).await;
+            }
+        } else {
+            self.datahost = self.shared.topology.default_datahost().clone();
+        }
+        match self.reply_ok().await {
+            Ok(()) => Flow::Continue,
+            Err(Fail::Close | Fail::Client(_)) => Flow::Close,
+        }
+    }
+}
+
+/// The fields of a COM_CHANGE_USER (after the command byte).
+struct ChangeUser {
+    user: String,
+    auth: Vec<u8>,
+    db: Option<Vec<u8>>,
+    collation: Option<u8>,
+    plugin: Option<Vec<u8>>,
+}
+
+impl ChangeUser {
+    fn parse(p: &[u8], client_caps: u32) -> Option<Self> {
+        let (user, rest) = take_cstr(p)?;
+        let (auth, rest) = if client_caps & caps::SECURE_CONNECTION != 0 {
+            let n = usize::from(*rest.first()?);
+            (rest.get(1..1 + n)?.to_vec(), rest.get(1 + n..)?)
+        } else {
+            let (a, r) = take_cstr(rest)?;
+            (a.to_vec(), r)
+        };
+        let (db, rest) = take_cstr(rest)?;
+        let (collation, plugin) = if rest.len() >= 2 {
+            let c = rest[0];
+            let plugin = if client_caps & caps::PLUGIN_AUTH != 0 {
+                take_cstr(&rest[2..]).map(|(name, _)| name.to_vec())
+            } else {
+                None
+            };
+            (Some(c), plugin)
+        } else {
+            (None, None)
+        };
+        Some(Self {
+            user: String::from_utf8_lossy(user).into_owned(),
+            auth,
+            db: (!db.is_empty()).then(|| db.to_vec()),
+            collation,
+            plugin,
+        })
+    }
+}

@@ -1,0 +1,585 @@
+//! One client session.
+//!
+//! The session authenticates the client itself, then binds a backend
+//! connection from the active datasource's pool on the first statement and
+//! relays each command's response to the client as raw frames. It keeps the
+//! state a server connection would hold (schema, session variables set,
+//! autocommit, prepared statements) so that when the active datasource of
+//! its dataHost is swapped it can move to the new one between statements and
+//! replay that state; clients keep their connection and their statement ids.
+//!
+//! * [`handshake`] — greeting, authentication, COM_CHANGE_USER;
+//! * [`relay`] — moving a response from backend to client;
+//! * [`state`] — what is replayed after a move;
+//! * this file — the command loop and dispatch.
+
+mod handshake;
+mod relay;
+mod state;
+
+use crate::backend::{BackendConn, BackendError, BackendKey};
+use crate::errors::ClientError;
+use crate::hooks::StatementContext;
+use crate::pool::PooledConn;
+use crate::protocol::conn::{Packet, ReadError};
+use crate::protocol::packets::{self, u32_at};
+use crate::protocol::{cmd, status, Conn, ResponseKind};
+use crate::server::{SessionHandle, Shared};
+use crate::sql;
+use crate::topology::{DataHost, Datasource};
+use relay::{relay, RelayError, Relayed};
+use state::{SessionState, Stmt};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// How long a new client may take to log in.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs a session to its end.
+pub async fn run(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+    let handle = shared.registry.register(peer);
+    let id = handle.id;
+    metrics::gauge!("zerodb_client_sessions").increment(1.0);
+    let mut s = Session {
+        datahost: shared.topology.default_datahost().clone(),
+        shared: shared.clone(),
+        handle,
+        client: Conn::new(stream),
+        peer,
+        salt: crate::auth::new_salt(),
+        client_caps: 0,
+        key: BackendKey::default(),
+        user: String::new(),
+        seq: 0,
+        backend: None,
+        st: SessionState::default(),
+    };
+    match tokio::time::timeout(LOGIN_TIMEOUT, s.handshake()).await {
+        Ok(Ok(())) => s.serve().await,
+        Ok(Err(())) => {}
+        Err(_) => tracing::debug!(session = id, %peer, "login timed out"),
+    }
+    let _ = s.client.stream.shutdown().await;
+    shared.registry.remove(id);
+    metrics::gauge!("zerodb_client_sessions").decrement(1.0);
+}
+
+/// Answers a connection the proxy will not serve with an ERR packet (as the
+/// greeting) and closes it.
+pub async fn refuse(mut stream: TcpStream, e: ClientError) {
+    let mut buf = bytes::BytesMut::new();
+    crate::protocol::frame::put_packet(&mut buf, 0, &e.packet());
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&buf)).await;
+}
+
+/// A backend connection bound to the session, and where it leads.
+struct Bound {
+    conn: PooledConn,
+    ds: Arc<Datasource>,
+}
+
+/// What a command handler tells the loop.
+enum Flow {
+    Continue,
+    Close,
+}
+
+/// A failure while serving one command.
+enum Fail {
+    /// Answer the client with this error and go on.
+    Client(ClientError),
+    /// The client is gone or cannot be answered: end the session.
+    Close,
+}
+
+impl From<ClientError> for Fail {
+    fn from(e: ClientError) -> Self {
+        Fail::Client(e)
+    }
+}
+
+struct Session {
+    shared: Arc<Shared>,
+    handle: Arc<SessionHandle>,
+    client: Conn,
+    peer: SocketAddr,
+    salt: [u8; crate::auth::SALT_LEN],
+    /// Capability flags agreed with the client.
+    client_caps: u32,
+    key: BackendKey,
+    user: String,
+    /// Sequence id of the next packet to the client.
+    seq: u8,
+    datahost: Arc<DataHost>,
+    backend: Option<Bound>,
+    st: SessionState,
+}
+
+impl Session {
+    fn id(&self) -> u32 {
+        self.handle.id
+    }
+
+    async fn serve(&mut self) {
+        let max = self.shared.config.max_allowed_packet;
+        let mut shutdown = self.shared.shutdown_signal();
+        let handle = self.handle.clone();
+        loop {
+            if self.client.rbuf.is_empty() {
+                self.client.shrink_if_idle();
+                if let Some(b) = self.backend.as_mut() {
+                    b.conn.conn.shrink_if_idle();
+                }
+            }
+            if handle.is_killed() || *shutdown.borrow() {
+                return;
+            }
+            let read = tokio::select! {
+                biased;
+                r = self.client.read_packet(max) => r,
+                _ = handle.killed() => return,
+                _ = shutdown.changed() => return,
+            };
+            let pkt = match read {
+                Ok(p) => p,
+                Err(ReadError::TooLarge { len, max }) => {
+                    let _ = self.client.send(1, &ClientError::packet_too_large(len, max).packet()).await;
+                    return;
+                }
+                Err(ReadError::BadSequence { .. }) => {
+                    let _ = self
+                        .client
+                        .send(1, &ClientError::malformed("packets out of order").packet())
+                        .await;
+                    return;
+                }
+                Err(_) => return,
+            };
+            if let Flow::Close = self.command(pkt).await {
+                return;
+            }
+        }
+    }
+
+    async fn command(&mut self, pkt: Packet) -> Flow {
+        self.seq = pkt.last_seq.wrapping_add(1);
+        let payload = pkt.payload;
+        let Some(&command) = payload.first() else {
+            return self.reply_err(ClientError::malformed("empty command")).await;
+        };
+        let started = Instant::now();
+        let result = match command {
+            cmd::QUIT => return Flow::Close,
+            cmd::QUERY => self.query(payload).await,
+            cmd::PING => self.ping(payload).await,
+            cmd::INIT_DB => {
+                let db = payload[1..].to_vec();
+                self.change_schema(db, ResponseKind::Single, &payload).await
+            }
+            cmd::FIELD_LIST => self.forward(ResponseKind::FieldList, &payload, None).await.map(drop),
+            cmd::STATISTICS => self.forward(ResponseKind::Single, &payload, None).await.map(drop),
+            cmd::SET_OPTION => self.set_option(payload).await,
+            cmd::RESET_CONNECTION => self.reset_connection(payload).await,
+            cmd::CHANGE_USER => return self.change_user(payload).await,
+            cmd::PROCESS_KILL => match u32_at(&payload, 1) {
+                Some(id) => self.kill(u64::from(id), false).await,
+                None => Err(ClientError::malformed("COM_PROCESS_KILL").into()),
+            },
+            cmd::STMT_PREPARE => self.prepare(payload).await,
+            cmd::STMT_EXECUTE | cmd::STMT_FETCH | cmd::STMT_RESET => self.statement(command, payload).await,
+            cmd::STMT_SEND_LONG_DATA | cmd::STMT_CLOSE => self.statement_no_reply(command, payload).await,
+            other => Err(ClientError::unknown_command(other).into()),
+        };
+        metrics::histogram!("zerodb_statement_seconds").record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(()) => Flow::Continue,
+            Err(Fail::Close) => Flow::Close,
+            Err(Fail::Client(e)) => {
+                metrics::counter!("zerodb_proxy_errors_total", "code" => e.code.to_string()).increment(1);
+                self.reply_err(e).await
+            }
+        }
+    }
+
+    async fn reply(&mut self, payload: &[u8]) -> Flow {
+        match self.client.send(self.seq, payload).await {
+            Ok(next) => {
+                self.seq = next;
+                Flow::Continue
+            }
+            Err(_) => Flow::Close,
+        }
+    }
+
+    async fn reply_err(&mut self, e: ClientError) -> Flow {
+        self.reply(&e.packet()).await
+    }
+
+    async fn reply_ok(&mut self) -> Result<(), Fail> {
+        let ok = packets::ok(0, 0, self.st.status, 0);
+        match self.reply(&ok).await {
+            Flow::Continue => Ok(()),
+            Flow::Close => Err(Fail::Close),
+        }
+    }
+
+    fn check_hooks(&self, sql: &[u8]) -> Result<(), ClientError> {
+        if self.shared.hooks.is_empty() {
+            return Ok(());
+        }
+        let ctx = StatementContext {
+            connection_id: self.id(),
+            user: &self.user,
+            schema: self.st.schema.as_deref(),
+            datahost: &self.datahost.name,
+        };
+        self.shared.hooks.iter().try_for_each(|h| h.check(&ctx, sql))
+    }
+
+    // ----- backend binding -------------------------------------------------
+
+    /// Makes sure the session holds a connection to its dataHost's active
+    /// datasource, moving it (with its state) when the active one changed.
+    async fn ensure_backend(&mut self) -> Result<(), ClientError> {
+        if let Some(why) = &self.st.doomed {
+            return Err(ClientError::transaction_lost(why));
+        }
+        let active = self.datahost.active();
+        if let Some(b) = &self.backend {
+            if Arc::ptr_eq(&b.ds, &active.datasource) {
+                return Ok(());
+            }
+            let why = format!(
+                "dataHost '{}' switched from datasource '{}' to '{}' (epoch {})",
+                self.datahost.name, b.ds.name, active.datasource.name, active.epoch
+            );
+            if self.st.in_transaction() {
+                self.lose_backend(why.clone());
+                return Err(ClientError::transaction_lost(&why));
+            }
+            if self.st.pinned() {
+                self.lose_backend(why.clone());
+                return Err(ClientError::state_lost(&format!(
+                    "{why}; open cursors and unexecuted long data were lost"
+                )));
+            }
+            tracing::info!(session = self.id(), from = %b.ds.name, to = %active.datasource.name, epoch = active.epoch, "session moves");
+            self.release_backend();
+        }
+        let ds = active.datasource.clone();
+        let no_ds = |why: String| ClientError::no_datasource(&self.datahost.name, &ds.name, &why);
+        let mut conn = ds.pool.acquire(self.key).await.map_err(|e| no_ds(e.to_string()))?;
+        match self.st.replay(&mut conn).await {
+            Ok(()) => {}
+            Err(state::ReplayError::Server(e)) => return Err(e),
+            Err(state::ReplayError::Backend(e)) => {
+                conn.broken = true;
+                return Err(no_ds(e.to_string()));
+            }
+        }
+        self.handle.set_backend(Some((ds.clone(), conn.thread_id)));
+        metrics::counter!("zerodb_session_binds_total", "datasource" => ds.name.clone()).increment(1);
+        self.backend = Some(Bound { conn, ds });
+        Ok(())
+    }
+
+    /// Gives the backend connection back to its pool (it is reset there).
+    fn release_backend(&mut self) {
+        self.backend = None;
+        self.handle.set_backend(None);
+    }
+
+    /// Drops a backend connection whose state is unknown. A transaction that
+    /// was open on it is lost: the session refuses statements until the
+    /// client ends it.
+    fn lose_backend(&mut self, why: String) {
+        if let Some(mut b) = self.backend.take() {
+            b.conn.broken = true;
+        }
+        self.handle.set_backend(None);
+        if self.st.in_transaction() {
+            self.st.doomed = Some(why);
+        }
+        self.st.forget_server_side();
+    }
+
+    /// Sends one command to the backend and relays the response.
+    async fn forward(&mut self, kind: ResponseKind, payload: &[u8], prepare_id: Option<u32>) -> Result<Relayed, Fail> {
+        self.ensure_backend().await?;
+        let Some(b) = self.backend.as_mut() else {
+            return Err(ClientError::no_datasource(&self.datahost.name, "?", "not bound").into());
+        };
+        let sent = b.conn.conn.send(0, payload).await;
+        let out = match sent {
+            Ok(_) => relay(&mut self.client, &mut self.seq, &mut b.conn, kind, prepare_id, self.shared.config.max_allowed_packet).await,
+            Err(e) => Err(RelayError::Backend {
+                error: BackendError::Lost {
+                    addr: b.conn.addr.clone(),
+                    reason: e.to_string(),
+                },
+                sent_any: false,
+                mid_packet: false,
+            }),
+        };
+        match out {
+            Ok(r) => {
+                if let Some(s) = r.status {
+                    self.st.status = s;
+                }
+                metrics::counter!("zerodb_statements_total").increment(1);
+                if r.error {
+                    metrics::counter!("zerodb_backend_errors_total").increment(1);
+                }
+                Ok(r)
+            }
+            Err(RelayError::Client) => {
+                if let Some(b) = self.backend.as_mut() {
+                    b.conn.broken = true;
+                }
+                Err(Fail::Close)
+            }
+            Err(RelayError::Backend { error, mid_packet, .. }) => {
+                let name = self.backend.as_ref().map(|b| b.ds.name.clone()).unwrap_or_default();
+                tracing::warn!(session = self.id(), datasource = %name, error = %error, "backend lost mid-statement");
+                let in_trans = self.st.in_transaction();
+                self.lose_backend(format!("the connection to datasource '{name}' was lost"));
+                if mid_packet {
+                    // The client holds half a packet: nothing valid can follow.
+                    return Err(Fail::Close);
+                }
+                let e = if in_trans {
+                    ClientError::transaction_lost(&format!("the connection to datasource '{name}' was lost ({error})"))
+                } else {
+                    ClientError::backend_lost(&name, &error.to_string())
+                };
+                Err(e.into())
+            }
+        }
+    }
+
+    // ----- commands --------------------------------------------------------
+
+    async fn query(&mut self, payload: Vec<u8>) -> Result<(), Fail> {
+        let sql_text = &payload[1..];
+        if self.st.doomed.is_some() {
+            if sql::starts_with_keyword(sql_text, "ROLLBACK") {
+                self.st.doomed = None;
+                self.st.status &= !status::IN_TRANS;
+                return self.reply_ok().await;
+            }
+            if sql::starts_with_keyword(sql_text, "COMMIT") {
+                let why = self.st.doomed.take().unwrap_or_default();
+                self.st.status &= !status::IN_TRANS;
+                return Err(ClientError::transaction_lost(&why).into());
+            }
+        }
+        self.check_hooks(sql_text)?;
+        let kw = sql::first_keyword(sql_text);
+        match &kw[..] {
+            [b'K', b'I', b'L', b'L', 0, ..] => {
+                if let Some(k) = sql::parse_kill(sql_text) {
+                    let k = k.map_err(|()| {
+                        ClientError::new(1235, "42000", "zeroDB supports KILL [CONNECTION|QUERY] <connection id> only")
+                    })?;
+                    return self.kill(k.id, k.query_only).await;
+                }
+            }
+            [b'U', b'S', b'E', 0, ..] => {
+                if let Some(db) = sql::parse_use(sql_text) {
+                    return self.change_schema(db, ResponseKind::Query, &payload).await;
+                }
+            }
+            _ => {}
+        }
+        let rewritten = sql::rewrite_connection_id(sql_text, self.id()).map(|mut q| {
+            q.insert(0, cmd::QUERY);
+            q
+        });
+        let r = self
+            .forward(ResponseKind::Query, rewritten.as_deref().unwrap_or(&payload), None)
+            .await?;
+        if !r.error && kw.starts_with(b"SET\0") {
+            self.st.record_set(sql::parse_set(sql_text));
+        }
+        Ok(())
+    }
+
+    async fn ping(&mut self, payload: Vec<u8>) -> Result<(), Fail> {
+        if self.backend.is_some() && self.st.doomed.is_none() {
+            self.forward(ResponseKind::Single, &payload, None).await.map(drop)
+        } else {
+            self.reply_ok().await
+        }
+    }
+
+    /// COM_INIT_DB or `USE db`: follows the schema to its dataHost.
+    async fn change_schema(&mut self, db: Vec<u8>, kind: ResponseKind, payload: &[u8]) -> Result<(), Fail> {
+        let target = self.shared.topology.route(Some(&db)).clone();
+        if !Arc::ptr_eq(&target, &self.datahost) {
+            if self.st.in_transaction() {
+                return Err(ClientError::cross_datahost_in_transaction(&String::from_utf8_lossy(&db)).into());
+            }
+            self.release_backend();
+            self.st.schema = None;
+            self.st.forget_server_side();
+            self.datahost = target;
+        }
+        let r = self.forward(kind, payload, None).await?;
+        if !r.error {
+            self.st.schema = Some(db);
+        }
+        Ok(())
+    }
+
+    async fn set_option(&mut self, payload: Vec<u8>) -> Result<(), Fail> {
+        let r = self.forward(ResponseKind::Single, &payload, None).await?;
+        if !r.error {
+            if let Some(o) = packets::u16_at(&payload, 1) {
+                self.st.multi_statements = Some(o == 0);
+            }
+        }
+        Ok(())
+    }
+
+    async fn reset_connection(&mut self, payload: Vec<u8>) -> Result<(), Fail> {
+        if self.backend.is_none() || self.st.doomed.is_some() {
+            self.st.reset();
+            return self.reply_ok().await;
+        }
+        let r = self.forward(ResponseKind::Single, &payload, None).await?;
+        if !r.error {
+            self.st.reset();
+        }
+        Ok(())
+    }
+
+    async fn prepare(&mut self, payload: Vec<u8>) -> Result<(), Fail> {
+        let text = &payload[1..];
+        self.check_hooks(text)?;
+        let sql_text = sql::rewrite_connection_id(text, self.id()).unwrap_or_else(|| text.to_vec());
+        let mut req = Vec::with_capacity(sql_text.len() + 1);
+        req.push(cmd::STMT_PREPARE);
+        req.extend_from_slice(&sql_text);
+        let client_id = self.st.next_statement_id();
+        let r = self.forward(ResponseKind::Prepare, &req, Some(client_id)).await?;
+        if let Some(ok) = r.prepare {
+            self.st.stmts.insert(
+                client_id,
+                Stmt {
+                    sql: sql_text,
+                    backend_id: Some(ok.statement_id),
+                    params: ok.params,
+                    types: None,
+                    types_needed: false,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// COM_STMT_EXECUTE, COM_STMT_FETCH, COM_STMT_RESET.
+    async fn statement(&mut self, command: u8, mut payload: Vec<u8>) -> Result<(), Fail> {
+        let what = cmd::name(command);
+        let id = u32_at(&payload, 1).ok_or_else(|| ClientError::malformed(what))?;
+        if !self.st.stmts.contains_key(&id) {
+            return Err(ClientError::unknown_statement(id, what).into());
+        }
+        self.ensure_backend().await?;
+        let stmt = self
+            .st
+            .stmts
+            .get_mut(&id)
+            .ok_or_else(|| ClientError::unknown_statement(id, what))?;
+        let backend_id = stmt.backend_id.ok_or_else(|| {
+            ClientError::state_lost(&format!("statement {id} could not be prepared again after a datasource switch"))
+        })?;
+        payload[1..5].copy_from_slice(&backend_id.to_le_bytes());
+        let kind = match command {
+            cmd::STMT_EXECUTE => {
+                payload = stmt.bind_types(payload).ok_or_else(|| ClientError::malformed(what))?;
+                ResponseKind::Execute
+            }
+            cmd::STMT_FETCH => ResponseKind::Fetch,
+            _ => ResponseKind::Single,
+        };
+        let r = self.forward(kind, &payload, None).await?;
+        let cursor_open = r.status.is_some_and(|s| s & status::CURSOR_EXISTS != 0)
+            && r.status.is_some_and(|s| s & status::LAST_ROW_SENT == 0);
+        self.st.long_data.remove(&id);
+        if command == cmd::STMT_RESET || !cursor_open || r.error {
+            self.st.open_cursors.remove(&id);
+        } else if command == cmd::STMT_EXECUTE {
+            self.st.open_cursors.insert(id);
+        }
+        Ok(())
+    }
+
+    /// COM_STMT_SEND_LONG_DATA and COM_STMT_CLOSE: no response, ever.
+    async fn statement_no_reply(&mut self, command: u8, mut payload: Vec<u8>) -> Result<(), Fail> {
+        let Some(id) = u32_at(&payload, 1) else {
+            return Ok(());
+        };
+        let Some(stmt) = self.st.stmts.get(&id) else {
+            return Ok(());
+        };
+        let backend_id = stmt.backend_id;
+        if command == cmd::STMT_CLOSE {
+            self.st.stmts.remove(&id);
+            self.st.open_cursors.remove(&id);
+            self.st.long_data.remove(&id);
+            if self.backend.is_none() {
+                return Ok(());
+            }
+        } else {
+            if self.ensure_backend().await.is_err() {
+                // The EXECUTE that follows reports the problem.
+                return Ok(());
+            }
+            self.st.long_data.insert(id);
+        }
+        let (Some(b), Some(backend_id)) = (self.backend.as_mut(), backend_id) else {
+            return Ok(());
+        };
+        payload[1..5].copy_from_slice(&backend_id.to_le_bytes());
+        if b.conn.conn.send(0, &payload).await.is_err() {
+            self.lose_backend("the connection to the datasource was lost".into());
+        }
+        Ok(())
+    }
+
+    /// `KILL [QUERY] id` and COM_PROCESS_KILL, in the proxy's ids.
+    async fn kill(&mut self, target: u64, query_only: bool) -> Result<(), Fail> {
+        let h = u32::try_from(target)
+            .ok()
+            .and_then(|t| self.shared.registry.get(t))
+            .ok_or_else(|| ClientError::unknown_thread(target))?;
+        if h.user() != self.user {
+            return Err(ClientError::not_owner(target).into());
+        }
+        if let Some((ds, thread)) = h.backend() {
+            let stmt = if query_only {
+                format!("KILL QUERY {thread}")
+            } else {
+                format!("KILL {thread}")
+            };
+            match BackendConn::connect(ds.pool.params(), self.key).await {
+                Ok(mut c) => match c.execute(&stmt).await {
+                    Ok(_) | Err(BackendError::Server { code: 1094, .. }) => {}
+                    Err(e) => tracing::warn!(error = %e, "KILL on the backend failed"),
+                },
+                Err(e) => tracing::warn!(error = %e, "cannot reach the backend to KILL"),
+            }
+        }
+        if !query_only {
+            h.kill();
+            if h.id == self.id() {
+                let _ = self.reply_err(ClientError::new(1927, "70100", "Connection was killed")).await;
+                return Err(Fail::Close);
+            }
+        }
+        self.reply_ok().await
+    }
+}

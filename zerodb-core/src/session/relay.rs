@@ -1,0 +1,157 @@
+//! Moving one response from a backend to a client.
+//!
+//! Frames are parsed in place in the backend connection's read buffer; their
+//! sequence ids are rewritten to the client's, and every complete frame read
+//! so far is written to the client in one call. Rows are never copied into a
+//! packet of their own, never decoded, never re-encoded.
+
+use crate::backend::{BackendConn, BackendError};
+use crate::protocol::frame::FrameHeader;
+use crate::protocol::response::ResponseError;
+use crate::protocol::{Conn, ResponseKind, ResponseParser, Step};
+use bytes::Buf;
+use tokio::io::AsyncWriteExt;
+
+/// What a relayed response left behind.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Relayed {
+    pub status: Option<u16>,
+    pub error: bool,
+    pub prepare: Option<crate::protocol::response::PrepareOk>,
+}
+
+pub(super) enum RelayError {
+    /// The client went away; the backend connection is mid-response.
+    Client,
+    /// The backend failed. `sent_any`: part of the response already reached
+    /// the client; `mid_packet`: the client holds part of a packet.
+    Backend {
+        error: BackendError,
+        #[allow(dead_code)]
+        sent_any: bool,
+        mid_packet: bool,
+    },
+}
+
+fn protocol_error(addr: &str, e: ResponseError) -> BackendError {
+    BackendError::Protocol {
+        addr: addr.to_string(),
+        what: e.to_string(),
+    }
+}
+
+/// Relays the response to the command just sent. `seq` is the client's next
+/// sequence id and is advanced. With `prepare_id`, the statement id of a
+/// PREPARE_OK is replaced by that (client-side) id.
+pub(super) async fn relay(
+    client: &mut Conn,
+    seq: &mut u8,
+    backend: &mut BackendConn,
+    kind: ResponseKind,
+    prepare_id: Option<u32>,
+    max_packet: usize,
+) -> Result<Relayed, RelayError> {
+    let mut parser = ResponseParser::new(kind, backend.deprecate_eof());
+    backend.broken = true;
+    let mut sent_any = false;
+    let mut backend_seq = 0u8;
+    loop {
+        let mut pos = 0;
+        let mut step = Step::More;
+        {
+            let buf = &mut backend.conn.rbuf;
+            while let Some(h) = FrameHeader::parse(&buf[pos..]) {
+                let end = pos + h.total();
+                if end > buf.len() {
+                    break;
+                }
+                let first_of_prepare = parser.prepare_ok().is_none();
+                step = match parser.feed(&buf[pos + 4..end]) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        return Err(RelayError::Backend {
+                            error: protocol_error(&backend.addr, e),
+                            sent_any,
+                            mid_packet: !parser.at_packet_start(),
+                        })
+                    }
+                };
+                if let (Some(id), true) = (prepare_id, first_of_prepare && parser.prepare_ok().is_some()) {
+                    buf[pos + 5..pos + 9].copy_from_slice(&id.to_le_bytes());
+                }
+                backend_seq = h.seq;
+                buf[pos + 3] = *seq;
+                *seq = seq.wrapping_add(1);
+                pos = end;
+                if step != Step::More {
+                    break;
+                }
+            }
+        }
+        if pos > 0 {
+            if client.stream.write_all(&backend.conn.rbuf[..pos]).await.is_err() {
+                return Err(RelayError::Client);
+            }
+            backend.conn.rbuf.advance(pos);
+            sent_any = true;
+        }
+        match step {
+            Step::Done => {
+                backend.broken = false;
+                backend.last_used = std::time::Instant::now();
+                return Ok(Relayed {
+                    status: parser.status(),
+                    error: parser.saw_error(),
+                    prepare: parser.prepare_ok(),
+                });
+            }
+            Step::LocalInfile => {
+                local_infile(client, seq, backend, backend_seq, max_packet).await?;
+                continue;
+            }
+            Step::More => {}
+        }
+        let need = FrameHeader::parse(&backend.conn.rbuf)
+            .map_or(4, |h| h.total().saturating_sub(backend.conn.rbuf.len()));
+        if let Err(e) = backend.conn.fill(need).await {
+            return Err(RelayError::Backend {
+                error: BackendError::Lost {
+                    addr: backend.addr.clone(),
+                    reason: e.to_string(),
+                },
+                sent_any,
+                mid_packet: !parser.at_packet_start() || !backend.conn.rbuf.is_empty(),
+            });
+        }
+    }
+}
+
+/// LOAD DATA LOCAL: relays the client's file packets (up to the empty one)
+/// to the backend.
+async fn local_infile(
+    client: &mut Conn,
+    seq: &mut u8,
+    backend: &mut BackendConn,
+    backend_seq: u8,
+    max_packet: usize,
+) -> Result<(), RelayError> {
+    let mut bseq = backend_seq.wrapping_add(1);
+    loop {
+        let pkt = client
+            .read_packet(max_packet)
+            .await
+            .map_err(|_| RelayError::Client)?;
+        *seq = pkt.last_seq.wrapping_add(1);
+        bseq = backend.conn.send(bseq, &pkt.payload).await.map_err(|e| RelayError::Backend {
+            error: BackendError::Lost {
+                addr: backend.addr.clone(),
+                reason: e.to_string(),
+            },
+            sent_any: true,
+            mid_packet: false,
+        })?;
+        if pkt.payload.is_empty() {
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! The session state a server connection holds, kept so it can be replayed
+//! on another server after a swap.
+
+use crate::backend::{BackendConn, BackendError};
+use crate::errors::ClientError;
+use crate::protocol::{cmd, status, ResponseKind};
+use crate::sql::SetEffect;
+use std::collections::{BTreeMap, HashSet};
+
+/// A prepared statement, by the id the client knows it by.
+#[derive(Debug, Clone)]
+pub(super) struct Stmt {
+    pub sql: Vec<u8>,
+    /// The id on the bound backend; `None` when it could not be prepared
+    /// again after a move.
+    pub backend_id: Option<u32>,
+    pub params: u16,
+    /// Parameter types the client last bound (2 bytes each).
+    pub types: Option<Vec<u8>>,
+    /// Re-prepared on a new backend, which has not seen the types yet.
+    pub types_needed: bool,
+}
+
+impl Stmt {
+    /// Tracks the parameter types of a COM_STMT_EXECUTE and, after a move,
+    /// adds the types the client bound earlier (a client sends them only
+    /// with its first execution). `None` for a malformed packet.
+    pub fn bind_types(&mut self, mut p: Vec<u8>) -> Option<Vec<u8>> {
+        let n = usize::from(self.params);
+        if n == 0 {
+            return Some(p);
+        }
+        // cmd(1) id(4) flags(1) iterations(4) null-bitmap new-params-bound(1)
+        let at = 10 + n.div_ceil(8);
+        match *p.get(at)? {
+            1 => {
+                self.types = Some(p.get(at + 1..at + 1 + 2 * n)?.to_vec());
+                self.types_needed = false;
+            }
+            _ if self.types_needed => {
+                if let Some(t) = &self.types {
+                    p[at] = 1;
+                    p.splice(at + 1..at + 1, t.iter().copied());
+                    self.types_needed = false;
+                }
+            }
+            _ => {}
+        }
+        Some(p)
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct SessionState {
+    pub schema: Option<Vec<u8>>,
+    /// Server status flags after the last response.
+    pub status: u16,
+    /// COM_SET_OPTION's multi-statements setting, if the client changed it.
+    pub multi_statements: Option<bool>,
+    /// `SET` assignments in effect, by what they assign, oldest first.
+    pub vars: Vec<(String, Vec<u8>)>,
+    pub stmts: BTreeMap<u32, Stmt>,
+    next_stmt: u32,
+    pub open_cursors: HashSet<u32>,
+    pub long_data: HashSet<u32>,
+    /// Set when the open transaction was lost: statements are refused until
+    /// the client ends it.
+    pub doomed: Option<String>,
+}
+
+impl Default for SessionState {
+    fn default() -> Self {
+        Self {
+            schema: None,
+            status: status::AUTOCOMMIT,
+            multi_statements: None,
+            vars: Vec::new(),
+            stmts: BTreeMap::new(),
+            next_stmt: 0,
+            open_cursors: HashSet::new(),
+            long_data: HashSet::new(),
+            doomed: None,
+        }
+    }
+}
+
+pub(super) enum ReplayError {
+    /// The server refused part of the state (an error to pass on).
+    Server(ClientError),
+    Backend(BackendError),
+}
+
+impl From<BackendError> for ReplayError {
+    fn from(e: BackendError) -> Self {
+        match e {
+            BackendError::Server { code, message, .. } => {
+                ReplayError::Server(ClientError::new(code, "HY000", message))
+            }
+            other => ReplayError::Backend(other),
+        }
+    }
+}
+
+impl SessionState {
+    pub fn in_transaction(&self) -> bool {
+        self.status & status::IN_TRANS != 0
+    }
+
+    /// State that ties the session to its current server connection beyond
+    /// a transaction.
+    pub fn pinned(&self) -> bool {
+        !self.open_cursors.is_empty() || !self.long_data.is_empty()
+    }
+
+    pub fn next_statement_id(&mut self) -> u32 {
+        self.next_stmt = self.next_stmt.wrapping_add(1).max(1);
+        self.next_stmt
+    }
+
+    /// Forgets what lived only on the server connection that was lost.
+    pub fn forget_server_side(&mut self) {
+        self.status &= !(status::IN_TRANS | status::IN_TRANS_READONLY);
+        self.open_cursors.clear();
+        self.long_data.clear();
+    }
+
+    /// COM_RESET_CONNECTION: back to a fresh session, same schema.
+    pub fn reset(&mut self) {
+        let schema = self.schema.take();
+        *self = Self {
+            schema,
+            ..Self::default()
+        };
+    }
+
+    pub fn record_set(&mut self, effect: SetEffect) {
+        if let SetEffect::Session(assignments) = effect {
+            for (key, text) in assignments {
+                self.vars.retain(|(k, _)| *k != key);
+                self.vars.push((key, text));
+            }
+        }
+    }
+
+    /// Puts this state on a fresh (reset) server connection.
+    pub async fn replay(&mut self, conn: &mut BackendConn) -> Result<(), ReplayError> {
+        if let Some(db) = &self.schema {
+            let out = conn.init_db(db).await?;
+            if let Some((code, message)) = out.error {
+                return Err(ReplayError::Server(ClientError::new(code, "42000", message)));
+            }
+        }
+        if let Some(on) = self.multi_statements {
+            let opt: u16 = if on { 0 } else { 1 };
+            let mut p = vec![cmd::SET_OPTION];
+            p.extend_from_slice(&opt.to_le_bytes());
+            conn.command(ResponseKind::Single, &p).await?;
+        }
+        for (_, text) in &self.vars {
+            let mut sql = b"SET ".to_vec();
+            sql.extend_from_slice(text);
+            let mut p = vec![cmd::QUERY];
+            p.extend_from_slice(&sql);
+            let out = conn.command(ResponseKind::Query, &p).await?;
+            if let Some((code, message)) = out.error {
+                tracing::warn!(code, %message, "replaying a SET failed; continuing");
+            }
+        }
+        if self.status & status::AUTOCOMMIT == 0 {
+            conn.execute("SET autocommit=0").await?;
+        }
+        for stmt in self.stmts.values_mut() {
+            let mut p = vec![cmd::STMT_PREPARE];
+            p.extend_from_slice(&stmt.sql);
+            let out = conn.command(ResponseKind::Prepare, &p).await?;
+            stmt.backend_id = out.prepare.map(|ok| ok.statement_id);
+            stmt.types_needed = stmt.params > 0;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn execute(id: u32, nparams: usize, bound: bool, types: &[u8], values: &[u8]) -> Vec<u8> {
+        let mut p = vec![cmd::STMT_EXECUTE];
+        p.extend_from_slice(&id.to_le_bytes());
+        p.push(0);
+        p.extend_from_slice(&1u32.to_le_bytes());
+        p.extend(std::iter::repeat_n(0u8, nparams.div_ceil(8)));
+        p.push(u8::from(bound));
+        if bound {
+            p.extend_from_slice(types);
+        }
+        p.extend_from_slice(values);
+        p
+    }
+
+    #[test]
+    fn types_are_added_after_a_move() {
+        let mut s = Stmt {
+            sql: b"SELECT ?, ?".to_vec(),
+            backend_id: Some(1),
+            params: 2,
+            types: None,
+            types_needed: false,
+        };
+        let first = execute(1, 2, true, &[8, 0, 253, 0], b"VALUES");
+        assert_eq!(s.bind_types(first.clone()).unwrap(), first);
+        let later = execute(1, 2, false, &[], b"VALUES");
+        assert_eq!(s.bind_types(later.clone()).unwrap(), later, "same server: unchanged");
+        s.types_needed = true;
+        assert_eq!(s.bind_types(later).unwrap(), first, "after a move the types come back");
+        assert!(!s.types_needed);
+    }
+
+    #[test]
+    fn short_execute_is_malformed() {
+        let mut s = Stmt {
+            sql: Vec::new(),
+            backend_id: Some(1),
+            params: 9,
+            types: None,
+            types_needed: false,
+        };
+        assert!(s.bind_types(vec![cmd::STMT_EXECUTE, 1, 0, 0, 0]).is_none());
+    }
+
+    #[test]
+    fn later_set_replaces_earlier() {
+        let mut st = SessionState::default();
+        st.record_set(crate::sql::parse_set(b"SET sql_mode='A', @x=1"));
+        st.record_set(crate::sql::parse_set(b"SET SESSION sql_mode='B'"));
+        let keys: Vec<_> = st.vars.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["@x", "sql_mode"]);
+        assert_eq!(st.vars[1].1, b"SESSION sql_mode='B'".to_vec());
+    }
+}

@@ -1,0 +1,272 @@
+//! Which datasource is active for each dataHost, swapped atomically.
+//!
+//! Readers (every statement of every session) load the active datasource of
+//! their dataHost from an [`ArcSwap`]: a few nanoseconds, no lock. Writers
+//! (the keeper's pushes, an operator, tests) go through [`Topology::apply`],
+//! which refuses any epoch not newer than the one in force, so a stale or
+//! replayed topology can never win.
+
+use crate::health::Health;
+use crate::pool::Pool;
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// One MySQL/MariaDB server.
+#[derive(Debug)]
+pub struct Datasource {
+    pub name: String,
+    pub addr: String,
+    pub pool: Arc<Pool>,
+    pub health: Health,
+}
+
+/// The active datasource of a dataHost and the epoch that made it so.
+#[derive(Debug, Clone)]
+pub struct Active {
+    pub datasource: Arc<Datasource>,
+    pub epoch: u64,
+}
+
+/// A logical database: one active datasource and its standbys.
+#[derive(Debug)]
+pub struct DataHost {
+    pub name: String,
+    pub schemas: Vec<String>,
+    pub datasources: Vec<Arc<Datasource>>,
+    active: ArcSwap<Active>,
+}
+
+impl DataHost {
+    pub fn new(name: String, schemas: Vec<String>, datasources: Vec<Arc<Datasource>>, active: usize, epoch: u64) -> Option<Self> {
+        let first = datasources.get(active)?.clone();
+        for (i, ds) in datasources.iter().enumerate() {
+            ds.pool.set_enabled(i == active);
+        }
+        Some(Self {
+            name,
+            schemas,
+            datasources,
+            active: ArcSwap::from_pointee(Active {
+                datasource: first,
+                epoch,
+            }),
+        })
+    }
+
+    /// The active datasource now.
+    #[inline]
+    pub fn active(&self) -> Arc<Active> {
+        self.active.load_full()
+    }
+
+    /// Whether `ds` is the active datasource now (cheap: no refcount).
+    #[inline]
+    pub fn is_active(&self, ds: &Arc<Datasource>) -> bool {
+        Arc::ptr_eq(&self.active.load().datasource, ds)
+    }
+
+    pub fn datasource(&self, name: &str) -> Option<&Arc<Datasource>> {
+        self.datasources.iter().find(|d| d.name == name)
+    }
+}
+
+/// Why a topology change was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TopologyError {
+    #[error("epoch {offered} is not newer than the epoch in force, {current}")]
+    StaleEpoch { current: u64, offered: u64 },
+    #[error("no dataHost named {0}")]
+    UnknownDataHost(String),
+    #[error("dataHost {datahost} has no datasource named {datasource}")]
+    UnknownDatasource { datahost: String, datasource: String },
+}
+
+/// One datasource swap that took effect.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Swap {
+    pub datahost: String,
+    pub from: String,
+    pub to: String,
+    pub epoch: u64,
+}
+
+/// Every dataHost of a proxy, and how schemas route to them.
+#[derive(Debug)]
+pub struct Topology {
+    datahosts: Vec<Arc<DataHost>>,
+    by_schema: HashMap<String, usize>,
+    default: usize,
+    /// The epoch in force; the mutex also serialises writers.
+    epoch: Mutex<u64>,
+}
+
+impl Topology {
+    /// `default` is the index of the dataHost for unmapped schemas.
+    pub fn new(datahosts: Vec<Arc<DataHost>>, default: usize, epoch: u64) -> Self {
+        let mut by_schema = HashMap::new();
+        for (i, dh) in datahosts.iter().enumerate() {
+            for s in &dh.schemas {
+                by_schema.entry(s.clone()).or_insert(i);
+            }
+        }
+        Self {
+            datahosts,
+            by_schema,
+            default,
+            epoch: Mutex::new(epoch),
+        }
+    }
+
+    pub fn datahosts(&self) -> &[Arc<DataHost>] {
+        &self.datahosts
+    }
+
+    pub fn datahost(&self, name: &str) -> Option<&Arc<DataHost>> {
+        self.datahosts.iter().find(|d| d.name == name)
+    }
+
+    /// The dataHost serving `schema` (the default one when unmapped).
+    pub fn route(&self, schema: Option<&[u8]>) -> &Arc<DataHost> {
+        let i = schema
+            .and_then(|s| std::str::from_utf8(s).ok())
+            .and_then(|s| self.by_schema.get(s).copied())
+            .unwrap_or(self.default);
+        &self.datahosts[i]
+    }
+
+    pub fn default_datahost(&self) -> &Arc<DataHost> {
+        &self.datahosts[self.default]
+    }
+
+    /// The epoch in force.
+    pub fn epoch(&self) -> u64 {
+        *self.epoch.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes each named datasource the active one of its dataHost, all under
+    /// `epoch`, which must be newer than the epoch in force. Either every
+    /// change is valid and all take effect, or none does.
+    pub fn apply(&self, epoch: u64, changes: &[(&str, &str)]) -> Result<Vec<Swap>, TopologyError> {
+        let mut current = self.epoch.lock().unwrap_or_else(|e| e.into_inner());
+        if epoch <= *current {
+            return Err(TopologyError::StaleEpoch {
+                current: *current,
+                offered: epoch,
+            });
+        }
+        let mut plan = Vec::with_capacity(changes.len());
+        for (dh_name, ds_name) in changes {
+            let dh = self
+                .datahost(dh_name)
+                .ok_or_else(|| TopologyError::UnknownDataHost(dh_name.to_string()))?;
+            let ds = dh
+                .datasource(ds_name)
+                .ok_or_else(|| TopologyError::UnknownDatasource {
+                    datahost: dh_name.to_string(),
+                    datasource: ds_name.to_string(),
+                })?;
+            plan.push((dh, ds.clone()));
+        }
+        let mut swaps = Vec::with_capacity(plan.len());
+        for (dh, ds) in plan {
+            let old = dh.active();
+            ds.pool.set_enabled(true);
+            dh.active.store(Arc::new(Active {
+                datasource: ds.clone(),
+                epoch,
+            }));
+            if !Arc::ptr_eq(&old.datasource, &ds) {
+                old.datasource.pool.set_enabled(false);
+            }
+            tracing::warn!(datahost = %dh.name, from = %old.datasource.name, to = %ds.name, epoch, "active datasource swapped");
+            metrics::counter!("zerodb_swaps_total", "datahost" => dh.name.clone()).increment(1);
+            swaps.push(Swap {
+                datahost: dh.name.clone(),
+                from: old.datasource.name.clone(),
+                to: ds.name.clone(),
+                epoch,
+            });
+        }
+        *current = epoch;
+        metrics::gauge!("zerodb_topology_epoch").set(epoch as f64);
+        Ok(swaps)
+    }
+
+    /// Swaps one dataHost's active datasource (see [`Topology::apply`]).
+    pub fn swap_active(&self, datahost: &str, datasource: &str, epoch: u64) -> Result<Swap, TopologyError> {
+        let mut v = self.apply(epoch, &[(datahost, datasource)])?;
+        Ok(v.remove(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::ConnectParams;
+    use crate::pool::PoolConfig;
+    use std::time::Duration;
+
+    fn ds(name: &str) -> Arc<Datasource> {
+        let params = ConnectParams {
+            addr: "127.0.0.1:1".into(),
+            user: "u".into(),
+            password: String::new(),
+            connect_timeout: Duration::from_millis(10),
+        };
+        Arc::new(Datasource {
+            name: name.into(),
+            addr: params.addr.clone(),
+            pool: Pool::new(name, params, PoolConfig::default()),
+            health: Health::default(),
+        })
+    }
+
+    fn topo() -> Topology {
+        let a = DataHost::new("dh1".into(), vec!["app".into()], vec![ds("m1"), ds("m11")], 0, 1).unwrap();
+        let b = DataHost::new("dh2".into(), vec!["logs".into()], vec![ds("m2"), ds("m22")], 0, 1).unwrap();
+        Topology::new(vec![Arc::new(a), Arc::new(b)], 0, 1)
+    }
+
+    #[test]
+    fn routes_by_schema_with_default() {
+        let t = topo();
+        assert_eq!(t.route(Some(b"logs")).name, "dh2");
+        assert_eq!(t.route(Some(b"app")).name, "dh1");
+        assert_eq!(t.route(Some(b"other")).name, "dh1");
+        assert_eq!(t.route(None).name, "dh1");
+    }
+
+    #[test]
+    fn swap_needs_a_newer_epoch() {
+        let t = topo();
+        let dh = t.datahost("dh1").unwrap().clone();
+        let before = dh.active().datasource.clone();
+        assert_eq!(
+            t.swap_active("dh1", "m11", 1),
+            Err(TopologyError::StaleEpoch { current: 1, offered: 1 })
+        );
+        assert!(dh.is_active(&before));
+        let s = t.swap_active("dh1", "m11", 5).unwrap();
+        assert_eq!((s.from.as_str(), s.to.as_str(), s.epoch), ("m1", "m11", 5));
+        assert_eq!(dh.active().datasource.name, "m11");
+        assert_eq!(dh.active().epoch, 5);
+        assert!(!before.pool.is_enabled());
+        assert!(dh.active().datasource.pool.is_enabled());
+        assert!(t.swap_active("dh1", "m1", 4).is_err(), "older epoch refused");
+        assert_eq!(t.epoch(), 5);
+    }
+
+    #[test]
+    fn apply_is_all_or_nothing() {
+        let t = topo();
+        let err = t.apply(9, &[("dh1", "m11"), ("dh2", "nope")]).unwrap_err();
+        assert!(matches!(err, TopologyError::UnknownDatasource { .. }));
+        assert_eq!(t.datahost("dh1").unwrap().active().datasource.name, "m1");
+        assert_eq!(t.epoch(), 1);
+        let swaps = t.apply(9, &[("dh1", "m11"), ("dh2", "m22")]).unwrap();
+        assert_eq!(swaps.len(), 2);
+        assert_eq!(t.datahost("dh2").unwrap().active().epoch, 9);
+    }
+}
