@@ -16,7 +16,8 @@ use std::time::Duration;
 
 /// Latency buckets (seconds) for every `*_seconds` histogram.
 const BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
 ];
 
 /// Installs the Prometheus recorder for this process and keeps it trimmed.
@@ -50,6 +51,7 @@ pub fn router(shared: Arc<Shared>, metrics: Option<PrometheusHandle>) -> Router 
         .route("/health", get(health))
         .route("/status", get(status))
         .route("/metrics", get(render_metrics))
+        .route("/sessions", get(sessions))
         .route("/topology/swap", post(swap))
         .with_state(AdminState { shared, metrics })
 }
@@ -147,6 +149,40 @@ async fn status(State(s): State<AdminState>) -> Json<Status> {
     })
 }
 
+#[derive(Serialize)]
+struct SessionRow {
+    id: u32,
+    user: String,
+    peer: String,
+    seconds: u64,
+    datasource: Option<String>,
+    backend_thread: Option<u32>,
+}
+
+/// The proxy's own processlist: proxy connection ids (what clients see in
+/// CONNECTION_ID() and use with KILL) and the backend thread behind each.
+async fn sessions(State(s): State<AdminState>) -> Json<Vec<SessionRow>> {
+    let mut rows: Vec<SessionRow> = s
+        .shared
+        .registry
+        .all()
+        .iter()
+        .map(|h| {
+            let b = h.backend();
+            SessionRow {
+                id: h.id,
+                user: h.user(),
+                peer: h.peer.to_string(),
+                seconds: h.started.elapsed().as_secs(),
+                datasource: b.as_ref().map(|(d, _)| d.name.clone()),
+                backend_thread: b.map(|(_, t)| t),
+            }
+        })
+        .collect();
+    rows.sort_by_key(|r| r.id);
+    Json(rows)
+}
+
 async fn render_metrics(State(s): State<AdminState>) -> Response {
     match &s.metrics {
         Some(h) => (
@@ -154,7 +190,11 @@ async fn render_metrics(State(s): State<AdminState>) -> Response {
             h.render(),
         )
             .into_response(),
-        None => (StatusCode::SERVICE_UNAVAILABLE, "metrics recorder not installed\n").into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics recorder not installed\n",
+        )
+            .into_response(),
     }
 }
 
@@ -166,11 +206,21 @@ struct SwapRequest {
 }
 
 async fn swap(State(s): State<AdminState>, Json(req): Json<SwapRequest>) -> Response {
-    match s.shared.topology.swap_active(&req.datahost, &req.datasource, req.epoch) {
+    match s
+        .shared
+        .topology
+        .swap_active(&req.datahost, &req.datasource, req.epoch)
+    {
         Ok(swap) => (StatusCode::OK, Json(swap)).into_response(),
-        Err(e @ TopologyError::StaleEpoch { .. }) => {
-            (StatusCode::CONFLICT, Json(serde_json::json!({"error": e.to_string()}))).into_response()
-        }
-        Err(e) => (StatusCode::NOT_FOUND, Json(serde_json::json!({"error": e.to_string()}))).into_response(),
+        Err(e @ TopologyError::StaleEpoch { .. }) => (
+            StatusCode::CONFLICT,
+            Json(serde_json::json!({"error": e.to_string()})),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({"error": e.to_string()})),
+        )
+            .into_response(),
     }
 }

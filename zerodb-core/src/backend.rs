@@ -225,7 +225,8 @@ impl BackendConn {
                         let data = data.strip_suffix(&[0]).unwrap_or(data);
                         scramble = data.to_vec();
                         let plugin = AuthPlugin::from_bytes(name).into_owned();
-                        proc = AuthProc::init(&plugin).map_err(|e| protocol(&p.addr, e.to_string()))?;
+                        proc = AuthProc::init(&plugin)
+                            .map_err(|e| protocol(&p.addr, e.to_string()))?;
                         proc.run(
                             AuthCtx {
                                 pass: p.password.as_bytes(),
@@ -277,7 +278,11 @@ impl BackendConn {
     /// Sends one command and reads its whole response, keeping only the
     /// final status and any error. For the proxy's own statements (session
     /// replay, reset, ping), never for relayed ones.
-    pub async fn command(&mut self, kind: ResponseKind, payload: &[u8]) -> Result<Outcome, BackendError> {
+    pub async fn command(
+        &mut self,
+        kind: ResponseKind,
+        payload: &[u8],
+    ) -> Result<Outcome, BackendError> {
         self.broken = true;
         self.conn
             .send(0, payload)
@@ -324,14 +329,19 @@ impl BackendConn {
     }
 
     pub async fn ping(&mut self) -> Result<(), BackendError> {
-        let out = self.command(ResponseKind::Single, &[crate::protocol::cmd::PING]).await?;
+        let out = self
+            .command(ResponseKind::Single, &[crate::protocol::cmd::PING])
+            .await?;
         out.into_result(&self.addr).map(|_| ())
     }
 
     /// COM_RESET_CONNECTION: a clean session, as if newly logged in.
     pub async fn reset(&mut self) -> Result<(), BackendError> {
         let out = self
-            .command(ResponseKind::Single, &[crate::protocol::cmd::RESET_CONNECTION])
+            .command(
+                ResponseKind::Single,
+                &[crate::protocol::cmd::RESET_CONNECTION],
+            )
             .await?;
         out.into_result(&self.addr).map(|_| ())
     }
@@ -365,10 +375,12 @@ impl Outcome {
 }
 
 async fn read(conn: &mut Conn, addr: &str) -> Result<crate::protocol::conn::Packet, BackendError> {
-    conn.read_packet(MAX_INTERNAL_PACKET).await.map_err(|e| match e {
-        ReadError::Closed | ReadError::Io(_) => lost(addr, e.to_string()),
-        other => protocol(addr, other.to_string()),
-    })
+    conn.read_packet(MAX_INTERNAL_PACKET)
+        .await
+        .map_err(|e| match e {
+            ReadError::Closed | ReadError::Io(_) => lost(addr, e.to_string()),
+            other => protocol(addr, other.to_string()),
+        })
 }
 
 fn protocol(addr: &str, what: String) -> BackendError {

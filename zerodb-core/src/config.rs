@@ -153,7 +153,9 @@ impl ProxyConfig {
         let dict = f.data().map_err(Box::new)?;
         if let Some(d) = dict.get(&Profile::Default) {
             for k in d.keys() {
-                let known = PROXY_KEYS.contains(&k.as_str()) || Policy::KEYS.contains(&k.as_str()) || k == "token";
+                let known = PROXY_KEYS.contains(&k.as_str())
+                    || Policy::KEYS.contains(&k.as_str())
+                    || k == "token";
                 if !known {
                     return Err(ConfigError::UnknownKey(k.clone()));
                 }
@@ -173,7 +175,10 @@ impl ProxyConfig {
             return bad("at least one entry in `users` is needed".into());
         }
         if crate::auth::Method::from_name(self.auth_plugin.as_bytes()).is_none() {
-            return bad(format!("auth_plugin `{}` is not mysql_native_password or caching_sha2_password", self.auth_plugin));
+            return bad(format!(
+                "auth_plugin `{}` is not mysql_native_password or caching_sha2_password",
+                self.auth_plugin
+            ));
         }
         if self.datahosts.iter().filter(|d| d.default).count() > 1 {
             return bad("more than one dataHost is marked `default`".into());
@@ -188,7 +193,10 @@ impl ProxyConfig {
             }
             if let Some(a) = &dh.active {
                 if !dh.datasources.iter().any(|d| &d.name == a) {
-                    return bad(format!("dataHost `{}`: active `{a}` is not one of its datasources", dh.name));
+                    return bad(format!(
+                        "dataHost `{}`: active `{a}` is not one of its datasources",
+                        dh.name
+                    ));
                 }
             }
         }
@@ -198,6 +206,12 @@ impl ProxyConfig {
         Ok(())
     }
 }
+
+/// `ZERODB_*` variables that are not config keys.
+const NOT_CONFIG: [&str; 1] = [
+    // The log filter (tracing's EnvFilter syntax), read by the binaries.
+    "ZERODB_LOG",
+];
 
 /// `ZERODB_*` environment variables as a figment provider that keeps the
 /// seed's dotted policy keys flat (figment's own `Env` would nest them).
@@ -214,7 +228,10 @@ impl EnvOverrides {
     pub fn from_vars(prefix: &str, vars: impl IntoIterator<Item = (String, String)>) -> Self {
         Self {
             prefix: prefix.to_string(),
-            vars: vars.into_iter().filter(|(k, _)| k.starts_with(prefix)).collect(),
+            vars: vars
+                .into_iter()
+                .filter(|(k, _)| k.starts_with(prefix) && !NOT_CONFIG.contains(&k.as_str()))
+                .collect(),
         }
     }
 }
@@ -299,7 +316,9 @@ pub mod duration {
 
     pub fn parse(t: &str) -> Result<Duration, String> {
         let t = t.trim();
-        let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+        let split = t
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
         let n: f64 = num.parse().map_err(|_| format!("bad duration `{t}`"))?;
         let secs = match unit.trim() {
@@ -307,7 +326,11 @@ pub mod duration {
             "s" => n,
             "m" => n * 60.0,
             "h" => n * 3600.0,
-            u => return Err(format!("bad duration unit `{u}` in `{t}` (use ms, s, m or h)")),
+            u => {
+                return Err(format!(
+                    "bad duration unit `{u}` in `{t}` (use ms, s, m or h)"
+                ))
+            }
         };
         if !secs.is_finite() || secs < 0.0 {
             return Err(format!("bad duration `{t}`"));
@@ -386,7 +409,10 @@ datasources = [{ name = "a", addr = "127.0.0.1:1" }]
         let env = EnvOverrides::from_vars(
             "ZERODB_",
             [
-                ("ZERODB_NEED_VOTE__APPROVE_RATIO".to_string(), "66".to_string()),
+                (
+                    "ZERODB_NEED_VOTE__APPROVE_RATIO".to_string(),
+                    "66".to_string(),
+                ),
                 ("ZERODB_NEED_VOTE".to_string(), "false".to_string()),
                 ("ZERODB_HEALTH__FALL".to_string(), "5".to_string()),
                 ("ZERODB_LISTEN".to_string(), "0.0.0.0:4000".to_string()),
@@ -396,7 +422,11 @@ datasources = [{ name = "a", addr = "127.0.0.1:1" }]
         assert_eq!(c.policy.approve_ratio, 66);
         assert!(!c.policy.need_vote);
         assert_eq!(c.health.fall, 5);
-        assert_eq!(c.health.interval, Duration::from_millis(200), "sibling keys survive");
+        assert_eq!(
+            c.health.interval,
+            Duration::from_millis(200),
+            "sibling keys survive"
+        );
         assert_eq!(c.listen, "0.0.0.0:4000");
     }
 
@@ -408,8 +438,14 @@ datasources = [{ name = "a", addr = "127.0.0.1:1" }]
 
     #[test]
     fn durations() {
-        assert_eq!(duration::parse("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(duration::parse("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(
+            duration::parse("250ms").unwrap(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            duration::parse("1.5s").unwrap(),
+            Duration::from_millis(1500)
+        );
         assert!(duration::parse("3 parsecs").is_err());
         assert!(duration::parse("").is_err());
     }

@@ -54,7 +54,11 @@ impl ClientError {
     }
 
     pub fn malformed(what: &str) -> Self {
-        Self::new(1835, "08S01", format!("Malformed communication packet: {what}"))
+        Self::new(
+            1835,
+            "08S01",
+            format!("Malformed communication packet: {what}"),
+        )
     }
 
     pub fn too_many_connections() -> Self {

@@ -94,7 +94,8 @@ impl Health {
     pub fn record(&self, ok: bool, rtt: Duration, cfg: &HealthConfig) -> Option<bool> {
         self.probes.fetch_add(1, Ordering::Relaxed);
         if ok {
-            self.last_rtt_us.store(rtt.as_micros() as u64, Ordering::Relaxed);
+            self.last_rtt_us
+                .store(rtt.as_micros() as u64, Ordering::Relaxed);
             self.consecutive_failures.store(0, Ordering::Release);
             let s = self.consecutive_successes.fetch_add(1, Ordering::AcqRel) + 1;
             if !self.is_up() && s >= cfg.rise {
@@ -156,7 +157,11 @@ pub async fn probe_loop(
         let label = if ok { "ok" } else { "fail" };
         metrics::counter!("zerodb_probes_total", "datasource" => ds.name.clone(), "result" => label).increment(1);
         if let Some(up) = ds.health.record(ok, started.elapsed(), &cfg) {
-            metrics::gauge!("zerodb_datasource_up", "datasource" => ds.name.clone()).set(if up { 1.0 } else { 0.0 });
+            metrics::gauge!("zerodb_datasource_up", "datasource" => ds.name.clone()).set(if up {
+                1.0
+            } else {
+                0.0
+            });
             let failures = ds.health.consecutive_failures();
             if up {
                 tracing::info!(datasource = %ds.name, addr = %ds.addr, "datasource is up");
@@ -192,10 +197,18 @@ mod tests {
         let d = Duration::from_millis(1);
         assert_eq!(h.record(false, d, &cfg), None);
         assert_eq!(h.record(false, d, &cfg), None);
-        assert_eq!(h.record(false, d, &cfg), Some(false), "third failure marks down");
+        assert_eq!(
+            h.record(false, d, &cfg),
+            Some(false),
+            "third failure marks down"
+        );
         assert_eq!(h.record(false, d, &cfg), None, "already down");
         assert_eq!(h.record(true, d, &cfg), None);
-        assert_eq!(h.record(false, d, &cfg), None, "a failure resets the rise count");
+        assert_eq!(
+            h.record(false, d, &cfg),
+            None,
+            "a failure resets the rise count"
+        );
         assert_eq!(h.record(true, d, &cfg), None);
         assert_eq!(h.record(true, d, &cfg), Some(true));
         assert!(h.is_up());

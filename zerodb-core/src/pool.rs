@@ -83,7 +83,9 @@ pub struct Pool {
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("Pool")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -97,7 +99,9 @@ pub struct PooledConn {
 
 impl std::fmt::Debug for PooledConn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PooledConn").field("conn", &self.conn).finish()
+        f.debug_struct("PooledConn")
+            .field("conn", &self.conn)
+            .finish()
     }
 }
 
@@ -205,8 +209,11 @@ impl Pool {
         let started = Instant::now();
         loop {
             if let Some(Idle { mut conn, permit }) = self.pop_idle(key) {
-                if conn.last_used.elapsed() >= self.cfg.check_after_idle && conn.ping().await.is_err() {
-                    metrics::counter!("zerodb_pool_stale_total", "datasource" => self.name.clone()).increment(1);
+                if conn.last_used.elapsed() >= self.cfg.check_after_idle
+                    && conn.ping().await.is_err()
+                {
+                    metrics::counter!("zerodb_pool_stale_total", "datasource" => self.name.clone())
+                        .increment(1);
                     continue;
                 }
                 return Ok(self.lend(conn, permit));
@@ -277,7 +284,10 @@ impl Pool {
             let min = self.cfg.min_idle;
             for v in idle.values_mut() {
                 // Oldest first; keep at least `min` of them.
-                while v.len() > min && v.first().is_some_and(|x| x.conn.last_used.elapsed() > max_idle) {
+                while v.len() > min
+                    && v.first()
+                        .is_some_and(|x| x.conn.last_used.elapsed() > max_idle)
+                {
                     v.remove(0);
                 }
             }
@@ -294,7 +304,10 @@ impl Pool {
                     if !self.is_enabled() {
                         break;
                     }
-                    self.lock_idle().entry(key).or_default().push(Idle { conn, permit });
+                    self.lock_idle()
+                        .entry(key)
+                        .or_default()
+                        .push(Idle { conn, permit });
                 }
                 Err(e) => {
                     tracing::debug!(datasource = %self.name, error = %e, "prewarm failed");
@@ -302,7 +315,9 @@ impl Pool {
                 }
             }
         }
-        metrics::gauge!("zerodb_pool_open", "datasource" => self.name.clone()).set(self.open() as f64);
-        metrics::gauge!("zerodb_pool_idle", "datasource" => self.name.clone()).set(self.idle_count() as f64);
+        metrics::gauge!("zerodb_pool_open", "datasource" => self.name.clone())
+            .set(self.open() as f64);
+        metrics::gauge!("zerodb_pool_idle", "datasource" => self.name.clone())
+            .set(self.idle_count() as f64);
     }
 }

@@ -39,7 +39,10 @@ impl SessionHandle {
 
     /// The datasource and server thread id the session is bound to.
     pub fn backend(&self) -> Option<(Arc<Datasource>, u32)> {
-        self.backend.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.backend
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub(crate) fn set_backend(&self, b: Option<(Arc<Datasource>, u32)>) {
@@ -143,7 +146,9 @@ pub struct Shared {
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").field("name", &self.config.name).finish_non_exhaustive()
+        f.debug_struct("Shared")
+            .field("name", &self.config.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -162,7 +167,8 @@ impl Shared {
 
     /// Capability flags offered to clients.
     pub fn offered_caps(&self) -> u32 {
-        caps::OFFERED & (self.backend_caps.load(Ordering::Relaxed) | caps::PLUGIN_AUTH | caps::CONNECT_ATTRS)
+        caps::OFFERED
+            & (self.backend_caps.load(Ordering::Relaxed) | caps::PLUGIN_AUTH | caps::CONNECT_ATTRS)
     }
 }
 
@@ -170,7 +176,10 @@ impl Shared {
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
 }
 
 /// A configured proxy, not yet listening.
@@ -212,7 +221,8 @@ impl Proxy {
                 .and_then(|a| dh.datasources.iter().position(|d| &d.name == a))
                 .unwrap_or(0);
             // `validate` guarantees a non-empty list and a known `active`.
-            if let Some(h) = DataHost::new(dh.name.clone(), dh.schemas.clone(), sources, active, 0) {
+            if let Some(h) = DataHost::new(dh.name.clone(), dh.schemas.clone(), sources, active, 0)
+            {
                 datahosts.push(Arc::new(h));
             }
         }
@@ -276,13 +286,19 @@ async fn learn_backend(shared: &Shared) {
     let params = active.datasource.pool.params();
     match BackendConn::connect(params, BackendKey::default()).await {
         Ok(c) => {
-            shared.backend_caps.store(c.server.capabilities, Ordering::Relaxed);
+            shared
+                .backend_caps
+                .store(c.server.capabilities, Ordering::Relaxed);
             if shared.config.server_version.is_none() {
-                shared.server_version.store(Arc::new(c.server.version.clone()));
+                shared
+                    .server_version
+                    .store(Arc::new(c.server.version.clone()));
             }
             tracing::info!(datasource = %active.datasource.name, version = %c.server.version, "backend reached");
         }
-        Err(e) => tracing::warn!(datasource = %active.datasource.name, error = %e, "backend not reachable at start; offering default capabilities"),
+        Err(e) => {
+            tracing::warn!(datasource = %active.datasource.name, error = %e, "backend not reachable at start; offering default capabilities")
+        }
     }
 }
 
@@ -371,7 +387,10 @@ impl BoundProxy {
         }
         let left = limit - permits.available_permits();
         if left > 0 {
-            tracing::warn!(sessions = left, "shutdown timeout: cutting remaining sessions");
+            tracing::warn!(
+                sessions = left,
+                "shutdown timeout: cutting remaining sessions"
+            );
         }
         let _ = stop_bg.send(true);
         tracing::info!("stopped");

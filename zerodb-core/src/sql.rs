@@ -116,7 +116,10 @@ pub fn parse_kill(sql: &[u8]) -> Option<Result<Kill, ()>> {
     let mut query_only = false;
     loop {
         let (w, r) = next_word(rest);
-        if w.eq_ignore_ascii_case(b"HARD") || w.eq_ignore_ascii_case(b"SOFT") || w.eq_ignore_ascii_case(b"CONNECTION") {
+        if w.eq_ignore_ascii_case(b"HARD")
+            || w.eq_ignore_ascii_case(b"SOFT")
+            || w.eq_ignore_ascii_case(b"CONNECTION")
+        {
             rest = r;
         } else if w.eq_ignore_ascii_case(b"QUERY") {
             query_only = true;
@@ -126,7 +129,9 @@ pub fn parse_kill(sql: &[u8]) -> Option<Result<Kill, ()>> {
         }
     }
     let (w, r) = next_word(rest);
-    let id = std::str::from_utf8(w).ok().and_then(|t| t.parse::<u64>().ok());
+    let id = std::str::from_utf8(w)
+        .ok()
+        .and_then(|t| t.parse::<u64>().ok());
     Some(match id {
         Some(id) if skip_noise(r).is_empty() => Ok(Kill { query_only, id }),
         _ => Err(()),
@@ -193,9 +198,8 @@ pub fn parse_set(sql: &[u8]) -> SetEffect {
     let (w2, after) = next_word(body);
     let upper = w2.to_ascii_uppercase();
     match upper.as_slice() {
-        b"GLOBAL" | b"TRANSACTION" | b"STATEMENT" | b"PASSWORD" | b"DEFAULT" | b"PERSIST" | b"PERSIST_ONLY" => {
-            return SetEffect::None
-        }
+        b"GLOBAL" | b"TRANSACTION" | b"STATEMENT" | b"PASSWORD" | b"DEFAULT" | b"PERSIST"
+        | b"PERSIST_ONLY" => return SetEffect::None,
         b"NAMES" | b"CHARACTER" | b"CHARSET" => {
             return SetEffect::Session(vec![("names".into(), trim(body).to_vec())]);
         }
@@ -203,7 +207,10 @@ pub fn parse_set(sql: &[u8]) -> SetEffect {
         b"SESSION" | b"LOCAL" => {
             let (w3, _) = next_word(after);
             if w3.eq_ignore_ascii_case(b"TRANSACTION") {
-                return SetEffect::Session(vec![("session transaction".into(), trim(body).to_vec())]);
+                return SetEffect::Session(vec![(
+                    "session transaction".into(),
+                    trim(body).to_vec(),
+                )]);
             }
         }
         _ => {}
@@ -231,7 +238,9 @@ fn assignment_key(a: &[u8]) -> Option<String> {
         .iter()
         .position(|&c| c == b'=' || c == b':')
         .unwrap_or(a.len());
-    let target = String::from_utf8_lossy(&a[..end]).trim().to_ascii_lowercase();
+    let target = String::from_utf8_lossy(&a[..end])
+        .trim()
+        .to_ascii_lowercase();
     let target = target.replace('`', "");
     let mut t = target.as_str();
     for p in ["session ", "local "] {
@@ -311,10 +320,19 @@ pub fn rewrite_connection_id(sql: &[u8], id: u32) -> Option<Vec<u8>> {
                         let consumed = n + ws + 1 + ws2 + 1;
                         let (next, _) = next_word(&sql[i + consumed..]);
                         let tail = skip_noise(&sql[i + consumed..]);
-                        let whole_item = (prev_token.eq_ignore_ascii_case(b"SELECT") || prev_token == b",")
-                            && (tail.is_empty() || tail[0] == b',' || next.eq_ignore_ascii_case(b"FROM"));
+                        let whole_item = (prev_token.eq_ignore_ascii_case(b"SELECT")
+                            || prev_token == b",")
+                            && (tail.is_empty()
+                                || tail[0] == b','
+                                || next.eq_ignore_ascii_case(b"FROM"));
                         if whole_item {
-                            out.extend_from_slice(format!("{id} AS `{}`", String::from_utf8_lossy(&sql[i..i + consumed])).as_bytes());
+                            out.extend_from_slice(
+                                format!(
+                                    "{id} AS `{}`",
+                                    String::from_utf8_lossy(&sql[i..i + consumed])
+                                )
+                                .as_bytes(),
+                            );
                         } else {
                             out.extend_from_slice(id.to_string().as_bytes());
                         }
@@ -362,9 +380,27 @@ mod tests {
 
     #[test]
     fn kill_forms() {
-        assert_eq!(parse_kill(b"KILL 12"), Some(Ok(Kill { query_only: false, id: 12 })));
-        assert_eq!(parse_kill(b"kill query 7"), Some(Ok(Kill { query_only: true, id: 7 })));
-        assert_eq!(parse_kill(b"KILL HARD CONNECTION 3;"), Some(Ok(Kill { query_only: false, id: 3 })));
+        assert_eq!(
+            parse_kill(b"KILL 12"),
+            Some(Ok(Kill {
+                query_only: false,
+                id: 12
+            }))
+        );
+        assert_eq!(
+            parse_kill(b"kill query 7"),
+            Some(Ok(Kill {
+                query_only: true,
+                id: 7
+            }))
+        );
+        assert_eq!(
+            parse_kill(b"KILL HARD CONNECTION 3;"),
+            Some(Ok(Kill {
+                query_only: false,
+                id: 3
+            }))
+        );
         assert_eq!(parse_kill(b"KILL USER bob"), Some(Err(())));
         assert_eq!(parse_kill(b"KILL QUERY ID 5"), Some(Err(())));
         assert_eq!(parse_kill(b"SELECT 1"), None);
@@ -373,10 +409,16 @@ mod tests {
     #[test]
     fn set_effects() {
         assert_eq!(parse_set(b"SET GLOBAL x=1"), SetEffect::None);
-        assert_eq!(parse_set(b"SET TRANSACTION ISOLATION LEVEL READ COMMITTED"), SetEffect::None);
+        assert_eq!(
+            parse_set(b"SET TRANSACTION ISOLATION LEVEL READ COMMITTED"),
+            SetEffect::None
+        );
         assert_eq!(
             parse_set(b"SET NAMES utf8mb4 COLLATE utf8mb4_bin"),
-            SetEffect::Session(vec![("names".into(), b"NAMES utf8mb4 COLLATE utf8mb4_bin".to_vec())])
+            SetEffect::Session(vec![(
+                "names".into(),
+                b"NAMES utf8mb4 COLLATE utf8mb4_bin".to_vec()
+            )])
         );
         assert_eq!(
             parse_set(b"SET @@session.sql_mode='ANSI', @a := (1,2), autocommit=0, @@global.x=1;"),
@@ -388,11 +430,17 @@ mod tests {
         );
         assert_eq!(
             parse_set(b"SET SESSION TRANSACTION ISOLATION LEVEL SERIALIZABLE"),
-            SetEffect::Session(vec![("session transaction".into(), b"SESSION TRANSACTION ISOLATION LEVEL SERIALIZABLE".to_vec())])
+            SetEffect::Session(vec![(
+                "session transaction".into(),
+                b"SESSION TRANSACTION ISOLATION LEVEL SERIALIZABLE".to_vec()
+            )])
         );
         assert_eq!(
             parse_set(b"SET SESSION wait_timeout = 10"),
-            SetEffect::Session(vec![("wait_timeout".into(), b"SESSION wait_timeout = 10".to_vec())])
+            SetEffect::Session(vec![(
+                "wait_timeout".into(),
+                b"SESSION wait_timeout = 10".to_vec()
+            )])
         );
     }
 

@@ -39,7 +39,13 @@ pub struct DataHost {
 }
 
 impl DataHost {
-    pub fn new(name: String, schemas: Vec<String>, datasources: Vec<Arc<Datasource>>, active: usize, epoch: u64) -> Option<Self> {
+    pub fn new(
+        name: String,
+        schemas: Vec<String>,
+        datasources: Vec<Arc<Datasource>>,
+        active: usize,
+        epoch: u64,
+    ) -> Option<Self> {
         let first = datasources.get(active)?.clone();
         for (i, ds) in datasources.iter().enumerate() {
             ds.pool.set_enabled(i == active);
@@ -80,7 +86,10 @@ pub enum TopologyError {
     #[error("no dataHost named {0}")]
     UnknownDataHost(String),
     #[error("dataHost {datahost} has no datasource named {datasource}")]
-    UnknownDatasource { datahost: String, datasource: String },
+    UnknownDatasource {
+        datahost: String,
+        datasource: String,
+    },
 }
 
 /// One datasource swap that took effect.
@@ -195,7 +204,12 @@ impl Topology {
     }
 
     /// Swaps one dataHost's active datasource (see [`Topology::apply`]).
-    pub fn swap_active(&self, datahost: &str, datasource: &str, epoch: u64) -> Result<Swap, TopologyError> {
+    pub fn swap_active(
+        &self,
+        datahost: &str,
+        datasource: &str,
+        epoch: u64,
+    ) -> Result<Swap, TopologyError> {
         let mut v = self.apply(epoch, &[(datahost, datasource)])?;
         Ok(v.remove(0))
     }
@@ -224,8 +238,22 @@ mod tests {
     }
 
     fn topo() -> Topology {
-        let a = DataHost::new("dh1".into(), vec!["app".into()], vec![ds("m1"), ds("m11")], 0, 1).unwrap();
-        let b = DataHost::new("dh2".into(), vec!["logs".into()], vec![ds("m2"), ds("m22")], 0, 1).unwrap();
+        let a = DataHost::new(
+            "dh1".into(),
+            vec!["app".into()],
+            vec![ds("m1"), ds("m11")],
+            0,
+            1,
+        )
+        .unwrap();
+        let b = DataHost::new(
+            "dh2".into(),
+            vec!["logs".into()],
+            vec![ds("m2"), ds("m22")],
+            0,
+            1,
+        )
+        .unwrap();
         Topology::new(vec![Arc::new(a), Arc::new(b)], 0, 1)
     }
 
@@ -245,7 +273,10 @@ mod tests {
         let before = dh.active().datasource.clone();
         assert_eq!(
             t.swap_active("dh1", "m11", 1),
-            Err(TopologyError::StaleEpoch { current: 1, offered: 1 })
+            Err(TopologyError::StaleEpoch {
+                current: 1,
+                offered: 1
+            })
         );
         assert!(dh.is_active(&before));
         let s = t.swap_active("dh1", "m11", 5).unwrap();
@@ -254,7 +285,10 @@ mod tests {
         assert_eq!(dh.active().epoch, 5);
         assert!(!before.pool.is_enabled());
         assert!(dh.active().datasource.pool.is_enabled());
-        assert!(t.swap_active("dh1", "m1", 4).is_err(), "older epoch refused");
+        assert!(
+            t.swap_active("dh1", "m1", 4).is_err(),
+            "older epoch refused"
+        );
         assert_eq!(t.epoch(), 5);
     }
 

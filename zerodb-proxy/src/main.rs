@@ -25,13 +25,18 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ZERODB_LOG").unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("ZERODB_LOG")
+                .unwrap_or_else(|_| "info".into()),
         )
         .init();
     let config = ProxyConfig::load(&args.config)
         .with_context(|| format!("loading {}", args.config.display()))?;
     if args.check {
-        println!("config OK: {} dataHost(s), {} user(s)", config.datahosts.len(), config.users.len());
+        println!(
+            "config OK: {} dataHost(s), {} user(s)",
+            config.datahosts.len(),
+            config.users.len()
+        );
         return Ok(());
     }
     tokio::runtime::Builder::new_multi_thread()
@@ -50,9 +55,14 @@ async fn run(config: ProxyConfig) -> anyhow::Result<()> {
         .with_context(|| format!("admin listener on {admin_addr}"))?;
     tracing::info!(admin = %admin.local_addr()?, "admin HTTP listening");
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-    let admin_task = tokio::spawn(zerodb_core::admin::serve(admin, shared, Some(metrics), async move {
-        let _ = admin_stopped.await;
-    }));
+    let admin_task = tokio::spawn(zerodb_core::admin::serve(
+        admin,
+        shared,
+        Some(metrics),
+        async move {
+            let _ = admin_stopped.await;
+        },
+    ));
     proxy.run(shutdown_signal()).await;
     let _ = stop_admin.send(());
     let _ = admin_task.await;

@@ -272,7 +272,8 @@ impl ResponseParser {
                         let s = eof_status(p).ok_or(ResponseError::Malformed("EOF packet"))?;
                         return Ok(self.end_of_result(s));
                     }
-                    let (n, used) = read_lenenc(p).ok_or(ResponseError::Malformed("column count"))?;
+                    let (n, used) =
+                        read_lenenc(p).ok_or(ResponseError::Malformed("column count"))?;
                     if n == 0 || used != p.len() {
                         return Err(ResponseError::Malformed("column count"));
                     }
@@ -326,7 +327,11 @@ mod tests {
     use crate::protocol::packets::{eof, err, ok};
     use proptest::prelude::*;
 
-    fn run(kind: ResponseKind, deprecate: bool, packets: &[Vec<u8>]) -> (Vec<Step>, ResponseParser) {
+    fn run(
+        kind: ResponseKind,
+        deprecate: bool,
+        packets: &[Vec<u8>],
+    ) -> (Vec<Step>, ResponseParser) {
         let mut p = ResponseParser::new(kind, deprecate);
         let steps = packets.iter().map(|x| p.feed(x).unwrap()).collect();
         (steps, p)
@@ -371,7 +376,13 @@ mod tests {
 
     #[test]
     fn error_mid_rows_ends() {
-        let pk = vec![vec![1], coldef(), eof(2, false), b"\x011".to_vec(), err(1317, "70100", "interrupted")];
+        let pk = vec![
+            vec![1],
+            coldef(),
+            eof(2, false),
+            b"\x011".to_vec(),
+            err(1317, "70100", "interrupted"),
+        ];
         let (steps, p) = run(ResponseKind::Query, false, &pk);
         assert_eq!(steps.last(), Some(&Step::Done));
         assert!(p.saw_error());
@@ -391,7 +402,14 @@ mod tests {
         head.extend_from_slice(&1u16.to_le_bytes()); // columns
         head.extend_from_slice(&2u16.to_le_bytes()); // params
         head.extend_from_slice(&[0, 0, 0]);
-        let classic = vec![head.clone(), coldef(), coldef(), eof(2, false), coldef(), eof(2, false)];
+        let classic = vec![
+            head.clone(),
+            coldef(),
+            coldef(),
+            eof(2, false),
+            coldef(),
+            eof(2, false),
+        ];
         let (steps, p) = run(ResponseKind::Prepare, false, &classic);
         assert_eq!(steps.last(), Some(&Step::Done));
         assert_eq!(steps.iter().filter(|s| **s == Step::Done).count(), 1);
@@ -416,7 +434,11 @@ mod tests {
         let mut full = vec![0u8; MAX_FRAME];
         full[0] = 0xfe; // a row whose first column is longer than 16 MiB
         assert_eq!(p.feed(&full).unwrap(), Step::More);
-        assert_eq!(p.feed(&[0xfe, 0, 0, 2, 0, 0, 0]).unwrap(), Step::More, "continuation, not EOF");
+        assert_eq!(
+            p.feed(&[0xfe, 0, 0, 2, 0, 0, 0]).unwrap(),
+            Step::More,
+            "continuation, not EOF"
+        );
         assert_eq!(p.feed(&eof(2, true)).unwrap(), Step::Done);
     }
 

@@ -17,7 +17,8 @@ const FAST_AUTH_SUCCESS: u8 = 0x03;
 impl Session {
     fn greeting(&self) -> Vec<u8> {
         let offered = self.shared.offered_caps();
-        let method = Method::from_name(self.shared.config.auth_plugin.as_bytes()).unwrap_or(Method::Native);
+        let method =
+            Method::from_name(self.shared.config.auth_plugin.as_bytes()).unwrap_or(Method::Native);
         let version = self.shared.server_version.load();
         let mut p = Vec::with_capacity(96);
         p.push(10);
@@ -49,7 +50,12 @@ impl Session {
     /// Checks a scramble computed by `method` with `salt`; if the client
     /// used a method the proxy cannot check, switches it to
     /// mysql_native_password with a fresh salt first.
-    async fn authenticate(&mut self, user: &str, method: Option<Method>, response: Vec<u8>) -> Result<bool, ()> {
+    async fn authenticate(
+        &mut self,
+        user: &str,
+        method: Option<Method>,
+        response: Vec<u8>,
+    ) -> Result<bool, ()> {
         let password = self.shared.users.get(user).cloned();
         let (method, response) = match method {
             Some(m) => (m, response),
@@ -93,20 +99,35 @@ impl Session {
         let client_caps = packets::u32_at(&p, 0).unwrap_or(0);
         if client_caps & caps::PROTOCOL_41 == 0 {
             return self
-                .refuse(ClientError::new(1043, "08S01", "Bad handshake: zeroDB needs protocol 4.1 clients"))
+                .refuse(ClientError::new(
+                    1043,
+                    "08S01",
+                    "Bad handshake: zeroDB needs protocol 4.1 clients",
+                ))
                 .await;
         }
         if client_caps & caps::SSL != 0 {
             return self
-                .refuse(ClientError::new(1043, "08S01", "Bad handshake: TLS was not offered"))
+                .refuse(ClientError::new(
+                    1043,
+                    "08S01",
+                    "Bad handshake: TLS was not offered",
+                ))
                 .await;
         }
         let parsed = match ParseBuf(&p).parse::<HandshakeResponse<'_>>(()) {
             Ok(r) => r,
-            Err(_) => return self.refuse(ClientError::new(1043, "08S01", "Bad handshake")).await,
+            Err(_) => {
+                return self
+                    .refuse(ClientError::new(1043, "08S01", "Bad handshake"))
+                    .await
+            }
         };
         let user = String::from_utf8_lossy(parsed.user()).into_owned();
-        let db = parsed.db_name().filter(|d| !d.is_empty()).map(<[u8]>::to_vec);
+        let db = parsed
+            .db_name()
+            .filter(|d| !d.is_empty())
+            .map(<[u8]>::to_vec);
         let response = parsed.scramble_buf().to_vec();
         let method = match parsed.auth_plugin() {
             Some(plugin) => Method::from_name(plugin.as_bytes()),
@@ -118,7 +139,9 @@ impl Session {
         if !self.authenticate(&user, method, response).await? {
             let host = self.peer.ip().to_string();
             tracing::info!(session = self.id(), %user, peer = %self.peer, "login refused");
-            return self.refuse(ClientError::access_denied(&user, &host, had_password)).await;
+            return self
+                .refuse(ClientError::access_denied(&user, &host, had_password))
+                .await;
         }
         self.client_caps = client_caps & self.shared.offered_caps();
         self.key = BackendKey::new(self.client_caps, collation);
@@ -142,7 +165,9 @@ impl Session {
     /// connection. On failure the connection is closed, as MySQL does.
     pub(super) async fn change_user(&mut self, payload: Vec<u8>) -> Flow {
         let Some(req) = ChangeUser::parse(&payload[1..], self.client_caps) else {
-            let _ = self.reply_err(ClientError::malformed("COM_CHANGE_USER")).await;
+            let _ = self
+                .reply_err(ClientError::malformed("COM_CHANGE_USER"))
+                .await;
             return Flow::Close;
         };
         let method = match &req.plugin {
@@ -155,7 +180,9 @@ impl Session {
         };
         if !ok {
             let host = self.peer.ip().to_string();
-            let _ = self.reply_err(ClientError::access_denied(&req.user, &host, true)).await;
+            let _ = self
+                .reply_err(ClientError::access_denied(&req.user, &host, true))
+                .await;
             return Flow::Close;
         }
         self.user = req.user;

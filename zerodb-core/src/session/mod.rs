@@ -146,7 +146,10 @@ impl Session {
             let pkt = match read {
                 Ok(p) => p,
                 Err(ReadError::TooLarge { len, max }) => {
-                    let _ = self.client.send(1, &ClientError::packet_too_large(len, max).packet()).await;
+                    let _ = self
+                        .client
+                        .send(1, &ClientError::packet_too_large(len, max).packet())
+                        .await;
                     return;
                 }
                 Err(ReadError::BadSequence { .. }) => {
@@ -168,7 +171,9 @@ impl Session {
         self.seq = pkt.last_seq.wrapping_add(1);
         let payload = pkt.payload;
         let Some(&command) = payload.first() else {
-            return self.reply_err(ClientError::malformed("empty command")).await;
+            return self
+                .reply_err(ClientError::malformed("empty command"))
+                .await;
         };
         let started = Instant::now();
         let result = match command {
@@ -179,8 +184,14 @@ impl Session {
                 let db = payload[1..].to_vec();
                 self.change_schema(db, ResponseKind::Single, &payload).await
             }
-            cmd::FIELD_LIST => self.forward(ResponseKind::FieldList, &payload, None).await.map(drop),
-            cmd::STATISTICS => self.forward(ResponseKind::Single, &payload, None).await.map(drop),
+            cmd::FIELD_LIST => self
+                .forward(ResponseKind::FieldList, &payload, None)
+                .await
+                .map(drop),
+            cmd::STATISTICS => self
+                .forward(ResponseKind::Single, &payload, None)
+                .await
+                .map(drop),
             cmd::SET_OPTION => self.set_option(payload).await,
             cmd::RESET_CONNECTION => self.reset_connection(payload).await,
             cmd::CHANGE_USER => return self.change_user(payload).await,
@@ -189,8 +200,12 @@ impl Session {
                 None => Err(ClientError::malformed("COM_PROCESS_KILL").into()),
             },
             cmd::STMT_PREPARE => self.prepare(payload).await,
-            cmd::STMT_EXECUTE | cmd::STMT_FETCH | cmd::STMT_RESET => self.statement(command, payload).await,
-            cmd::STMT_SEND_LONG_DATA | cmd::STMT_CLOSE => self.statement_no_reply(command, payload).await,
+            cmd::STMT_EXECUTE | cmd::STMT_FETCH | cmd::STMT_RESET => {
+                self.statement(command, payload).await
+            }
+            cmd::STMT_SEND_LONG_DATA | cmd::STMT_CLOSE => {
+                self.statement_no_reply(command, payload).await
+            }
             other => Err(ClientError::unknown_command(other).into()),
         };
         metrics::histogram!("zerodb_statement_seconds").record(started.elapsed().as_secs_f64());
@@ -198,7 +213,8 @@ impl Session {
             Ok(()) => Flow::Continue,
             Err(Fail::Close) => Flow::Close,
             Err(Fail::Client(e)) => {
-                metrics::counter!("zerodb_proxy_errors_total", "code" => e.code.to_string()).increment(1);
+                metrics::counter!("zerodb_proxy_errors_total", "code" => e.code.to_string())
+                    .increment(1);
                 self.reply_err(e).await
             }
         }
@@ -236,7 +252,10 @@ impl Session {
             schema: self.st.schema.as_deref(),
             datahost: &self.datahost.name,
         };
-        self.shared.hooks.iter().try_for_each(|h| h.check(&ctx, sql))
+        self.shared
+            .hooks
+            .iter()
+            .try_for_each(|h| h.check(&ctx, sql))
     }
 
     // ----- backend binding -------------------------------------------------
@@ -271,7 +290,11 @@ impl Session {
         }
         let ds = active.datasource.clone();
         let no_ds = |why: String| ClientError::no_datasource(&self.datahost.name, &ds.name, &why);
-        let mut conn = ds.pool.acquire(self.key).await.map_err(|e| no_ds(e.to_string()))?;
+        let mut conn = ds
+            .pool
+            .acquire(self.key)
+            .await
+            .map_err(|e| no_ds(e.to_string()))?;
         match self.st.replay(&mut conn).await {
             Ok(()) => {}
             Err(state::ReplayError::Server(e)) => return Err(e),
@@ -281,7 +304,8 @@ impl Session {
             }
         }
         self.handle.set_backend(Some((ds.clone(), conn.thread_id)));
-        metrics::counter!("zerodb_session_binds_total", "datasource" => ds.name.clone()).increment(1);
+        metrics::counter!("zerodb_session_binds_total", "datasource" => ds.name.clone())
+            .increment(1);
         self.backend = Some(Bound { conn, ds });
         Ok(())
     }
@@ -307,14 +331,29 @@ impl Session {
     }
 
     /// Sends one command to the backend and relays the response.
-    async fn forward(&mut self, kind: ResponseKind, payload: &[u8], prepare_id: Option<u32>) -> Result<Relayed, Fail> {
+    async fn forward(
+        &mut self,
+        kind: ResponseKind,
+        payload: &[u8],
+        prepare_id: Option<u32>,
+    ) -> Result<Relayed, Fail> {
         self.ensure_backend().await?;
         let Some(b) = self.backend.as_mut() else {
             return Err(ClientError::no_datasource(&self.datahost.name, "?", "not bound").into());
         };
         let sent = b.conn.conn.send(0, payload).await;
         let out = match sent {
-            Ok(_) => relay(&mut self.client, &mut self.seq, &mut b.conn, kind, prepare_id, self.shared.config.max_allowed_packet).await,
+            Ok(_) => {
+                relay(
+                    &mut self.client,
+                    &mut self.seq,
+                    &mut b.conn,
+                    kind,
+                    prepare_id,
+                    self.shared.config.max_allowed_packet,
+                )
+                .await
+            }
             Err(e) => Err(RelayError::Backend {
                 error: BackendError::Lost {
                     addr: b.conn.addr.clone(),
@@ -341,8 +380,14 @@ impl Session {
                 }
                 Err(Fail::Close)
             }
-            Err(RelayError::Backend { error, mid_packet, .. }) => {
-                let name = self.backend.as_ref().map(|b| b.ds.name.clone()).unwrap_or_default();
+            Err(RelayError::Backend {
+                error, mid_packet, ..
+            }) => {
+                let name = self
+                    .backend
+                    .as_ref()
+                    .map(|b| b.ds.name.clone())
+                    .unwrap_or_default();
                 tracing::warn!(session = self.id(), datasource = %name, error = %error, "backend lost mid-statement");
                 let in_trans = self.st.in_transaction();
                 self.lose_backend(format!("the connection to datasource '{name}' was lost"));
@@ -351,7 +396,9 @@ impl Session {
                     return Err(Fail::Close);
                 }
                 let e = if in_trans {
-                    ClientError::transaction_lost(&format!("the connection to datasource '{name}' was lost ({error})"))
+                    ClientError::transaction_lost(&format!(
+                        "the connection to datasource '{name}' was lost ({error})"
+                    ))
                 } else {
                     ClientError::backend_lost(&name, &error.to_string())
                 };
@@ -382,7 +429,11 @@ impl Session {
             [b'K', b'I', b'L', b'L', 0, ..] => {
                 if let Some(k) = sql::parse_kill(sql_text) {
                     let k = k.map_err(|()| {
-                        ClientError::new(1235, "42000", "zeroDB supports KILL [CONNECTION|QUERY] <connection id> only")
+                        ClientError::new(
+                            1235,
+                            "42000",
+                            "zeroDB supports KILL [CONNECTION|QUERY] <connection id> only",
+                        )
                     })?;
                     return self.kill(k.id, k.query_only).await;
                 }
@@ -399,7 +450,11 @@ impl Session {
             q
         });
         let r = self
-            .forward(ResponseKind::Query, rewritten.as_deref().unwrap_or(&payload), None)
+            .forward(
+                ResponseKind::Query,
+                rewritten.as_deref().unwrap_or(&payload),
+                None,
+            )
             .await?;
         if !r.error && kw.starts_with(b"SET\0") {
             self.st.record_set(sql::parse_set(sql_text));
@@ -409,18 +464,28 @@ impl Session {
 
     async fn ping(&mut self, payload: Vec<u8>) -> Result<(), Fail> {
         if self.backend.is_some() && self.st.doomed.is_none() {
-            self.forward(ResponseKind::Single, &payload, None).await.map(drop)
+            self.forward(ResponseKind::Single, &payload, None)
+                .await
+                .map(drop)
         } else {
             self.reply_ok().await
         }
     }
 
     /// COM_INIT_DB or `USE db`: follows the schema to its dataHost.
-    async fn change_schema(&mut self, db: Vec<u8>, kind: ResponseKind, payload: &[u8]) -> Result<(), Fail> {
+    async fn change_schema(
+        &mut self,
+        db: Vec<u8>,
+        kind: ResponseKind,
+        payload: &[u8],
+    ) -> Result<(), Fail> {
         let target = self.shared.topology.route(Some(&db)).clone();
         if !Arc::ptr_eq(&target, &self.datahost) {
             if self.st.in_transaction() {
-                return Err(ClientError::cross_datahost_in_transaction(&String::from_utf8_lossy(&db)).into());
+                return Err(
+                    ClientError::cross_datahost_in_transaction(&String::from_utf8_lossy(&db))
+                        .into(),
+                );
             }
             self.release_backend();
             self.st.schema = None;
@@ -464,7 +529,9 @@ impl Session {
         req.push(cmd::STMT_PREPARE);
         req.extend_from_slice(&sql_text);
         let client_id = self.st.next_statement_id();
-        let r = self.forward(ResponseKind::Prepare, &req, Some(client_id)).await?;
+        let r = self
+            .forward(ResponseKind::Prepare, &req, Some(client_id))
+            .await?;
         if let Some(ok) = r.prepare {
             self.st.stmts.insert(
                 client_id,
@@ -494,12 +561,16 @@ impl Session {
             .get_mut(&id)
             .ok_or_else(|| ClientError::unknown_statement(id, what))?;
         let backend_id = stmt.backend_id.ok_or_else(|| {
-            ClientError::state_lost(&format!("statement {id} could not be prepared again after a datasource switch"))
+            ClientError::state_lost(&format!(
+                "statement {id} could not be prepared again after a datasource switch"
+            ))
         })?;
         payload[1..5].copy_from_slice(&backend_id.to_le_bytes());
         let kind = match command {
             cmd::STMT_EXECUTE => {
-                payload = stmt.bind_types(payload).ok_or_else(|| ClientError::malformed(what))?;
+                payload = stmt
+                    .bind_types(payload)
+                    .ok_or_else(|| ClientError::malformed(what))?;
                 ResponseKind::Execute
             }
             cmd::STMT_FETCH => ResponseKind::Fetch,
@@ -576,7 +647,9 @@ impl Session {
         if !query_only {
             h.kill();
             if h.id == self.id() {
-                let _ = self.reply_err(ClientError::new(1927, "70100", "Connection was killed")).await;
+                let _ = self
+                    .reply_err(ClientError::new(1927, "70100", "Connection was killed"))
+                    .await;
                 return Err(Fail::Close);
             }
         }

@@ -76,7 +76,10 @@ pub(super) async fn relay(
                         })
                     }
                 };
-                if let (Some(id), true) = (prepare_id, first_of_prepare && parser.prepare_ok().is_some()) {
+                if let (Some(id), true) = (
+                    prepare_id,
+                    first_of_prepare && parser.prepare_ok().is_some(),
+                ) {
                     buf[pos + 5..pos + 9].copy_from_slice(&id.to_le_bytes());
                 }
                 backend_seq = h.seq;
@@ -89,7 +92,12 @@ pub(super) async fn relay(
             }
         }
         if pos > 0 {
-            if client.stream.write_all(&backend.conn.rbuf[..pos]).await.is_err() {
+            if client
+                .stream
+                .write_all(&backend.conn.rbuf[..pos])
+                .await
+                .is_err()
+            {
                 return Err(RelayError::Client);
             }
             backend.conn.rbuf.advance(pos);
@@ -142,14 +150,18 @@ async fn local_infile(
             .await
             .map_err(|_| RelayError::Client)?;
         *seq = pkt.last_seq.wrapping_add(1);
-        bseq = backend.conn.send(bseq, &pkt.payload).await.map_err(|e| RelayError::Backend {
-            error: BackendError::Lost {
-                addr: backend.addr.clone(),
-                reason: e.to_string(),
-            },
-            sent_any: true,
-            mid_packet: false,
-        })?;
+        bseq = backend
+            .conn
+            .send(bseq, &pkt.payload)
+            .await
+            .map_err(|e| RelayError::Backend {
+                error: BackendError::Lost {
+                    addr: backend.addr.clone(),
+                    reason: e.to_string(),
+                },
+                sent_any: true,
+                mid_packet: false,
+            })?;
         if pkt.payload.is_empty() {
             return Ok(());
         }

@@ -147,7 +147,9 @@ impl SessionState {
         if let Some(db) = &self.schema {
             let out = conn.init_db(db).await?;
             if let Some((code, message)) = out.error {
-                return Err(ReplayError::Server(ClientError::new(code, "42000", message)));
+                return Err(ReplayError::Server(ClientError::new(
+                    code, "42000", message,
+                )));
             }
         }
         if let Some(on) = self.multi_statements {
@@ -210,9 +212,17 @@ mod tests {
         let first = execute(1, 2, true, &[8, 0, 253, 0], b"VALUES");
         assert_eq!(s.bind_types(first.clone()).unwrap(), first);
         let later = execute(1, 2, false, &[], b"VALUES");
-        assert_eq!(s.bind_types(later.clone()).unwrap(), later, "same server: unchanged");
+        assert_eq!(
+            s.bind_types(later.clone()).unwrap(),
+            later,
+            "same server: unchanged"
+        );
         s.types_needed = true;
-        assert_eq!(s.bind_types(later).unwrap(), first, "after a move the types come back");
+        assert_eq!(
+            s.bind_types(later).unwrap(),
+            first,
+            "after a move the types come back"
+        );
         assert!(!s.types_needed);
     }
 

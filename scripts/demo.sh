@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# zeroDB demo: a MariaDB primary and a GTID replica on local ports, and
+# zerodb-proxy in front of them. Ctrl-C stops everything.
+#
+#   scripts/demo.sh            # proxy on 127.0.0.1:3307, admin on :9307
+#
+# Then, in another terminal:
+#   mariadb -h127.0.0.1 -P3307 -uapp -papp-pw app
+#   curl -s localhost:9307/status | python3 -m json.tool
+#   # a planned swap to the replica (epoch must grow):
+#   curl -s -XPOST localhost:9307/topology/swap -d '{"datahost":"dh1","datasource":"mysql_11","epoch":1}' \
+#        -H 'content-type: application/json'
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+scripts/deps.sh
+cargo build --release --locked -p zerodb-proxy
+demo=$root/.demo
+PRIMARY_PORT=${PRIMARY_PORT:-13306}
+REPLICA_PORT=${REPLICA_PORT:-13316}
+PROXY_PORT=${PROXY_PORT:-3307}
+ADMIN_PORT=${ADMIN_PORT:-9307}
+
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
+start_db() { # name port server_id
+  local dir=$demo/$1
+  if [ ! -d "$dir/data" ]; then
+    mkdir -p "$dir"
+    mariadb-install-db --no-defaults --datadir="$dir/data" --auth-root-authentication-method=socket \
+      --skip-test-db --user="$(id -un)" >"$dir/install.log" 2>&1
+  fi
+  /usr/sbin/mariadbd --no-defaults --datadir="$dir/data" --port="$2" --socket="$dir/sock" \
+    --pid-file="$dir/pid" --server-id="$3" --bind-address=127.0.0.1 --user="$(id -un)" \
+    --log-bin=mysql-bin --log-slave-updates --binlog-format=ROW --gtid-strict-mode=1 \
+    --skip-name-resolve --max-allowed-packet=256M --innodb-buffer-pool-size=128M \
+    >"$dir/mysqld.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 200); do
+    mariadb --no-defaults -uroot --socket="$dir/sock" -e 'SELECT 1' >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "mariadbd $1 did not start; see $dir/mysqld.log" >&2
+  exit 1
+}
+sql() { mariadb --no-defaults -uroot --socket="$demo/$1/sock" -N -B -e "$2"; }
+
+start_db mysql_1 "$PRIMARY_PORT" 1
+start_db mysql_11 "$REPLICA_PORT" 11
+sql mysql_1 "CREATE USER IF NOT EXISTS zerodb@'%' IDENTIFIED BY 'zerodb-pw'; GRANT ALL ON *.* TO zerodb@'%';
+  CREATE USER IF NOT EXISTS repl@'%' IDENTIFIED BY 'repl'; GRANT REPLICATION SLAVE ON *.* TO repl@'%';
+  CREATE DATABASE IF NOT EXISTS app;"
+if [ "$(sql mysql_11 "SELECT COUNT(*) FROM information_schema.SLAVE_STATUS" 2>/dev/null || echo 0)" = 0 ]; then
+  sql mysql_11 "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=$PRIMARY_PORT, MASTER_USER='repl',
+    MASTER_PASSWORD='repl', MASTER_USE_GTID=slave_pos; START SLAVE;" || true
+fi
+
+cat >"$demo/proxy.yaml" <<YAML
+name: demo-proxy
+listen: 127.0.0.1:$PROXY_PORT
+admin: 127.0.0.1:$ADMIN_PORT
+users:
+  - {name: app, password: app-pw}
+datahosts:
+  - name: dh1
+    schemas: [app]
+    user: zerodb
+    password: zerodb-pw
+    datasources:
+      - {name: mysql_1, addr: "127.0.0.1:$PRIMARY_PORT"}
+      - {name: mysql_11, addr: "127.0.0.1:$REPLICA_PORT"}
+health: {interval: 200ms, timeout: 300ms, fall: 3}
+YAML
+
+cat <<MSG
+
+zeroDB demo is up.
+  primary  mysql_1   127.0.0.1:$PRIMARY_PORT   (socket $demo/mysql_1/sock)
+  replica  mysql_11  127.0.0.1:$REPLICA_PORT   (replicates mysql_1 with GTID)
+  proxy              127.0.0.1:$PROXY_PORT     user app / app-pw, schema app
+  admin              http://127.0.0.1:$ADMIN_PORT/{health,status,sessions,metrics}
+
+  mariadb -h127.0.0.1 -P$PROXY_PORT -uapp -papp-pw app
+
+Ctrl-C stops everything (data stays in .demo/).
+MSG
+target/release/zerodb-proxy --config "$demo/proxy.yaml" &
+pids+=($!)
+wait "${pids[-1]}"

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what zeroDB's tests, demo and benchmarks use, from Debian's
+# packages and PyPI, when it is not there already. Safe to run again.
+set -euo pipefail
+pkgs=()
+[ -x /usr/sbin/mariadbd ] || pkgs+=(mariadb-server)
+command -v mariadb >/dev/null || pkgs+=(mariadb-client)
+command -v sysbench >/dev/null || pkgs+=(sysbench)
+if [ "${WITH_HAPROXY:-0}" = 1 ] && ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/haproxy ]; then
+  pkgs+=(haproxy)
+fi
+if ((${#pkgs[@]})); then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  echo "installing ${pkgs[*]}" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${pkgs[@]}" >/dev/null
+fi
+if ! python3 -c 'import pymysql, mysql.connector' 2>/dev/null; then
+  python3 -m pip install -q --disable-pip-version-check pymysql mysql-connector-python
+fi

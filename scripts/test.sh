@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Runs zeroDB's whole test suite: unit and property tests, then integration
+# tests that start their own MariaDB servers and drive the real proxy with
+# the mariadb CLI, sysbench and Python drivers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh
+cargo test --workspace --locked "$@"

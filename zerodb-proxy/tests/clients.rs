@@ -1,0 +1,240 @@
+//! Real clients through the proxy: the mariadb CLI, Python drivers, sysbench.
+
+mod common;
+
+use common::*;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+#[test]
+fn mariadb_cli_queries_and_errors() {
+    let db = MariaDb::start("m1", 1);
+    let proxy = Proxy::start(&one_datahost_config(&[&db]));
+
+    assert_eq!(proxy.sql("SELECT 1+1"), "2");
+    proxy.sql(
+        "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20)); INSERT INTO t VALUES (1,'a'),(2,'b')",
+    );
+    assert_eq!(proxy.sql("SELECT v FROM t ORDER BY id"), "a\nb");
+    // The write reached the real server.
+    assert_eq!(db.sql("SELECT COUNT(*) FROM app.t"), "2");
+
+    // A server error passes through unchanged.
+    let out = proxy.cli(APP_USER, APP_PASSWORD, "app", "SELECT * FROM no_such_table");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("1146"), "{err}");
+
+    // A wrong password gets 1045 from the proxy itself.
+    let out = proxy.cli(APP_USER, "nope", "app", "SELECT 1");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("1045") && err.contains("Access denied"),
+        "{err}"
+    );
+
+    // USE switches schema; the session state keeps it.
+    db.sql("CREATE DATABASE other; CREATE TABLE other.o (x INT); INSERT INTO other.o VALUES (7)");
+    assert_eq!(
+        proxy.sql("USE other; SELECT x FROM o; SELECT DATABASE()"),
+        "7\nother"
+    );
+}
+
+#[test]
+fn connection_id_and_kill_speak_proxy_ids() {
+    let db = MariaDb::start("m1", 1);
+    let proxy = Proxy::start(&one_datahost_config(&[&db]));
+
+    // CONNECTION_ID() is the proxy's id (the one in the handshake), not the
+    // backend thread's: two queries in one session agree with each other and
+    // differ from the server's own thread id.
+    let out = proxy.sql("SELECT CONNECTION_ID(); SELECT ID FROM information_schema.PROCESSLIST WHERE ID = CONNECTION_ID()");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "the backend has no thread with the proxy's id: {out}"
+    );
+
+    // KILL QUERY <proxy id> from another session cancels a running statement,
+    // as Ctrl-C in the mariadb client does.
+    let port = proxy.port;
+    let sleeper = std::thread::spawn(move || {
+        let started = Instant::now();
+        let script = format!(
+            "import pymysql\n\
+             c = pymysql.connect(host='127.0.0.1', port={port}, user='{APP_USER}', password='{APP_PASSWORD}', database='app')\n\
+             cur = c.cursor()\n\
+             try:\n    cur.execute('SELECT SLEEP(30)'); print('sleep returned', cur.fetchone())\n\
+             except pymysql.err.OperationalError as e:\n    print('interrupted', e.args[0])\n\
+             cur.execute(\"SELECT 'after'\"); print(cur.fetchone()[0])\n"
+        );
+        let out = Command::new("python3")
+            .args(["-c", &script])
+            .output()
+            .expect("python3");
+        (out, started.elapsed())
+    });
+    // Find the sleeper's proxy id from the admin status' session count and
+    // the backend processlist.
+    let started = Instant::now();
+    let victim = loop {
+        let ids = db.sql(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT SLEEP(30)%'",
+        );
+        if !ids.is_empty() {
+            break ids;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "sleeper never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Translate with the proxy's processlist: which proxy id holds it.
+    let rows: serde_json::Value =
+        serde_json::from_str(&proxy.http_get("/sessions").expect("sessions").1).expect("json");
+    let proxy_id = rows
+        .as_array()
+        .and_then(|r| {
+            r.iter().find(|x| {
+                x["backend_thread"].as_u64().map(|t| t.to_string()) == Some(victim.clone())
+            })
+        })
+        .and_then(|x| x["id"].as_u64())
+        .unwrap_or_else(|| panic!("no session holds backend thread {victim}: {rows}"));
+    assert_ne!(proxy_id.to_string(), victim, "ids must be the proxy's own");
+    let out = proxy.cli(
+        APP_USER,
+        APP_PASSWORD,
+        "app",
+        &format!("KILL QUERY {proxy_id}"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (out, took) = sleeper.join().expect("sleeper thread");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        took < Duration::from_secs(20),
+        "KILL QUERY did not cancel the statement ({took:?})"
+    );
+    // The statement was interrupted (1317, or SLEEP returning 1 on servers
+    // that report it that way); the session survives and runs the next one.
+    assert!(
+        stdout.contains("interrupted 1317") || stdout.contains("sleep returned (1,)"),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("after"),
+        "session did not survive KILL QUERY: {stdout} / {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // KILL of an unknown id is error 1094, as on MySQL.
+    let out = proxy.cli(APP_USER, APP_PASSWORD, "app", "KILL 4000000000");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1094"));
+    // Another user's session cannot be killed: 1095.
+    let port = proxy.port;
+    let holder = std::thread::spawn(move || {
+        Command::new("mariadb")
+            .args([
+                "--no-defaults",
+                "-h127.0.0.1",
+                "-N",
+                "-B",
+                &format!("-P{port}"),
+            ])
+            .args([
+                &format!("-u{APP_USER}"),
+                &format!("-p{APP_PASSWORD}"),
+                "app",
+                "-e",
+                "SELECT SLEEP(3)",
+            ])
+            .output()
+    });
+    let started = Instant::now();
+    let app_id = loop {
+        let rows: serde_json::Value =
+            serde_json::from_str(&proxy.http_get("/sessions").expect("sessions").1).expect("json");
+        if let Some(id) = rows
+            .as_array()
+            .and_then(|r| r.iter().find(|x| x["user"] == APP_USER))
+            .and_then(|x| x["id"].as_u64())
+        {
+            break id;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = proxy.cli("other", "other-pw", "app", &format!("KILL {app_id}"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("1095"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = holder.join();
+}
+
+#[test]
+fn python_drivers() {
+    let db = MariaDb::start("m1", 1);
+    let proxy = Proxy::start(&one_datahost_config(&[&db]));
+    let script = repo_tests_dir().join("clients").join("python_client.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .args([
+            "127.0.0.1",
+            &proxy.port.to_string(),
+            APP_USER,
+            APP_PASSWORD,
+            "app",
+        ])
+        .output()
+        .expect("python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("all python checks passed"),
+        "python checks failed:\n{stdout}\n{}\nproxy log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        proxy.log()
+    );
+}
+
+#[test]
+fn sysbench_read_write_with_prepared_statements() {
+    let db = MariaDb::start("m1", 1);
+    let proxy = Proxy::start(&one_datahost_config(&[&db]));
+    let common = [
+        "oltp_read_write",
+        "--tables=2",
+        "--table-size=2000",
+        "--db-ps-mode=auto",
+    ];
+    let out = sysbench(proxy.port, &[&common[..], &["prepare"]].concat());
+    assert!(
+        out.status.success(),
+        "prepare: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = sysbench(
+        proxy.port,
+        &[&common[..], &["--threads=8", "--time=5", "run"]].concat(),
+    );
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "run: {report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tx = sysbench_count(&report, "transactions:");
+    assert!(tx > 100, "too few transactions: {report}");
+    // Deadlocks show as "ignored errors" and are normal for this workload;
+    // anything else makes sysbench fail, which the status check above catches.
+    let q = sysbench_count(&report, "queries:");
+    assert!(q >= tx * 18, "each transaction is 18+ statements: {report}");
+}
