@@ -182,10 +182,13 @@ impl MariaDb {
     }
 
     /// Makes this server a GTID replica of `source` and waits until it has
-    /// caught up.
+    /// caught up. Both ran the same setup statements, so replication starts
+    /// at the source's current position, on a replica with a clean binlog.
     pub fn replicate_from(&self, source: &MariaDb) {
+        let pos = source.sql("SELECT @@gtid_binlog_pos");
         self.sql(&format!(
-            "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={}, MASTER_USER='repl',
+            "RESET MASTER; SET GLOBAL gtid_slave_pos = '{pos}';
+             CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={}, MASTER_USER='repl',
              MASTER_PASSWORD='repl', MASTER_USE_GTID=slave_pos; START SLAVE;",
             source.port
         ));
