@@ -61,6 +61,10 @@ impl ClientError {
         )
     }
 
+    pub fn out_of_order() -> Self {
+        Self::new(1156, "08S01", "Got packets out of order")
+    }
+
     pub fn too_many_connections() -> Self {
         Self::new(1040, "08004", "Too many connections")
     }

@@ -79,6 +79,8 @@ pub async fn refuse(mut stream: TcpStream, e: ClientError) {
 struct Bound {
     conn: PooledConn,
     ds: Arc<Datasource>,
+    /// Changes when the health probes mark `ds` down.
+    down: tokio::sync::watch::Receiver<u64>,
 }
 
 /// What a command handler tells the loop.
@@ -129,9 +131,11 @@ impl Session {
         let handle = self.handle.clone();
         loop {
             if self.client.rbuf.is_empty() {
-                self.client.shrink_if_idle();
+                // Between commands a session holds no buffer memory, so
+                // thousands of idle clients stay cheap.
+                self.client.release_buffers();
                 if let Some(b) = self.backend.as_mut() {
-                    b.conn.conn.shrink_if_idle();
+                    b.conn.conn.release_buffers();
                 }
             }
             if handle.is_killed() || *shutdown.borrow() {
@@ -155,12 +159,23 @@ impl Session {
                 Err(ReadError::BadSequence { .. }) => {
                     let _ = self
                         .client
-                        .send(1, &ClientError::malformed("packets out of order").packet())
+                        .send(1, &ClientError::out_of_order().packet())
                         .await;
                     return;
                 }
                 Err(_) => return,
             };
+            if pkt.first_seq != 0 {
+                // Every command starts a new exchange at sequence id 0.
+                let _ = self
+                    .client
+                    .send(
+                        pkt.last_seq.wrapping_add(1),
+                        &ClientError::out_of_order().packet(),
+                    )
+                    .await;
+                return;
+            }
             if let Flow::Close = self.command(pkt).await {
                 return;
             }
@@ -306,7 +321,8 @@ impl Session {
         self.handle.set_backend(Some((ds.clone(), conn.thread_id)));
         metrics::counter!("zerodb_session_binds_total", "datasource" => ds.name.clone())
             .increment(1);
-        self.backend = Some(Bound { conn, ds });
+        let down = ds.health.watch_down();
+        self.backend = Some(Bound { conn, ds, down });
         Ok(())
     }
 
@@ -348,6 +364,7 @@ impl Session {
                     &mut self.client,
                     &mut self.seq,
                     &mut b.conn,
+                    &mut b.down,
                     kind,
                     prepare_id,
                     self.shared.config.max_allowed_packet,

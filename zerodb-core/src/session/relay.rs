@@ -43,10 +43,16 @@ fn protocol_error(addr: &str, e: ResponseError) -> BackendError {
 /// Relays the response to the command just sent. `seq` is the client's next
 /// sequence id and is advanced. With `prepare_id`, the statement id of a
 /// PREPARE_OK is replaced by that (client-side) id.
+///
+/// While waiting for the backend it also watches two things, so a session
+/// never hangs on a server that is gone: the datasource being marked down
+/// by the health probes (`down` changes), and the client going away (its
+/// socket reaching end of stream; bytes it pipelines meanwhile are kept).
 pub(super) async fn relay(
     client: &mut Conn,
     seq: &mut u8,
     backend: &mut BackendConn,
+    down: &mut tokio::sync::watch::Receiver<u64>,
     kind: ResponseKind,
     prepare_id: Option<u32>,
     max_packet: usize,
@@ -121,11 +127,20 @@ pub(super) async fn relay(
         }
         let need = FrameHeader::parse(&backend.conn.rbuf)
             .map_or(4, |h| h.total().saturating_sub(backend.conn.rbuf.len()));
-        if let Err(e) = backend.conn.fill(need).await {
+        let lost = tokio::select! {
+            biased;
+            r = backend.conn.fill(need) => r.err().map(|e| e.to_string()),
+            _ = down.changed() => Some("the datasource was marked down by health probes".to_string()),
+            r = client.fill(0) => match r {
+                Ok(_) => None,
+                Err(_) => return Err(RelayError::Client),
+            },
+        };
+        if let Some(reason) = lost {
             return Err(RelayError::Backend {
                 error: BackendError::Lost {
                     addr: backend.addr.clone(),
-                    reason: e.to_string(),
+                    reason,
                 },
                 sent_any,
                 mid_packet: !parser.at_packet_start() || !backend.conn.rbuf.is_empty(),
