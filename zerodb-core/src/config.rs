@@ -141,7 +141,7 @@ impl ProxyConfig {
         } else {
             Figment::from(Yaml::file_exact(path))
         };
-        Self::from_figment(file.merge(EnvOverrides::new("ZERODB_")))
+        Self::from_figment(file.merge(EnvOverrides::new("ZERODB_", &PROXY_KEYS)))
     }
 
     /// Loads from YAML text (for tests and embedding).
@@ -207,31 +207,47 @@ impl ProxyConfig {
     }
 }
 
-/// `ZERODB_*` variables that are not config keys.
-const NOT_CONFIG: [&str; 1] = [
-    // The log filter (tracing's EnvFilter syntax), read by the binaries.
-    "ZERODB_LOG",
-];
-
 /// `ZERODB_*` environment variables as a figment provider that keeps the
 /// seed's dotted policy keys flat (figment's own `Env` would nest them).
+///
+/// Only variables naming a known key (`keys`, or a policy key) are read;
+/// other `ZERODB_*` variables (the log filter `ZERODB_LOG`, a tool's own
+/// settings) are left alone, with a warning so a misspelt override is seen.
 pub struct EnvOverrides {
     prefix: String,
     vars: Vec<(String, String)>,
 }
 
 impl EnvOverrides {
-    pub fn new(prefix: &str) -> Self {
-        Self::from_vars(prefix, std::env::vars())
+    pub fn new(prefix: &str, keys: &[&str]) -> Self {
+        Self::from_vars(prefix, keys, std::env::vars())
     }
 
-    pub fn from_vars(prefix: &str, vars: impl IntoIterator<Item = (String, String)>) -> Self {
+    pub fn from_vars(
+        prefix: &str,
+        keys: &[&str],
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Self {
+        let mut kept = Vec::new();
+        for (name, value) in vars {
+            let Some(rest) = name.strip_prefix(prefix) else {
+                continue;
+            };
+            let top = rest
+                .split("__")
+                .next()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            let is_policy = Policy::KEYS.iter().any(|k| Policy::env_name(k) == name);
+            if is_policy || keys.contains(&top.as_str()) {
+                kept.push((name, value));
+            } else if name != "ZERODB_LOG" {
+                tracing::warn!(variable = %name, "environment variable names no config key; ignored");
+            }
+        }
         Self {
             prefix: prefix.to_string(),
-            vars: vars
-                .into_iter()
-                .filter(|(k, _)| k.starts_with(prefix) && !NOT_CONFIG.contains(&k.as_str()))
-                .collect(),
+            vars: kept,
         }
     }
 }
@@ -408,6 +424,7 @@ datasources = [{ name = "a", addr = "127.0.0.1:1" }]
     fn env_overrides_keep_policy_keys_flat() {
         let env = EnvOverrides::from_vars(
             "ZERODB_",
+            &PROXY_KEYS,
             [
                 (
                     "ZERODB_NEED_VOTE__APPROVE_RATIO".to_string(),
@@ -416,6 +433,8 @@ datasources = [{ name = "a", addr = "127.0.0.1:1" }]
                 ("ZERODB_NEED_VOTE".to_string(), "false".to_string()),
                 ("ZERODB_HEALTH__FALL".to_string(), "5".to_string()),
                 ("ZERODB_LISTEN".to_string(), "0.0.0.0:4000".to_string()),
+                ("ZERODB_LOG".to_string(), "debug".to_string()),
+                ("ZERODB_BENCH_SECONDS".to_string(), "5".to_string()),
             ],
         );
         let c = ProxyConfig::from_figment(Figment::from(Yaml::string(SEED)).merge(env)).unwrap();

@@ -79,7 +79,7 @@ fn assert_alive(rt: &tokio::runtime::Runtime, proxy: &Proxy, healthy: &mut Backe
 fn malformed_client_input() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let db = MariaDb::start("m1", 1);
-    let proxy = Proxy::start(&format!(
+    let proxy = start_proxy(&format!(
         "{}max_allowed_packet: 1048576\n",
         one_datahost_config(&[&db])
     ));
@@ -165,7 +165,7 @@ fn malformed_client_input() {
 fn mutated_commands_never_hang_or_panic() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let db = MariaDb::start("m1", 1);
-    let proxy = Proxy::start(&one_datahost_config(&[&db]));
+    let proxy = start_proxy(&one_datahost_config(&[&db]));
     let mut healthy = rt
         .block_on(BackendConn::connect(
             &params(proxy.port),
@@ -229,7 +229,7 @@ fn mutated_commands_never_hang_or_panic() {
 fn client_vanishing_mid_result_frees_its_backend() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let db = MariaDb::start("m1", 1);
-    let proxy = Proxy::start(&one_datahost_config(&[&db]));
+    let proxy = start_proxy(&one_datahost_config(&[&db]));
     let mut healthy = rt
         .block_on(BackendConn::connect(
             &params(proxy.port),
@@ -270,7 +270,7 @@ fn client_vanishing_mid_result_frees_its_backend() {
 #[test]
 fn backend_dying_mid_result_is_an_error_not_a_hang() {
     let mut db = MariaDb::start("m1", 1);
-    let proxy = Proxy::start(&one_datahost_config(&[&db]));
+    let proxy = start_proxy(&one_datahost_config(&[&db]));
     let port = proxy.port;
     let reader = std::thread::spawn(move || {
         let script = format!(

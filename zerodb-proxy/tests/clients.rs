@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 #[test]
 fn mariadb_cli_queries_and_errors() {
     let db = MariaDb::start("m1", 1);
-    let proxy = Proxy::start(&one_datahost_config(&[&db]));
+    let proxy = start_proxy(&one_datahost_config(&[&db]));
 
     assert_eq!(proxy.sql("SELECT 1+1"), "2");
     proxy.sql(
@@ -43,7 +43,7 @@ fn mariadb_cli_queries_and_errors() {
 #[test]
 fn connection_id_and_kill_speak_proxy_ids() {
     let db = MariaDb::start("m1", 1);
-    let proxy = Proxy::start(&one_datahost_config(&[&db]));
+    let proxy = start_proxy(&one_datahost_config(&[&db]));
 
     // CONNECTION_ID() is the proxy's id (the one in the handshake), not the
     // backend thread's: two queries in one session agree with each other and
@@ -183,7 +183,7 @@ fn connection_id_and_kill_speak_proxy_ids() {
 #[test]
 fn python_drivers() {
     let db = MariaDb::start("m1", 1);
-    let proxy = Proxy::start(&one_datahost_config(&[&db]));
+    let proxy = start_proxy(&one_datahost_config(&[&db]));
     let script = repo_tests_dir().join("clients").join("python_client.py");
     let out = Command::new("python3")
         .arg(&script)
@@ -208,7 +208,7 @@ fn python_drivers() {
 #[test]
 fn sysbench_read_write_with_prepared_statements() {
     let db = MariaDb::start("m1", 1);
-    let proxy = Proxy::start(&one_datahost_config(&[&db]));
+    let proxy = start_proxy(&one_datahost_config(&[&db]));
     let common = [
         "oltp_read_write",
         "--tables=2",

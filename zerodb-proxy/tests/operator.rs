@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 #[test]
 fn admin_endpoints_and_metrics() {
     let db = MariaDb::start("mysql_1", 1);
-    let proxy = Proxy::start(&one_datahost_config(&[&db]));
+    let proxy = start_proxy(&one_datahost_config(&[&db]));
     proxy.sql("SELECT 1; SELECT 2");
     let _ = proxy.cli(APP_USER, "wrong", "app", "SELECT 1");
 
@@ -71,7 +71,7 @@ fn admin_endpoints_and_metrics() {
 #[test]
 fn caching_sha2_password_clients() {
     let db = MariaDb::start("m1", 1);
-    let proxy = Proxy::start(&format!(
+    let proxy = start_proxy(&format!(
         "{}auth_plugin: caching_sha2_password\n",
         one_datahost_config(&[&db])
     ));
@@ -169,7 +169,7 @@ datasources = [{ name = "a", addr = "127.0.0.1:1" }]
 #[test]
 fn sigterm_lets_the_running_statement_finish() {
     let db = MariaDb::start("m1", 1);
-    let mut proxy = Proxy::start(&one_datahost_config(&[&db]));
+    let mut proxy = start_proxy(&one_datahost_config(&[&db]));
     let port = proxy.port;
     let slow = std::thread::spawn(move || {
         Command::new("mariadb")

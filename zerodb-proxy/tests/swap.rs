@@ -13,7 +13,7 @@ fn swap_under_load_moves_every_session() {
     let m1 = MariaDb::start("mysql_1", 1);
     let m11 = MariaDb::start("mysql_11", 11);
     m11.replicate_from(&m1);
-    let proxy = Proxy::start(&one_datahost_config(&[&m1, &m11]));
+    let proxy = start_proxy(&one_datahost_config(&[&m1, &m11]));
 
     let sb = ["oltp_read_only", "--tables=2", "--table-size=1000"];
     let out = sysbench(proxy.port, &[&sb[..], &["prepare"]].concat());

@@ -1,0 +1,1 @@
+//! See benches/proxy_vs_haproxy.rs.

@@ -1,0 +1,432 @@
+//! Test and benchmark harness: real MariaDB servers on their own datadirs
+//! and ports, the real proxy binaries, and real clients (mariadb CLI,
+//! sysbench, Python drivers).
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub const BACKEND_USER: &str = "zerodb";
+pub const BACKEND_PASSWORD: &str = "zerodb-pw";
+pub const APP_USER: &str = "app";
+pub const APP_PASSWORD: &str = "app-pw";
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A scratch directory for this test process.
+pub fn scratch(tag: &str) -> PathBuf {
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("zerodb-test-{}-{n}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+/// A TCP port nobody listens on now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn need(cmd: &str) -> String {
+    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/bin", "/usr/local/sbin"] {
+        let p = Path::new(dir).join(cmd);
+        if p.exists() {
+            return p.to_string_lossy().into_owned();
+        }
+    }
+    panic!("`{cmd}` not found: install Debian's mariadb-server, mariadb-client and sysbench (see .ci/run)");
+}
+
+/// A freshly initialised datadir, made once per test process and copied
+/// for each server.
+fn template() -> &'static Path {
+    static T: OnceLock<PathBuf> = OnceLock::new();
+    T.get_or_init(|| {
+        let dir = scratch("template");
+        let out = Command::new(need("mariadb-install-db"))
+            .args([
+                "--no-defaults",
+                &format!("--datadir={}", dir.display()),
+                "--auth-root-authentication-method=socket",
+                "--skip-test-db",
+                "--user=root",
+            ])
+            .output()
+            .expect("run mariadb-install-db");
+        assert!(
+            out.status.success(),
+            "mariadb-install-db: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dir
+    })
+}
+
+/// One mariadbd process.
+pub struct MariaDb {
+    pub name: String,
+    pub port: u16,
+    pub server_id: u32,
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    child: Option<Child>,
+}
+
+impl MariaDb {
+    /// Starts a server with binlog and GTID on, and the proxy's backend user.
+    pub fn start(name: &str, server_id: u32) -> Self {
+        let dir = scratch(name);
+        let data = dir.join("data");
+        let st = Command::new("cp")
+            .args(["-a", &template().to_string_lossy(), &data.to_string_lossy()])
+            .status()
+            .expect("cp");
+        assert!(st.success());
+        let mut db = Self {
+            name: name.to_string(),
+            port: free_port(),
+            server_id,
+            socket: dir.join("mysqld.sock"),
+            dir,
+            child: None,
+        };
+        db.spawn();
+        db.sql(&format!(
+            "CREATE USER '{BACKEND_USER}'@'%' IDENTIFIED BY '{BACKEND_PASSWORD}';
+             GRANT ALL ON *.* TO '{BACKEND_USER}'@'%';
+             CREATE USER 'repl'@'%' IDENTIFIED BY 'repl';
+             GRANT REPLICATION SLAVE, REPLICATION SLAVE ADMIN ON *.* TO 'repl'@'%';
+             CREATE DATABASE IF NOT EXISTS app;"
+        ));
+        db
+    }
+
+    fn spawn(&mut self) {
+        let data = self.dir.join("data");
+        let log = std::fs::File::create(self.dir.join("mysqld.err")).expect("log file");
+        let child = Command::new(need("mariadbd"))
+            .args([
+                "--no-defaults".to_string(),
+                format!("--datadir={}", data.display()),
+                format!("--port={}", self.port),
+                format!("--socket={}", self.socket.display()),
+                format!("--pid-file={}", self.dir.join("mysqld.pid").display()),
+                format!("--server-id={}", self.server_id),
+                "--bind-address=127.0.0.1".into(),
+                "--user=root".into(),
+                "--log-bin=mysql-bin".into(),
+                "--log-slave-updates".into(),
+                "--binlog-format=ROW".into(),
+                "--gtid-strict-mode=1".into(),
+                "--skip-name-resolve".into(),
+                "--max-connections=3000".into(),
+                "--max-allowed-packet=256M".into(),
+                "--innodb-buffer-pool-size=64M".into(),
+                "--innodb-flush-log-at-trx-commit=2".into(),
+                "--sync-binlog=0".into(),
+                "--skip-log-error".into(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start mariadbd");
+        self.child = Some(child);
+        let started = Instant::now();
+        loop {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                && self.try_sql("SELECT 1").is_ok()
+            {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "mariadbd {} did not start: {}",
+                self.name,
+                std::fs::read_to_string(self.dir.join("mysqld.err")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn try_sql(&self, q: &str) -> Result<String, String> {
+        let out = Command::new(need("mariadb"))
+            .args(["--no-defaults", "-uroot", "-N", "-B"])
+            .arg(format!("--socket={}", self.socket.display()))
+            .args(["-e", q])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// Runs SQL as root over the socket; panics on error.
+    pub fn sql(&self, q: &str) -> String {
+        self.try_sql(q)
+            .unwrap_or_else(|e| panic!("{} on {}: {e}", q, self.name))
+    }
+
+    /// Makes this server a GTID replica of `source` and waits until it has
+    /// caught up. Both ran the same setup statements, so replication starts
+    /// at the source's current position, on a replica with a clean binlog.
+    pub fn replicate_from(&self, source: &MariaDb) {
+        let pos = source.sql("SELECT @@gtid_binlog_pos");
+        self.sql(&format!(
+            "RESET MASTER; SET GLOBAL gtid_slave_pos = '{pos}';
+             CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={}, MASTER_USER='repl',
+             MASTER_PASSWORD='repl', MASTER_USE_GTID=slave_pos; START SLAVE;",
+            source.port
+        ));
+        self.catch_up(source);
+    }
+
+    /// Waits until this replica has applied everything `source` has.
+    pub fn catch_up(&self, source: &MariaDb) {
+        let pos = source.sql("SELECT @@gtid_binlog_pos");
+        let r = self.sql(&format!("SELECT MASTER_GTID_WAIT('{pos}', 30)"));
+        assert_eq!(r, "0", "replica {} did not reach {pos}", self.name);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY-free: plain kill(2) on our own child.
+        let _ = Command::new("kill")
+            .args([format!("-{sig}"), self.pid().to_string()])
+            .status();
+    }
+
+    /// SIGKILL and wait.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for MariaDb {
+    fn drop(&mut self) {
+        self.signal(libc::SIGCONT);
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The zerodb-proxy binary, running.
+pub struct Proxy {
+    pub port: u16,
+    pub admin_port: u16,
+    pub dir: PathBuf,
+    child: Option<Child>,
+}
+
+/// YAML for a proxy with one dataHost `dh1` (schemas `app`) over `servers`.
+pub fn one_datahost_config(servers: &[&MariaDb]) -> String {
+    let sources: Vec<String> = servers
+        .iter()
+        .map(|s| format!("      - {{name: {}, addr: \"{}\"}}", s.name, s.addr()))
+        .collect();
+    format!(
+        "users:\n  - {{name: {APP_USER}, password: {APP_PASSWORD}}}\n  - {{name: other, password: other-pw}}\n\
+         datahosts:\n  - name: dh1\n    schemas: [app]\n    user: {BACKEND_USER}\n    password: {BACKEND_PASSWORD}\n    datasources:\n{}\n\
+         health: {{interval: 100ms, timeout: 300ms}}\npool: {{min_idle: 2}}\n",
+        sources.join("\n")
+    )
+}
+
+impl Proxy {
+    /// Starts the proxy binary `bin` with `yaml` plus listen/admin on free
+    /// ports, and waits for /health.
+    pub fn start(bin: &Path, yaml: &str) -> Self {
+        let dir = scratch("proxy");
+        let port = free_port();
+        let admin_port = free_port();
+        let cfg = format!("listen: 127.0.0.1:{port}\nadmin: 127.0.0.1:{admin_port}\n{yaml}");
+        let path = dir.join("proxy.yaml");
+        std::fs::write(&path, cfg).expect("write config");
+        let log = std::fs::File::create(dir.join("proxy.log")).expect("log");
+        let child = Command::new(bin)
+            .arg("--config")
+            .arg(&path)
+            .env(
+                "ZERODB_LOG",
+                std::env::var("ZERODB_TEST_LOG")
+                    .unwrap_or_else(|_| "info,zerodb_core=debug".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start zerodb-proxy");
+        let mut p = Self {
+            port,
+            admin_port,
+            dir,
+            child: Some(child),
+        };
+        let started = Instant::now();
+        while p.http_get("/health").map(|(c, _)| c) != Some(200) {
+            assert!(p.is_running(), "proxy exited: {}", p.log());
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "proxy did not start: {}",
+                p.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        p
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("proxy.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// GET on the admin port: (status, body).
+    pub fn http_get(&self, path: &str) -> Option<(u16, String)> {
+        http(self.admin_port, "GET", path, None)
+    }
+
+    pub fn http_post(&self, path: &str, json: &str) -> Option<(u16, String)> {
+        http(self.admin_port, "POST", path, Some(json))
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        let (_, body) = self.http_get("/status").expect("status");
+        serde_json::from_str(&body).expect("status JSON")
+    }
+
+    /// Swaps dh1's active datasource through the admin API.
+    pub fn swap(&self, datasource: &str, epoch: u64) -> (u16, String) {
+        self.http_post(
+            "/topology/swap",
+            &format!(r#"{{"datahost":"dh1","datasource":"{datasource}","epoch":{epoch}}}"#),
+        )
+        .expect("swap call")
+    }
+
+    /// Runs SQL through the proxy with the mariadb CLI.
+    pub fn cli(&self, user: &str, password: &str, db: &str, sql: &str) -> Output {
+        Command::new(need("mariadb"))
+            .args(["--no-defaults", "-h127.0.0.1", "-N", "-B"])
+            .arg(format!("-P{}", self.port))
+            .arg(format!("-u{user}"))
+            .arg(format!("-p{password}"))
+            .arg(db)
+            .args(["-e", sql])
+            .output()
+            .expect("run mariadb")
+    }
+
+    /// Runs SQL as the app user; panics on error; returns stdout.
+    pub fn sql(&self, sql: &str) -> String {
+        let out = self.cli(APP_USER, APP_PASSWORD, "app", sql);
+        assert!(
+            out.status.success(),
+            "{sql}: {}\nproxy log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        c.wait().expect("wait proxy")
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("proxy log kept in {}", self.dir.display());
+        }
+    }
+}
+
+fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let body = body.unwrap_or("");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    let code = resp.split_whitespace().nth(1)?.parse().ok()?;
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default();
+    Some((code, body))
+}
+
+/// Path of a file under the repository's `tests/` folder.
+pub fn repo_tests_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("tests")
+}
+
+/// Runs sysbench against `port` with extra args; returns its stdout.
+pub fn sysbench(port: u16, args: &[&str]) -> Output {
+    Command::new(need("sysbench"))
+        .args(args)
+        .args([
+            "--db-driver=mysql",
+            "--mysql-host=127.0.0.1",
+            &format!("--mysql-port={port}"),
+            &format!("--mysql-user={APP_USER}"),
+            &format!("--mysql-password={APP_PASSWORD}"),
+            "--mysql-db=app",
+        ])
+        .output()
+        .expect("run sysbench")
+}
+
+/// Reads a "name: N" counter from sysbench's report.
+pub fn sysbench_count(report: &str, name: &str) -> u64 {
+    report
+        .lines()
+        .find(|l| l.trim_start().starts_with(name))
+        .and_then(|l| l.split(':').nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no `{name}` in sysbench output:\n{report}"))
+}
