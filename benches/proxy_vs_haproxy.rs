@@ -37,6 +37,27 @@ impl Target {
 struct Sample {
     qps: f64,
     p95_ms: f64,
+    /// CPU time (user + system) the proxy process spent per query, in µs;
+    /// NaN for the direct runs.
+    cpu_us: f64,
+}
+
+/// CPU ticks (user + system) a process has used.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+fn ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
 }
 
 fn env_or(name: &str, default: &str) -> String {
@@ -120,7 +141,8 @@ impl Drop for HaProxy {
     }
 }
 
-fn run_sysbench(port: u16, workload: &str, threads: u32, seconds: u32) -> Sample {
+fn run_sysbench(port: u16, pid: Option<u32>, workload: &str, threads: u32, seconds: u32) -> Sample {
+    let cpu_before = pid.and_then(cpu_ticks);
     let out = sysbench(
         port,
         &[
@@ -153,7 +175,22 @@ fn run_sysbench(port: u16, workload: &str, threads: u32, seconds: u32) -> Sample
         .and_then(|l| l.split(':').nth(1))
         .and_then(|v| v.trim().parse().ok())
         .expect("p95");
-    Sample { qps, p95_ms }
+    let queries: f64 = report
+        .lines()
+        .find(|l| l.trim_start().starts_with("queries:"))
+        .and_then(|l| l.split(':').nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN);
+    let cpu_us = match (cpu_before, pid.and_then(cpu_ticks)) {
+        (Some(a), Some(b)) => (b - a) as f64 / ticks_per_second() * 1e6 / queries,
+        _ => f64::NAN,
+    };
+    Sample {
+        qps,
+        p95_ms,
+        cpu_us,
+    }
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -273,9 +310,9 @@ fn main() {
     );
 
     let targets = [
-        (Target::Direct, db.port),
-        (Target::HaProxy, haproxy.port),
-        (Target::ZeroDb, proxy.port),
+        (Target::Direct, db.port, None),
+        (Target::HaProxy, haproxy.port, Some(haproxy.child.id())),
+        (Target::ZeroDb, proxy.port, Some(proxy.pid())),
     ];
     let mut samples: BTreeMap<(String, u32, Target), Vec<Sample>> = BTreeMap::new();
     eprintln!(
@@ -288,13 +325,14 @@ fn main() {
             for &t in &threads {
                 for i in 0..targets.len() {
                     // Rotate the order each round so no target always runs first.
-                    let (target, port) = targets[(i + round) % targets.len()];
-                    let s = run_sysbench(port, w, t, seconds);
+                    let (target, port, pid) = targets[(i + round) % targets.len()];
+                    let s = run_sysbench(port, pid, w, t, seconds);
                     eprintln!(
-                        "round {round} {w} {t:>2} threads {:>8}: {:>9.0} qps  p95 {:.2} ms",
+                        "round {round} {w} {t:>2} threads {:>8}: {:>9.0} qps  p95 {:.2} ms  proxy CPU {:.1} us/query",
                         target.name(),
                         s.qps,
-                        s.p95_ms
+                        s.p95_ms,
+                        s.cpu_us
                     );
                     samples.entry((w.clone(), t, target)).or_default().push(s);
                 }
@@ -304,8 +342,8 @@ fn main() {
 
     let mut md = String::new();
     md.push_str(
-        "| workload | threads | direct qps | HAProxy qps | zeroDB qps | HAProxy/direct | zeroDB/direct | zeroDB/HAProxy (median, min) | p95 ms direct / HAProxy / zeroDB |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
+        "| workload | threads | direct qps | HAProxy qps | zeroDB qps | HAProxy/direct | zeroDB/direct | zeroDB/HAProxy (median, min) | p95 ms direct / HAProxy / zeroDB | proxy CPU µs/query HAProxy / zeroDB |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
     );
     for w in &workloads {
         for &t in &threads {
@@ -322,11 +360,12 @@ fn main() {
             );
             let q = |v: &[Sample]| median(v.iter().map(|s| s.qps).collect());
             let p = |v: &[Sample]| median(v.iter().map(|s| s.p95_ms).collect());
+            let c = |v: &[Sample]| median(v.iter().map(|s| s.cpu_us).collect());
             // Ratios per round, then their median and minimum.
             let zh: Vec<f64> = z.iter().zip(&h).map(|(a, b)| a.qps / b.qps).collect();
             let zh_min = zh.iter().copied().fold(f64::INFINITY, f64::min);
             md.push_str(&format!(
-                "| {w} | {t} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2}, {:.2} | {:.2} / {:.2} / {:.2} |\n",
+                "| {w} | {t} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2}, {:.2} | {:.2} / {:.2} / {:.2} | {:.1} / {:.1} |\n",
                 q(&d),
                 q(&h),
                 q(&z),
@@ -337,6 +376,8 @@ fn main() {
                 p(&d),
                 p(&h),
                 p(&z),
+                c(&h),
+                c(&z),
             ));
         }
     }

@@ -6,6 +6,9 @@ pkgs=()
 [ -x /usr/sbin/mariadbd ] || pkgs+=(mariadb-server)
 command -v mariadb >/dev/null || pkgs+=(mariadb-client)
 command -v sysbench >/dev/null || pkgs+=(sysbench)
+# MariaDB's own test suites (mariadb-test-run, mariadb-client-test): the
+# conformance yardstick.
+[ -f /usr/share/mysql/mysql-test/mariadb-test-run.pl ] || pkgs+=(mariadb-test)
 if [ "${WITH_HAPROXY:-0}" = 1 ] && ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/haproxy ]; then
   pkgs+=(haproxy)
 fi

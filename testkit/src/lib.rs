@@ -76,12 +76,18 @@ pub struct MariaDb {
     pub server_id: u32,
     pub dir: PathBuf,
     pub socket: PathBuf,
+    extra: Vec<String>,
     child: Option<Child>,
 }
 
 impl MariaDb {
     /// Starts a server with binlog and GTID on, and the proxy's backend user.
     pub fn start(name: &str, server_id: u32) -> Self {
+        Self::start_with(name, server_id, &[])
+    }
+
+    /// [`MariaDb::start`] with extra mariadbd options.
+    pub fn start_with(name: &str, server_id: u32, extra: &[&str]) -> Self {
         let dir = scratch(name);
         let data = dir.join("data");
         let st = Command::new("cp")
@@ -95,6 +101,7 @@ impl MariaDb {
             server_id,
             socket: dir.join("mysqld.sock"),
             dir,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             child: None,
         };
         db.spawn();
@@ -133,6 +140,7 @@ impl MariaDb {
                 "--sync-binlog=0".into(),
                 "--skip-log-error".into(),
             ])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

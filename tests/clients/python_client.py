@@ -81,6 +81,24 @@ ok("frame-boundary BLOB round trip")
 
 c.close()
 
+# LOAD DATA LOCAL INFILE: the server asks the client for the file, and the
+# client's packets are relayed to it.
+import tempfile
+lc = pymysql_conn(local_infile=True)
+cur = lc.cursor()
+cur.execute("DROP TABLE IF EXISTS zload")
+cur.execute("CREATE TABLE zload (id INT PRIMARY KEY, v VARCHAR(20))")
+with tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False) as f:
+    for i in range(1, 5001):
+        f.write(f"{i},row{i}\n")
+    path = f.name
+cur.execute(f"LOAD DATA LOCAL INFILE '{path}' INTO TABLE zload FIELDS TERMINATED BY ','")
+cur.execute("SELECT COUNT(*), MAX(v) FROM zload")
+assert cur.fetchone() == (5000, "row999"), "LOAD DATA LOCAL"
+os.unlink(path)
+lc.close()
+ok("LOAD DATA LOCAL INFILE")
+
 # Prepared statements over the binary protocol (mysql-connector).
 mc = mysql.connector.connect(host=host, port=port, user=user, password=password, database=db,
                              use_pure=True, autocommit=True)

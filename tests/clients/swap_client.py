@@ -59,6 +59,11 @@ tx = connect()
 tc = tx.cursor()
 tc.execute("BEGIN")
 tc.execute("SELECT COUNT(*) FROM w")
+# Another, whose first word after the swap is ROLLBACK: that just works.
+tx2 = connect()
+tc2 = tx2.cursor()
+tc2.execute("START TRANSACTION")
+tc2.execute("SELECT 1")
 
 print("ready", flush=True)
 sys.stdin.readline()
@@ -86,6 +91,10 @@ tc.execute("ROLLBACK")
 tc.execute("SELECT @@server_id")
 assert tc.fetchone()[0] == new_id
 summary["transaction_session_after_rollback"] = "ok"
+tc2.execute("ROLLBACK")
+tc2.execute("SELECT @@server_id")
+assert tc2.fetchone()[0] == new_id
+summary["rollback_right_after_swap"] = "ok"
 
 time.sleep(1.0)
 stop.set()

@@ -66,6 +66,11 @@ fn admin_endpoints_and_metrics() {
         "{}",
         proxy.log()
     );
+    let (_, m) = proxy.http_get("/metrics").expect("metrics");
+    assert!(
+        m.contains(r#"zerodb_datasource_state_changes_total{datasource="mysql_1",to="down"} 1"#),
+        "{m}"
+    );
 }
 
 #[test]

@@ -281,6 +281,10 @@ impl Session {
         if let Some(why) = &self.st.doomed {
             return Err(ClientError::transaction_lost(why));
         }
+        self.notice_switch_in_transaction();
+        if let Some(why) = &self.st.doomed {
+            return Err(ClientError::transaction_lost(why));
+        }
         let active = self.datahost.active();
         if let Some(b) = &self.backend {
             if Arc::ptr_eq(&b.ds, &active.datasource) {
@@ -290,10 +294,6 @@ impl Session {
                 "dataHost '{}' switched from datasource '{}' to '{}' (epoch {})",
                 self.datahost.name, b.ds.name, active.datasource.name, active.epoch
             );
-            if self.st.in_transaction() {
-                self.lose_backend(why.clone());
-                return Err(ClientError::transaction_lost(&why));
-            }
             if self.st.pinned() {
                 self.lose_backend(why.clone());
                 return Err(ClientError::state_lost(&format!(
@@ -324,6 +324,27 @@ impl Session {
         let down = ds.health.watch_down();
         self.backend = Some(Bound { conn, ds, down });
         Ok(())
+    }
+
+    /// If the active datasource changed while the session is inside a
+    /// transaction, that transaction is lost: drop the old connection (no
+    /// statement may reach the old source after a switch) and refuse
+    /// statements until the client ends the transaction.
+    fn notice_switch_in_transaction(&mut self) {
+        let Some(b) = &self.backend else {
+            return;
+        };
+        if !self.st.in_transaction() || self.datahost.is_active(&b.ds) {
+            return;
+        }
+        let active = self.datahost.active();
+        let why = format!(
+            "dataHost '{}' switched from datasource '{}' to '{}' (epoch {})",
+            self.datahost.name, b.ds.name, active.datasource.name, active.epoch
+        );
+        tracing::info!(session = self.id(), %why, "transaction lost to a switch");
+        metrics::counter!("zerodb_transactions_lost_total").increment(1);
+        self.lose_backend(why);
     }
 
     /// Gives the backend connection back to its pool (it is reset there).
@@ -428,6 +449,7 @@ impl Session {
 
     async fn query(&mut self, payload: Vec<u8>) -> Result<(), Fail> {
         let sql_text = &payload[1..];
+        self.notice_switch_in_transaction();
         if self.st.doomed.is_some() {
             if sql::starts_with_keyword(sql_text, "ROLLBACK") {
                 self.st.doomed = None;
