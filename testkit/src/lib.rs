@@ -69,6 +69,22 @@ fn template() -> &'static Path {
     })
 }
 
+/// Options of the servers most tests use: binlog with GTID for
+/// replication, room for many connections and 256 MiB packets, and relaxed
+/// durability (test data need not survive a power cut).
+pub const REPLICATION_OPTIONS: &[&str] = &[
+    "--skip-name-resolve",
+    "--log-bin=mysql-bin",
+    "--log-slave-updates",
+    "--binlog-format=ROW",
+    "--gtid-strict-mode=1",
+    "--max-connections=3000",
+    "--max-allowed-packet=256M",
+    "--innodb-buffer-pool-size=64M",
+    "--innodb-flush-log-at-trx-commit=2",
+    "--sync-binlog=0",
+];
+
 /// One mariadbd process.
 pub struct MariaDb {
     pub name: String,
@@ -76,6 +92,7 @@ pub struct MariaDb {
     pub server_id: u32,
     pub dir: PathBuf,
     pub socket: PathBuf,
+    pub data: PathBuf,
     extra: Vec<String>,
     child: Option<Child>,
 }
@@ -83,13 +100,29 @@ pub struct MariaDb {
 impl MariaDb {
     /// Starts a server with binlog and GTID on, and the proxy's backend user.
     pub fn start(name: &str, server_id: u32) -> Self {
-        Self::start_with(name, server_id, &[])
+        Self::start_with(name, server_id, REPLICATION_OPTIONS)
     }
 
-    /// [`MariaDb::start`] with extra mariadbd options.
+    /// Starts a server with only the essential options (datadir, port,
+    /// socket, server id, loopback) plus `extra`.
     pub fn start_with(name: &str, server_id: u32, extra: &[&str]) -> Self {
         let dir = scratch(name);
         let data = dir.join("data");
+        Self::start_at(name, server_id, dir, data, extra)
+    }
+
+    /// [`MariaDb::start_with`] with the scratch directory `dir` (sockets,
+    /// logs; removed on drop) and the datadir `data` chosen by the caller.
+    pub fn start_at(
+        name: &str,
+        server_id: u32,
+        dir: PathBuf,
+        data: PathBuf,
+        extra: &[&str],
+    ) -> Self {
+        if let Some(parent) = data.parent() {
+            std::fs::create_dir_all(parent).expect("datadir parent");
+        }
         let st = Command::new("cp")
             .args(["-a", &template().to_string_lossy(), &data.to_string_lossy()])
             .status()
@@ -101,6 +134,7 @@ impl MariaDb {
             server_id,
             socket: dir.join("mysqld.sock"),
             dir,
+            data,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             child: None,
         };
@@ -116,7 +150,7 @@ impl MariaDb {
     }
 
     fn spawn(&mut self) {
-        let data = self.dir.join("data");
+        let data = &self.data;
         let log = std::fs::File::create(self.dir.join("mysqld.err")).expect("log file");
         let child = Command::new(need("mariadbd"))
             .args([
@@ -128,16 +162,6 @@ impl MariaDb {
                 format!("--server-id={}", self.server_id),
                 "--bind-address=127.0.0.1".into(),
                 "--user=root".into(),
-                "--log-bin=mysql-bin".into(),
-                "--log-slave-updates".into(),
-                "--binlog-format=ROW".into(),
-                "--gtid-strict-mode=1".into(),
-                "--skip-name-resolve".into(),
-                "--max-connections=3000".into(),
-                "--max-allowed-packet=256M".into(),
-                "--innodb-buffer-pool-size=64M".into(),
-                "--innodb-flush-log-at-trx-commit=2".into(),
-                "--sync-binlog=0".into(),
                 "--skip-log-error".into(),
             ])
             .args(&self.extra)
@@ -176,6 +200,30 @@ impl MariaDb {
             .map_err(|e| e.to_string())?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// Feeds a SQL script to the mariadb CLI as root (DELIMITER works).
+    pub fn sql_script(&self, script: &str) -> Result<(), String> {
+        use std::io::Write as _;
+        let mut child = Command::new(need("mariadb"))
+            .args(["--no-defaults", "-uroot", "--batch"])
+            .arg(format!("--socket={}", self.socket.display()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(script.as_bytes())
+                .map_err(|e| e.to_string())?;
+        }
+        let out = child.wait_with_output().map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(())
         } else {
             Err(String::from_utf8_lossy(&out.stderr).into_owned())
         }

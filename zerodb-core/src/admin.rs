@@ -53,6 +53,7 @@ pub fn router(shared: Arc<Shared>, metrics: Option<PrometheusHandle>) -> Router 
         .route("/metrics", get(render_metrics))
         .route("/sessions", get(sessions))
         .route("/topology/swap", post(swap))
+        .route("/pools/flush", post(flush_pools))
         .with_state(AdminState { shared, metrics })
 }
 
@@ -196,6 +197,18 @@ async fn render_metrics(State(s): State<AdminState>) -> Response {
         )
             .into_response(),
     }
+}
+
+/// Closes every idle backend connection, e.g. after `SET GLOBAL`, so that
+/// sessions started from now on get connections with the new globals.
+async fn flush_pools(State(s): State<AdminState>) -> Json<serde_json::Value> {
+    let mut closed = serde_json::Map::new();
+    for dh in s.shared.topology.datahosts() {
+        for ds in &dh.datasources {
+            closed.insert(ds.name.clone(), ds.pool.flush_idle().into());
+        }
+    }
+    Json(serde_json::json!({ "closed": closed }))
 }
 
 #[derive(Deserialize)]

@@ -137,6 +137,9 @@ pub struct BackendConn {
     /// Set when the connection is mid-response or its state is unknown: it
     /// must be closed, never reused.
     pub broken: bool,
+    /// The greeting's nonce and the server's auth method, for COM_CHANGE_USER.
+    nonce: Vec<u8>,
+    plugin: AuthPlugin<'static>,
 }
 
 impl BackendConn {
@@ -204,53 +207,7 @@ impl BackendConn {
             conn.send(greeting.last_seq.wrapping_add(1), &buf)
                 .await
                 .map_err(|e| lost(&p.addr, e.to_string()))?;
-            let mut scramble = nonce.clone();
-            loop {
-                let pkt = read(&mut conn, &p.addr).await?;
-                let seq = pkt.last_seq.wrapping_add(1);
-                let reply = match pkt.payload.first() {
-                    Some(0x00) => break,
-                    Some(0xff) => {
-                        let (code, message) = parse_err(&pkt.payload).unwrap_or_default();
-                        return Err(BackendError::Login {
-                            addr: p.addr.clone(),
-                            code,
-                            message,
-                        });
-                    }
-                    Some(0xfe) => {
-                        // Auth switch: plugin name, NUL, new scramble.
-                        let (name, data) = packets::take_cstr(&pkt.payload[1..])
-                            .ok_or_else(|| protocol(&p.addr, "bad auth switch".into()))?;
-                        let data = data.strip_suffix(&[0]).unwrap_or(data);
-                        scramble = data.to_vec();
-                        let plugin = AuthPlugin::from_bytes(name).into_owned();
-                        proc = AuthProc::init(&plugin)
-                            .map_err(|e| protocol(&p.addr, e.to_string()))?;
-                        proc.run(
-                            AuthCtx {
-                                pass: p.password.as_bytes(),
-                                scramble: &scramble,
-                            },
-                            &scramble,
-                        )
-                    }
-                    Some(0x01) => proc.run(
-                        AuthCtx {
-                            pass: p.password.as_bytes(),
-                            scramble: &scramble,
-                        },
-                        &pkt.payload[1..],
-                    ),
-                    _ => return Err(protocol(&p.addr, "unexpected packet during login".into())),
-                }
-                .map_err(|e| protocol(&p.addr, format!("auth: {e}")))?;
-                if let Some(data) = reply.data() {
-                    conn.send(seq, data)
-                        .await
-                        .map_err(|e| lost(&p.addr, e.to_string()))?;
-                }
-            }
+            finish_auth(&mut conn, &p.addr, &p.password, proc, nonce.clone()).await?;
             Ok(Self {
                 conn,
                 addr: p.addr.clone(),
@@ -263,11 +220,61 @@ impl BackendConn {
                 },
                 last_used: Instant::now(),
                 broken: false,
+                nonce,
+                plugin,
             })
         };
         tokio::time::timeout(p.connect_timeout * 2, login)
             .await
             .map_err(|_| connect_err("login timed out".into()))?
+    }
+
+    /// COM_CHANGE_USER as the same user: the server rolls back what is open,
+    /// releases locks, drops temporary tables and prepared statements,
+    /// clears the current database and sets every session variable to the
+    /// current global value — a fresh session without a new connection.
+    pub async fn change_user(&mut self, user: &str, password: &str) -> Result<(), BackendError> {
+        self.broken = true;
+        let mut proc =
+            AuthProc::init(&self.plugin).map_err(|e| protocol(&self.addr, e.to_string()))?;
+        let first = proc
+            .run(
+                AuthCtx {
+                    pass: password.as_bytes(),
+                    scramble: &self.nonce,
+                },
+                &self.nonce,
+            )
+            .map_err(|e| protocol(&self.addr, format!("auth: {e}")))?;
+        let data = first.data().unwrap_or_default();
+        let mut p = Vec::with_capacity(64 + user.len());
+        p.push(crate::protocol::cmd::CHANGE_USER);
+        p.extend_from_slice(user.as_bytes());
+        p.push(0);
+        p.push(
+            u8::try_from(data.len())
+                .map_err(|_| protocol(&self.addr, "scramble too long".into()))?,
+        );
+        p.extend_from_slice(data);
+        p.push(0); // no database
+        p.extend_from_slice(&u16::from(self.key.collation).to_le_bytes());
+        p.extend_from_slice(self.plugin.as_bytes());
+        p.push(0);
+        self.conn
+            .send(0, &p)
+            .await
+            .map_err(|e| lost(&self.addr, e.to_string()))?;
+        finish_auth(
+            &mut self.conn,
+            &self.addr,
+            password,
+            proc,
+            self.nonce.clone(),
+        )
+        .await?;
+        self.broken = false;
+        self.last_used = Instant::now();
+        Ok(())
     }
 
     /// Whether the client deprecated EOF packets on this connection.
@@ -370,6 +377,60 @@ impl Outcome {
                 message,
             }),
             None => Ok(self),
+        }
+    }
+}
+
+/// The rest of an authentication exchange after the first response was
+/// sent: auth switches, more data (caching_sha2), then OK or ERR.
+async fn finish_auth(
+    conn: &mut Conn,
+    addr: &str,
+    password: &str,
+    mut proc: AuthProc,
+    mut scramble: Vec<u8>,
+) -> Result<(), BackendError> {
+    loop {
+        let pkt = read(conn, addr).await?;
+        let seq = pkt.last_seq.wrapping_add(1);
+        let reply = match pkt.payload.first() {
+            Some(0x00) => return Ok(()),
+            Some(0xff) => {
+                let (code, message) = parse_err(&pkt.payload).unwrap_or_default();
+                return Err(BackendError::Login {
+                    addr: addr.to_string(),
+                    code,
+                    message,
+                });
+            }
+            Some(0xfe) => {
+                // Auth switch: plugin name, NUL, new scramble.
+                let (name, data) = packets::take_cstr(&pkt.payload[1..])
+                    .ok_or_else(|| protocol(addr, "bad auth switch".into()))?;
+                let data = data.strip_suffix(&[0]).unwrap_or(data);
+                scramble = data.to_vec();
+                let plugin = AuthPlugin::from_bytes(name).into_owned();
+                proc = AuthProc::init(&plugin).map_err(|e| protocol(addr, e.to_string()))?;
+                let ctx = AuthCtx {
+                    pass: password.as_bytes(),
+                    scramble: &scramble,
+                };
+                proc.run(ctx, &scramble)
+            }
+            Some(0x01) => {
+                let ctx = AuthCtx {
+                    pass: password.as_bytes(),
+                    scramble: &scramble,
+                };
+                proc.run(ctx, &pkt.payload[1..])
+            }
+            _ => return Err(protocol(addr, "unexpected packet during login".into())),
+        }
+        .map_err(|e| protocol(addr, format!("auth: {e}")))?;
+        if let Some(data) = reply.data() {
+            conn.send(seq, data)
+                .await
+                .map_err(|e| lost(addr, e.to_string()))?;
         }
     }
 }

@@ -2,9 +2,14 @@
 //!
 //! Idle connections are kept per [`BackendKey`] (a client's session-shaping
 //! flags and collation); the pool opens `min_idle` of the most-used key ahead
-//! of demand, checks a connection with COM_PING when it has been idle longer
-//! than `check_after_idle`, resets every connection (COM_RESET_CONNECTION)
-//! when it comes back, and never holds more than `max_size` open.
+//! of demand and never holds more than `max_size` open.
+//!
+//! A connection coming back is reset at once (COM_RESET_CONNECTION: what its
+//! session left open is rolled back and its locks released). A connection
+//! lent from the idle list is cleaned first with COM_CHANGE_USER, which also
+//! clears the current database and sets every session variable to the
+//! global value in force *now*: a session starts as on a new connection,
+//! even after a `SET GLOBAL`, and the exchange doubles as the health check.
 
 use crate::backend::{BackendConn, BackendError, BackendKey, ConnectParams};
 use std::collections::HashMap;
@@ -22,10 +27,6 @@ pub struct PoolConfig {
     pub min_idle: usize,
     /// Most connections open to one datasource, idle and in use.
     pub max_size: usize,
-    /// Ping a pooled connection before handing it out when it has been idle
-    /// this long.
-    #[serde(with = "crate::config::duration")]
-    pub check_after_idle: Duration,
     /// Close idle connections beyond `min_idle` after this long.
     #[serde(with = "crate::config::duration")]
     pub max_idle_time: Duration,
@@ -41,7 +42,6 @@ impl Default for PoolConfig {
         Self {
             min_idle: 4,
             max_size: 1024,
-            check_after_idle: Duration::from_secs(5),
             max_idle_time: Duration::from_secs(300),
             acquire_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),
@@ -175,6 +175,14 @@ impl Pool {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Closes every idle connection; returns how many.
+    pub fn flush_idle(&self) -> usize {
+        let mut idle = self.lock_idle();
+        let n = idle.values().map(Vec::len).sum();
+        idle.clear();
+        n
+    }
+
     /// Connections open now (idle and lent).
     pub fn open(&self) -> usize {
         self.cfg.max_size - self.permits.available_permits()
@@ -209,8 +217,10 @@ impl Pool {
         let started = Instant::now();
         loop {
             if let Some(Idle { mut conn, permit }) = self.pop_idle(key) {
-                if conn.last_used.elapsed() >= self.cfg.check_after_idle
-                    && conn.ping().await.is_err()
+                if conn
+                    .change_user(&self.params.user, &self.params.password)
+                    .await
+                    .is_err()
                 {
                     metrics::counter!("zerodb_pool_stale_total", "datasource" => self.name.clone())
                         .increment(1);
@@ -235,11 +245,6 @@ impl Pool {
                     }
                 }
             };
-            // An idle connection may have come back while waiting.
-            if let Some(Idle { conn, permit: p2 }) = self.pop_idle(key) {
-                drop(p2);
-                return Ok(self.lend(conn, permit));
-            }
             let conn = self.connect(key).await?;
             return Ok(self.lend(conn, permit));
         }
@@ -261,6 +266,8 @@ impl Pool {
         }
     }
 
+    /// Resets a returned connection (rolling back what its session left
+    /// open) and keeps it idle.
     async fn give_back(&self, mut conn: BackendConn, permit: OwnedSemaphorePermit) {
         if conn.reset().await.is_err() || !self.is_enabled() {
             return;

@@ -16,8 +16,12 @@ use thiserror::Error;
 pub enum ResponseKind {
     /// COM_QUERY: OK, ERR, LOCAL INFILE request or (several) text result sets.
     Query,
-    /// COM_STMT_EXECUTE: OK, ERR or binary result sets (or an open cursor).
-    Execute,
+    /// COM_STMT_EXECUTE: OK, ERR or binary result sets. With `cursor` (the
+    /// request asked for a read-only cursor) a result whose metadata ends
+    /// with SERVER_STATUS_CURSOR_EXISTS has its rows fetched later with
+    /// COM_STMT_FETCH. Without it, that flag only says a stored program
+    /// holds a cursor open, and rows follow as usual.
+    Execute { cursor: bool },
     /// COM_STMT_FETCH: rows then a terminator.
     Fetch,
     /// COM_FIELD_LIST: column definitions then a terminator.
@@ -153,7 +157,10 @@ impl ResponseParser {
     fn end_of_result(&mut self, status: u16) -> Step {
         self.status = Some(status);
         if status & status::MORE_RESULTS_EXISTS != 0
-            && matches!(self.kind, ResponseKind::Query | ResponseKind::Execute)
+            && matches!(
+                self.kind,
+                ResponseKind::Query | ResponseKind::Execute { .. }
+            )
         {
             self.state = State::First;
             Step::More
@@ -260,7 +267,7 @@ impl ResponseParser {
                         Ok(self.after_defs(cols_then))
                     }
                 }
-                ResponseKind::Query | ResponseKind::Execute => {
+                ResponseKind::Query | ResponseKind::Execute { .. } => {
                     if first == 0x00 {
                         let s = ok_status(p).ok_or(ResponseError::Malformed("OK packet"))?;
                         return Ok(self.end_of_result(s));
@@ -291,7 +298,7 @@ impl ResponseParser {
                 let s = self.terminator_status(p)?;
                 self.status = Some(s);
                 if then == After::Rows
-                    && self.kind == ResponseKind::Execute
+                    && self.kind == (ResponseKind::Execute { cursor: true })
                     && s & status::CURSOR_EXISTS != 0
                 {
                     // A cursor was opened: rows come with COM_STMT_FETCH.
@@ -391,8 +398,26 @@ mod tests {
     #[test]
     fn execute_with_cursor_stops_after_metadata() {
         let pk = vec![vec![1], coldef(), eof(status::CURSOR_EXISTS | 2, false)];
-        let (steps, _) = run(ResponseKind::Execute, false, &pk);
+        let (steps, _) = run(ResponseKind::Execute { cursor: true }, false, &pk);
         assert_eq!(steps.last(), Some(&Step::Done));
+    }
+
+    #[test]
+    fn cursor_flag_without_a_cursor_request_still_has_rows() {
+        // A stored program holding a cursor open sets CURSOR_EXISTS on the
+        // results it sends; the rows still follow.
+        let pk = vec![
+            vec![1],
+            coldef(),
+            eof(status::CURSOR_EXISTS | 2, false),
+            b"\x00\x00\x01".to_vec(),
+            eof(status::CURSOR_EXISTS | 2, false),
+        ];
+        let (steps, _) = run(ResponseKind::Execute { cursor: false }, false, &pk);
+        assert_eq!(
+            steps,
+            vec![Step::More, Step::More, Step::More, Step::More, Step::Done]
+        );
     }
 
     #[test]
@@ -452,7 +477,7 @@ mod tests {
     proptest! {
         #[test]
         fn never_panics_on_garbage(
-            kind in prop_oneof![Just(ResponseKind::Query), Just(ResponseKind::Execute), Just(ResponseKind::Fetch),
+            kind in prop_oneof![Just(ResponseKind::Query), Just(ResponseKind::Execute { cursor: true }), Just(ResponseKind::Execute { cursor: false }), Just(ResponseKind::Fetch),
                                 Just(ResponseKind::FieldList), Just(ResponseKind::Prepare), Just(ResponseKind::Single)],
             deprecate in any::<bool>(),
             frames in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..24), 0..30),

@@ -610,7 +610,10 @@ impl Session {
                 payload = stmt
                     .bind_types(payload)
                     .ok_or_else(|| ClientError::malformed(what))?;
-                ResponseKind::Execute
+                // Flags byte: 0 is no cursor; any cursor type asks for one.
+                ResponseKind::Execute {
+                    cursor: payload.get(5).is_some_and(|f| *f != 0),
+                }
             }
             cmd::STMT_FETCH => ResponseKind::Fetch,
             _ => ResponseKind::Single,
