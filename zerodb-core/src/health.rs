@@ -167,11 +167,10 @@ pub async fn probe_loop(
         let label = if ok { "ok" } else { "fail" };
         metrics::counter!("zerodb_probes_total", "datasource" => ds.name.clone(), "result" => label).increment(1);
         if let Some(up) = ds.health.record(ok, started.elapsed(), &cfg) {
-            metrics::gauge!("zerodb_datasource_up", "datasource" => ds.name.clone()).set(if up {
-                1.0
-            } else {
-                0.0
-            });
+            let (value, to) = if up { (1.0, "up") } else { (0.0, "down") };
+            metrics::gauge!("zerodb_datasource_up", "datasource" => ds.name.clone()).set(value);
+            metrics::counter!("zerodb_datasource_state_changes_total", "datasource" => ds.name.clone(), "to" => to)
+                .increment(1);
             let failures = ds.health.consecutive_failures();
             if up {
                 tracing::info!(datasource = %ds.name, addr = %ds.addr, "datasource is up");
