@@ -381,15 +381,7 @@ impl Proxy {
 
     /// Runs SQL through the proxy with the mariadb CLI.
     pub fn cli(&self, user: &str, password: &str, db: &str, sql: &str) -> Output {
-        Command::new(need("mariadb"))
-            .args(["--no-defaults", "-h127.0.0.1", "-N", "-B"])
-            .arg(format!("-P{}", self.port))
-            .arg(format!("-u{user}"))
-            .arg(format!("-p{password}"))
-            .arg(db)
-            .args(["-e", sql])
-            .output()
-            .expect("run mariadb")
+        mariadb_cli(self.port, user, password, db, sql)
     }
 
     /// Runs SQL as the app user; panics on error; returns stdout.
@@ -432,6 +424,20 @@ impl Drop for Proxy {
             eprintln!("proxy log kept in {}", self.dir.display());
         }
     }
+}
+
+/// Runs SQL with the mariadb CLI over TCP to 127.0.0.1:`port` (batch mode,
+/// no column names). Usable from a thread: it borrows nothing.
+pub fn mariadb_cli(port: u16, user: &str, password: &str, db: &str, sql: &str) -> Output {
+    Command::new(need("mariadb"))
+        .args(["--no-defaults", "-h127.0.0.1", "-N", "-B"])
+        .arg(format!("-P{port}"))
+        .arg(format!("-u{user}"))
+        .arg(format!("-p{password}"))
+        .arg(db)
+        .args(["-e", sql])
+        .output()
+        .expect("run mariadb")
 }
 
 fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> Option<(u16, String)> {

@@ -59,6 +59,21 @@ fn logged_in(rt: &tokio::runtime::Runtime, port: u16) -> TcpStream {
     std
 }
 
+/// A server, a proxy in front of it (config plus `extra`), and a healthy
+/// session that every test checks is untouched at the end.
+fn setup(extra: &str) -> (tokio::runtime::Runtime, MariaDb, Proxy, BackendConn) {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let db = MariaDb::start("m1", 1);
+    let proxy = start_proxy(&format!("{}{extra}", one_datahost_config(&[&db])));
+    let healthy = rt
+        .block_on(BackendConn::connect(
+            &params(proxy.port),
+            BackendKey::default(),
+        ))
+        .expect("healthy login");
+    (rt, db, proxy, healthy)
+}
+
 fn send(s: &mut TcpStream, seq: u8, payload: &[u8]) {
     let mut b = bytes::BytesMut::new();
     put_packet(&mut b, seq, payload);
@@ -77,18 +92,7 @@ fn assert_alive(rt: &tokio::runtime::Runtime, proxy: &Proxy, healthy: &mut Backe
 
 #[test]
 fn malformed_client_input() {
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let db = MariaDb::start("m1", 1);
-    let proxy = start_proxy(&format!(
-        "{}max_allowed_packet: 1048576\n",
-        one_datahost_config(&[&db])
-    ));
-    let mut healthy = rt
-        .block_on(BackendConn::connect(
-            &params(proxy.port),
-            BackendKey::default(),
-        ))
-        .expect("healthy login");
+    let (rt, _db, proxy, mut healthy) = setup("max_allowed_packet: 1048576\n");
 
     // Garbage before the handshake is read.
     let mut s = TcpStream::connect(("127.0.0.1", proxy.port)).expect("connect");
@@ -163,15 +167,7 @@ fn malformed_client_input() {
 /// a bound, and other sessions are untouched.
 #[test]
 fn mutated_commands_never_hang_or_panic() {
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let db = MariaDb::start("m1", 1);
-    let proxy = start_proxy(&one_datahost_config(&[&db]));
-    let mut healthy = rt
-        .block_on(BackendConn::connect(
-            &params(proxy.port),
-            BackendKey::default(),
-        ))
-        .expect("healthy login");
+    let (rt, _db, proxy, mut healthy) = setup("");
     let seeds: [&[u8]; 8] = [
         b"\x03SELECT 1",
         b"\x03SET @a = 1",
@@ -227,15 +223,7 @@ fn mutated_commands_never_hang_or_panic() {
 
 #[test]
 fn client_vanishing_mid_result_frees_its_backend() {
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let db = MariaDb::start("m1", 1);
-    let proxy = start_proxy(&one_datahost_config(&[&db]));
-    let mut healthy = rt
-        .block_on(BackendConn::connect(
-            &params(proxy.port),
-            BackendKey::default(),
-        ))
-        .expect("healthy login");
+    let (rt, db, proxy, mut healthy) = setup("");
     let mut s = logged_in(&rt, proxy.port);
     // About 400 MB of rows: far more than socket buffers hold.
     send(

@@ -140,22 +140,7 @@ fn connection_id_and_kill_speak_proxy_ids() {
     // Another user's session cannot be killed: 1095.
     let port = proxy.port;
     let holder = std::thread::spawn(move || {
-        Command::new("mariadb")
-            .args([
-                "--no-defaults",
-                "-h127.0.0.1",
-                "-N",
-                "-B",
-                &format!("-P{port}"),
-            ])
-            .args([
-                &format!("-u{APP_USER}"),
-                &format!("-p{APP_PASSWORD}"),
-                "app",
-                "-e",
-                "SELECT SLEEP(3)",
-            ])
-            .output()
+        mariadb_cli(port, APP_USER, APP_PASSWORD, "app", "SELECT SLEEP(3)")
     });
     let started = Instant::now();
     let app_id = loop {
@@ -237,4 +222,46 @@ fn sysbench_read_write_with_prepared_statements() {
     // anything else makes sysbench fail, which the status check above catches.
     let q = sysbench_count(&report, "queries:");
     assert!(q >= tx * 18, "each transaction is 18+ statements: {report}");
+}
+
+#[test]
+fn schemas_route_to_their_datahost() {
+    let a = MariaDb::start("mysql_a", 1);
+    let b = MariaDb::start("mysql_b", 2);
+    b.sql("CREATE DATABASE logs");
+    a.sql("CREATE DATABASE logs"); // present on both: only routing decides
+    let proxy = start_proxy(&format!(
+        "users:\n  - {{name: {APP_USER}, password: {APP_PASSWORD}}}\n\
+         datahosts:\n\
+         \x20 - name: main\n    schemas: [app]\n    user: {BACKEND_USER}\n    password: {BACKEND_PASSWORD}\n    datasources: [{{name: mysql_a, addr: \"{}\"}}]\n\
+         \x20 - name: logging\n    schemas: [logs]\n    user: {BACKEND_USER}\n    password: {BACKEND_PASSWORD}\n    datasources: [{{name: mysql_b, addr: \"{}\"}}]\n",
+        a.addr(),
+        b.addr()
+    ));
+    // One session: app on main, USE logs moves it to the other dataHost,
+    // USE app brings it back.
+    let out = proxy.sql(
+        "SELECT @@server_id; USE logs; SELECT @@server_id; CREATE TABLE l (x INT); INSERT INTO l VALUES (1); \
+         USE app; SELECT @@server_id",
+    );
+    assert_eq!(out, "1\n2\n1");
+    assert_eq!(b.sql("SELECT COUNT(*) FROM logs.l"), "1");
+    assert!(
+        a.try_sql("SELECT COUNT(*) FROM logs.l").is_err(),
+        "the table went to the other server"
+    );
+    // Connecting with a schema routes the login too.
+    assert_eq!(
+        String::from_utf8_lossy(
+            &proxy
+                .cli(APP_USER, APP_PASSWORD, "logs", "SELECT @@server_id")
+                .stdout
+        )
+        .trim(),
+        "2"
+    );
+    // Changing dataHost inside a transaction is refused (9105).
+    let out = proxy.cli(APP_USER, APP_PASSWORD, "app", "BEGIN; SELECT 1; USE logs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("9105"), "{err}");
 }

@@ -177,23 +177,13 @@ fn sigterm_lets_the_running_statement_finish() {
     let mut proxy = start_proxy(&one_datahost_config(&[&db]));
     let port = proxy.port;
     let slow = std::thread::spawn(move || {
-        Command::new("mariadb")
-            .args([
-                "--no-defaults",
-                "-h127.0.0.1",
-                "-N",
-                "-B",
-                &format!("-P{port}"),
-            ])
-            .args([
-                &format!("-u{APP_USER}"),
-                &format!("-p{APP_PASSWORD}"),
-                "app",
-                "-e",
-                "SELECT SLEEP(1.5), 'done'",
-            ])
-            .output()
-            .expect("mariadb")
+        mariadb_cli(
+            port,
+            APP_USER,
+            APP_PASSWORD,
+            "app",
+            "SELECT SLEEP(1.5), 'done'",
+        )
     });
     let started = Instant::now();
     while db
