@@ -9,8 +9,6 @@ use tokio::net::TcpStream;
 
 /// How much a read asks for at least.
 const READ_CHUNK: usize = 16 * 1024;
-/// Buffers larger than this are dropped once the connection goes idle.
-const KEEP_WHEN_IDLE: usize = 64 * 1024;
 
 /// A framed MySQL connection (client side or backend side).
 #[derive(Debug)]
@@ -111,17 +109,6 @@ impl Conn {
         let next = self.queue(seq, payload);
         self.flush().await?;
         Ok(next)
-    }
-
-    /// Gives back large buffers while nothing is pending, so thousands of
-    /// idle connections stay cheap.
-    pub fn shrink_if_idle(&mut self) {
-        if self.rbuf.is_empty() && self.rbuf.capacity() > KEEP_WHEN_IDLE {
-            self.rbuf = BytesMut::new();
-        }
-        if self.wbuf.is_empty() && self.wbuf.capacity() > KEEP_WHEN_IDLE {
-            self.wbuf = BytesMut::new();
-        }
     }
 
     /// Drops both buffers entirely if empty (for connections that wait long).
