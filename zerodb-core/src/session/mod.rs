@@ -278,9 +278,6 @@ impl Session {
     /// Makes sure the session holds a connection to its dataHost's active
     /// datasource, moving it (with its state) when the active one changed.
     async fn ensure_backend(&mut self) -> Result<(), ClientError> {
-        if let Some(why) = &self.st.doomed {
-            return Err(ClientError::transaction_lost(why));
-        }
         self.notice_switch_in_transaction();
         if let Some(why) = &self.st.doomed {
             return Err(ClientError::transaction_lost(why));
@@ -290,10 +287,7 @@ impl Session {
             if Arc::ptr_eq(&b.ds, &active.datasource) {
                 return Ok(());
             }
-            let why = format!(
-                "dataHost '{}' switched from datasource '{}' to '{}' (epoch {})",
-                self.datahost.name, b.ds.name, active.datasource.name, active.epoch
-            );
+            let why = self.switch_reason(&b.ds, &active);
             if self.st.pinned() {
                 self.lose_backend(why.clone());
                 return Err(ClientError::state_lost(&format!(
@@ -326,6 +320,13 @@ impl Session {
         Ok(())
     }
 
+    fn switch_reason(&self, from: &Datasource, active: &crate::topology::Active) -> String {
+        format!(
+            "dataHost '{}' switched from datasource '{}' to '{}' (epoch {})",
+            self.datahost.name, from.name, active.datasource.name, active.epoch
+        )
+    }
+
     /// If the active datasource changed while the session is inside a
     /// transaction, that transaction is lost: drop the old connection (no
     /// statement may reach the old source after a switch) and refuse
@@ -337,11 +338,7 @@ impl Session {
         if !self.st.in_transaction() || self.datahost.is_active(&b.ds) {
             return;
         }
-        let active = self.datahost.active();
-        let why = format!(
-            "dataHost '{}' switched from datasource '{}' to '{}' (epoch {})",
-            self.datahost.name, b.ds.name, active.datasource.name, active.epoch
-        );
+        let why = self.switch_reason(&b.ds, &self.datahost.active());
         tracing::info!(session = self.id(), %why, "transaction lost to a switch");
         metrics::counter!("zerodb_transactions_lost_total").increment(1);
         self.lose_backend(why);
@@ -397,7 +394,6 @@ impl Session {
                     addr: b.conn.addr.clone(),
                     reason: e.to_string(),
                 },
-                sent_any: false,
                 mid_packet: false,
             }),
         };

@@ -23,12 +23,9 @@ pub(super) struct Relayed {
 pub(super) enum RelayError {
     /// The client went away; the backend connection is mid-response.
     Client,
-    /// The backend failed. `sent_any`: part of the response already reached
-    /// the client; `mid_packet`: the client holds part of a packet.
+    /// The backend failed. `mid_packet`: the client holds part of a packet.
     Backend {
         error: BackendError,
-        #[allow(dead_code)]
-        sent_any: bool,
         mid_packet: bool,
     },
 }
@@ -59,7 +56,6 @@ pub(super) async fn relay(
 ) -> Result<Relayed, RelayError> {
     let mut parser = ResponseParser::new(kind, backend.deprecate_eof());
     backend.broken = true;
-    let mut sent_any = false;
     let mut backend_seq = 0u8;
     loop {
         let mut pos = 0;
@@ -77,7 +73,6 @@ pub(super) async fn relay(
                     Err(e) => {
                         return Err(RelayError::Backend {
                             error: protocol_error(&backend.addr, e),
-                            sent_any,
                             mid_packet: !parser.at_packet_start(),
                         })
                     }
@@ -107,7 +102,6 @@ pub(super) async fn relay(
                 return Err(RelayError::Client);
             }
             backend.conn.rbuf.advance(pos);
-            sent_any = true;
         }
         match step {
             Step::Done => {
@@ -142,7 +136,6 @@ pub(super) async fn relay(
                     addr: backend.addr.clone(),
                     reason,
                 },
-                sent_any,
                 mid_packet: !parser.at_packet_start() || !backend.conn.rbuf.is_empty(),
             });
         }
@@ -174,7 +167,6 @@ async fn local_infile(
                     addr: backend.addr.clone(),
                     reason: e.to_string(),
                 },
-                sent_any: true,
                 mid_packet: false,
             })?;
         if pkt.payload.is_empty() {
