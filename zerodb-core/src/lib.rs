@@ -14,7 +14,10 @@
 //!   swap, prepared statements, KILL;
 //! * [`server`] — the accept loop, session registry and graceful shutdown;
 //! * [`admin`] — the HTTP surface (`/health`, `/status`, `/metrics`);
-//! * [`config`], [`policy`] — configuration, with the seed's policy keys.
+//! * [`config`], [`policy`] — configuration, with the seed's policy keys;
+//! * [`decision`] — the keeper's decision on a switch request (pure);
+//! * [`governance`] — the proxy's own rules (pure state machine);
+//! * [`control`] — messages between proxies, keeper and agents.
 
 #![forbid(unsafe_code)]
 
@@ -22,7 +25,10 @@ pub mod admin;
 pub mod auth;
 pub mod backend;
 pub mod config;
+pub mod control;
+pub mod decision;
 pub mod errors;
+pub mod governance;
 pub mod health;
 pub mod hooks;
 pub mod policy;
