@@ -185,7 +185,12 @@ async fn sessions(State(s): State<AdminState>) -> Json<Vec<SessionRow>> {
 }
 
 async fn render_metrics(State(s): State<AdminState>) -> Response {
-    match &s.metrics {
+    metrics_response(s.metrics.as_ref())
+}
+
+/// `/metrics` in Prometheus text format.
+pub fn metrics_response(metrics: Option<&PrometheusHandle>) -> Response {
+    match metrics {
         Some(h) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
             h.render(),
@@ -236,4 +241,27 @@ async fn swap(State(s): State<AdminState>, Json(req): Json<SwapRequest>) -> Resp
         )
             .into_response(),
     }
+}
+
+/// Refuses every request to `router` that does not carry the cluster token
+/// (`Authorization: Bearer <token>`) with 401.
+pub fn require_token(router: Router, token: &str) -> Router {
+    let token: Arc<str> = Arc::from(token);
+    router.route_layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let token = token.clone();
+            async move {
+                let presented = req
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok());
+                if crate::control::token_matches(presented, &token) {
+                    next.run(req).await
+                } else {
+                    metrics::counter!("zerodb_control_unauthorized_total").increment(1);
+                    (StatusCode::UNAUTHORIZED, "cluster token missing or wrong\n").into_response()
+                }
+            }
+        },
+    ))
 }

@@ -13,7 +13,7 @@ use figment::providers::{Format, Toml, Yaml};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// A config that could not be loaded.
@@ -42,6 +42,9 @@ pub struct DatasourceConfig {
     pub name: String,
     /// host:port
     pub addr: String,
+    /// The control address (host:port) of the agent beside it, if any.
+    #[serde(default)]
+    pub agent: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -62,6 +65,13 @@ pub struct DataHostConfig {
     /// Which datasource starts active (default: the first).
     #[serde(default)]
     pub active: Option<String>,
+    /// The user an embedded keeper uses to promote and fence datasources
+    /// that have no agent (default: `user`). It needs `SUPER` or MariaDB's
+    /// `READ_ONLY ADMIN`, `REPLICATION SLAVE ADMIN` and `CONNECTION ADMIN`.
+    #[serde(default)]
+    pub admin_user: Option<String>,
+    #[serde(default)]
+    pub admin_password: Option<String>,
 }
 
 /// Everything `zerodb-proxy` reads.
@@ -90,9 +100,115 @@ pub struct ProxyConfig {
     /// How long a stopping proxy waits for sessions to finish their statement.
     #[serde(with = "duration")]
     pub shutdown_timeout: Duration,
+    /// The keeper's control address (host:port), or `embedded` to run the
+    /// keeper inside this proxy. Absent: a standalone proxy (no failover).
+    pub keeper: Option<String>,
+    /// The cluster token every control-plane peer presents.
+    pub token: Option<String>,
+    /// Timings of this proxy's part in the cluster.
+    pub cluster: ClusterConfig,
+    /// Settings of the keeper run with `keeper: embedded`.
+    pub embedded_keeper: EmbeddedKeeperConfig,
     /// The seed's policy keys, flat at the top level.
     #[serde(flatten)]
     pub policy: Policy,
+}
+
+/// A proxy's timings in a cluster (config keys under `cluster:`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// How often the proxy heartbeats to the keeper.
+    #[serde(with = "duration")]
+    pub heartbeat_interval: Duration,
+    /// How long a switch request may wait for the keeper's answer.
+    #[serde(with = "duration")]
+    pub request_timeout: Duration,
+    /// Time between switch requests while the active datasource stays down.
+    #[serde(with = "duration")]
+    pub switch_retry_interval: Duration,
+    /// Time between attempts to reach a lost keeper.
+    #[serde(with = "duration")]
+    pub reconnect_interval: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval: Duration::from_millis(250),
+            request_timeout: Duration::from_secs(5),
+            switch_retry_interval: Duration::from_millis(500),
+            reconnect_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// The keeper inside a proxy (`keeper: embedded`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmbeddedKeeperConfig {
+    /// Its control listener (other proxies may join it here).
+    pub listen: String,
+    /// Where it persists the topology and its epoch.
+    pub state_dir: PathBuf,
+    #[serde(flatten)]
+    pub timings: KeeperTimings,
+}
+
+impl Default for EmbeddedKeeperConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:0".into(),
+            state_dir: PathBuf::from("zerodb-state"),
+            timings: KeeperTimings::default(),
+        }
+    }
+}
+
+/// The keeper's timings (flat in the keeper's config).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct KeeperTimings {
+    /// A proxy or agent silent this long has lost its session.
+    #[serde(with = "duration")]
+    pub session_timeout: Duration,
+    /// How long the keeper waits for every proxy's vote.
+    #[serde(with = "duration")]
+    pub vote_timeout: Duration,
+    /// Timeout of one call to an agent (report, fence, follow).
+    #[serde(with = "duration")]
+    pub agent_timeout: Duration,
+    /// How long a promotion may take (applying the relay log included).
+    #[serde(with = "duration")]
+    pub promote_timeout: Duration,
+    /// No automatic switch of a dataHost this soon after the last one.
+    #[serde(with = "duration")]
+    pub cooldown: Duration,
+    /// Opt-in: forget a proxy whose session expired this long ago, so it no
+    /// longer blocks switches. Off by default: such a proxy may still be
+    /// writing to the old source (split brain).
+    #[serde(with = "duration_opt")]
+    pub drop_lost_proxy_after: Option<Duration>,
+    /// What the `safe_load` check compares: `loadavg` or `threads_running`.
+    pub load_measure: crate::agent::ops::LoadMeasure,
+    /// Planned switchover: how long the target may take to catch up.
+    #[serde(with = "duration")]
+    pub catch_up_timeout: Duration,
+}
+
+impl Default for KeeperTimings {
+    fn default() -> Self {
+        Self {
+            session_timeout: Duration::from_secs(3),
+            vote_timeout: Duration::from_millis(1500),
+            agent_timeout: Duration::from_secs(1),
+            promote_timeout: Duration::from_secs(10),
+            cooldown: Duration::from_secs(30),
+            drop_lost_proxy_after: None,
+            load_measure: Default::default(),
+            catch_up_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 impl Default for ProxyConfig {
@@ -110,12 +226,16 @@ impl Default for ProxyConfig {
             server_version: None,
             auth_plugin: crate::auth::NATIVE.into(),
             shutdown_timeout: Duration::from_secs(10),
+            keeper: None,
+            token: None,
+            cluster: ClusterConfig::default(),
+            embedded_keeper: EmbeddedKeeperConfig::default(),
             policy: Policy::default(),
         }
     }
 }
 
-const PROXY_KEYS: [&str; 13] = [
+const PROXY_KEYS: [&str; 16] = [
     "name",
     "listen",
     "admin",
@@ -128,20 +248,46 @@ const PROXY_KEYS: [&str; 13] = [
     "server_version",
     "auth_plugin",
     "shutdown_timeout",
-    // Read by the cluster issue's code; accepted now so configs need not change.
     "keeper",
+    "token",
+    "cluster",
+    "embedded_keeper",
 ];
+
+/// Loads `path` (YAML unless it ends in `.toml`) merged with `ZERODB_*`
+/// overrides for `keys`, refusing keys that are neither in `keys` nor
+/// policy keys.
+fn load_file<T: serde::de::DeserializeOwned>(path: &Path, keys: &[&str]) -> Result<T, ConfigError> {
+    let file: Figment = if path.extension().is_some_and(|e| e == "toml") {
+        Figment::from(Toml::file_exact(path))
+    } else {
+        Figment::from(Yaml::file_exact(path))
+    };
+    extract_known(file.merge(EnvOverrides::new("ZERODB_", keys)), keys)
+}
+
+fn extract_known<T: serde::de::DeserializeOwned>(
+    f: Figment,
+    keys: &[&str],
+) -> Result<T, ConfigError> {
+    let dict = f.data().map_err(Box::new)?;
+    if let Some(d) = dict.get(&Profile::Default) {
+        for k in d.keys() {
+            if !keys.contains(&k.as_str()) && !Policy::KEYS.contains(&k.as_str()) {
+                return Err(ConfigError::UnknownKey(k.clone()));
+            }
+        }
+    }
+    Ok(f.extract().map_err(Box::new)?)
+}
 
 impl ProxyConfig {
     /// Loads `path` (YAML unless it ends in `.toml`), then `ZERODB_*`
     /// environment overrides, and checks the result.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let file: Figment = if path.extension().is_some_and(|e| e == "toml") {
-            Figment::from(Toml::file_exact(path))
-        } else {
-            Figment::from(Yaml::file_exact(path))
-        };
-        Self::from_figment(file.merge(EnvOverrides::new("ZERODB_", &PROXY_KEYS)))
+        let cfg: Self = load_file(path, &PROXY_KEYS)?;
+        cfg.validate()?;
+        Ok(cfg)
     }
 
     /// Loads from YAML text (for tests and embedding).
@@ -150,20 +296,42 @@ impl ProxyConfig {
     }
 
     pub fn from_figment(f: Figment) -> Result<Self, ConfigError> {
-        let dict = f.data().map_err(Box::new)?;
-        if let Some(d) = dict.get(&Profile::Default) {
-            for k in d.keys() {
-                let known = PROXY_KEYS.contains(&k.as_str())
-                    || Policy::KEYS.contains(&k.as_str())
-                    || k == "token";
-                if !known {
-                    return Err(ConfigError::UnknownKey(k.clone()));
-                }
-            }
-        }
-        let cfg: Self = f.extract().map_err(Box::new)?;
+        let cfg: Self = extract_known(f, &PROXY_KEYS)?;
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Whether this proxy runs the keeper itself.
+    pub fn embedded_keeper(&self) -> bool {
+        self.keeper.as_deref() == Some("embedded")
+    }
+
+    /// The keeper an embedded proxy runs: its dataHosts and policy.
+    pub fn keeper_config(&self) -> KeeperConfig {
+        KeeperConfig {
+            listen: self.embedded_keeper.listen.clone(),
+            admin: None,
+            token: self.token.clone().unwrap_or_default(),
+            state_dir: self.embedded_keeper.state_dir.clone(),
+            datahosts: self
+                .datahosts
+                .iter()
+                .map(|d| KeeperDataHostConfig {
+                    name: d.name.clone(),
+                    user: d.admin_user.clone().unwrap_or_else(|| d.user.clone()),
+                    password: d
+                        .admin_password
+                        .clone()
+                        .unwrap_or_else(|| d.password.clone()),
+                    replication_user: None,
+                    replication_password: None,
+                    datasources: d.datasources.clone(),
+                    active: d.active.clone(),
+                })
+                .collect(),
+            timings: self.embedded_keeper.timings.clone(),
+            policy: self.policy.clone(),
+        }
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -203,7 +371,214 @@ impl ProxyConfig {
         if self.policy.approve_ratio > 100 {
             return bad("need_vote.approve_ratio is a percentage (0-100)".into());
         }
+        if self.keeper.is_some() && !self.embedded_keeper() && self.token_missing() {
+            return bad("`token` is needed to join a keeper".into());
+        }
         Ok(())
+    }
+
+    fn token_missing(&self) -> bool {
+        self.token.as_deref().is_none_or(str::is_empty)
+    }
+}
+
+/// A dataHost as the keeper knows it.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeeperDataHostConfig {
+    pub name: String,
+    /// The user the keeper logs in as to datasources without an agent.
+    pub user: String,
+    #[serde(default)]
+    pub password: String,
+    /// The user standbys replicate as (default: `user`).
+    #[serde(default)]
+    pub replication_user: Option<String>,
+    #[serde(default)]
+    pub replication_password: Option<String>,
+    /// In preference order: the first is active at the first start, and
+    /// the order breaks ties between equally advanced standbys.
+    pub datasources: Vec<DatasourceConfig>,
+    /// Which datasource is active at the first start (default: the first).
+    #[serde(default)]
+    pub active: Option<String>,
+}
+
+impl KeeperDataHostConfig {
+    pub fn replication_credentials(&self) -> (String, String) {
+        (
+            self.replication_user
+                .clone()
+                .unwrap_or_else(|| self.user.clone()),
+            self.replication_password
+                .clone()
+                .unwrap_or_else(|| self.password.clone()),
+        )
+    }
+}
+
+/// Everything `zerodb-keeper` reads.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct KeeperConfig {
+    /// Control plane (proxies' WebSockets, agents' heartbeats), host:port.
+    pub listen: String,
+    /// Admin HTTP, host:port (an embedded keeper shares the proxy's).
+    pub admin: Option<String>,
+    pub token: String,
+    /// Where the topology and epoch are persisted.
+    pub state_dir: PathBuf,
+    pub datahosts: Vec<KeeperDataHostConfig>,
+    #[serde(flatten)]
+    pub timings: KeeperTimings,
+    #[serde(flatten)]
+    pub policy: Policy,
+}
+
+impl Default for KeeperConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:7700".into(),
+            admin: Some("127.0.0.1:9700".into()),
+            token: String::new(),
+            state_dir: PathBuf::from("zerodb-keeper-state"),
+            datahosts: Vec::new(),
+            timings: KeeperTimings::default(),
+            policy: Policy::default(),
+        }
+    }
+}
+
+const KEEPER_KEYS: [&str; 13] = [
+    "listen",
+    "admin",
+    "token",
+    "state_dir",
+    "datahosts",
+    "session_timeout",
+    "vote_timeout",
+    "agent_timeout",
+    "promote_timeout",
+    "cooldown",
+    "drop_lost_proxy_after",
+    "load_measure",
+    "catch_up_timeout",
+];
+
+impl KeeperConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let cfg: Self = load_file(path, &KEEPER_KEYS)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        let cfg: Self = extract_known(Figment::from(Yaml::string(text)), &KEEPER_KEYS)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.token.is_empty() {
+            return bad("`token` is needed: peers without it are refused".into());
+        }
+        if self.datahosts.is_empty() {
+            return bad("at least one entry in `datahosts` is needed".into());
+        }
+        for dh in &self.datahosts {
+            if dh.datasources.is_empty() {
+                return bad(format!("dataHost `{}` has no datasources", dh.name));
+            }
+        }
+        if self.policy.approve_ratio > 100 {
+            return bad("need_vote.approve_ratio is a percentage (0-100)".into());
+        }
+        Ok(())
+    }
+}
+
+/// The datasource an agent looks after.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentDatasourceConfig {
+    pub name: String,
+    pub addr: String,
+    /// An administrative user: it promotes, fences (`SUPER` or
+    /// `READ_ONLY ADMIN`, `CONNECTION ADMIN`) and re-points replication.
+    pub user: String,
+    #[serde(default)]
+    pub password: String,
+    /// The binlog index file, read when the server is dead (default:
+    /// learned from `@@log_bin_index` while it lives).
+    #[serde(default)]
+    pub binlog_index: Option<PathBuf>,
+}
+
+/// Everything `zerodb-agent` reads.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct AgentConfig {
+    /// Control listener the keeper calls, host:port.
+    pub listen: String,
+    /// Admin HTTP (/health, /metrics, /status), host:port.
+    pub admin: String,
+    pub token: String,
+    /// The keeper's control address, host:port.
+    pub keeper: String,
+    pub datasource: AgentDatasourceConfig,
+    #[serde(with = "duration")]
+    pub heartbeat_interval: Duration,
+    /// Timeout of one SQL operation on the server.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    #[serde(with = "duration")]
+    pub promote_timeout: Duration,
+    pub load_measure: crate::agent::ops::LoadMeasure,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:7800".into(),
+            admin: "127.0.0.1:9800".into(),
+            token: String::new(),
+            keeper: "127.0.0.1:7700".into(),
+            datasource: AgentDatasourceConfig::default(),
+            heartbeat_interval: Duration::from_millis(250),
+            timeout: Duration::from_millis(800),
+            promote_timeout: Duration::from_secs(10),
+            load_measure: Default::default(),
+        }
+    }
+}
+
+const AGENT_KEYS: [&str; 9] = [
+    "listen",
+    "admin",
+    "token",
+    "keeper",
+    "datasource",
+    "heartbeat_interval",
+    "timeout",
+    "promote_timeout",
+    "load_measure",
+];
+
+impl AgentConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let cfg: Self = load_file(path, &AGENT_KEYS)?;
+        if cfg.token.is_empty() {
+            return Err(ConfigError::Invalid(
+                "`token` is needed: peers without it are refused".into(),
+            ));
+        }
+        if cfg.datasource.name.is_empty() || cfg.datasource.addr.is_empty() {
+            return Err(ConfigError::Invalid(
+                "`datasource.name` and `datasource.addr` are needed".into(),
+            ));
+        }
+        Ok(cfg)
     }
 }
 
@@ -352,6 +727,25 @@ pub mod duration {
             return Err(format!("bad duration `{t}`"));
         }
         Ok(Duration::from_secs_f64(secs))
+    }
+}
+
+/// An optional duration (see [`duration`]); `null` or absent is `None`.
+pub mod duration_opt {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::duration::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        #[derive(Deserialize)]
+        struct Wrap(#[serde(with = "super::duration")] Duration);
+        Ok(Option::<Wrap>::deserialize(d)?.map(|w| w.0))
     }
 }
 

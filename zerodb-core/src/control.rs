@@ -284,6 +284,102 @@ pub fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
 
+/// A failed control-plane call.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("{url}: no answer within {timeout:?}")]
+    Timeout {
+        url: String,
+        timeout: std::time::Duration,
+    },
+    #[error("{url}: {source}")]
+    Transport { url: String, source: reqwest::Error },
+    #[error("{url}: {status}: {body}")]
+    Refused {
+        url: String,
+        status: u16,
+        body: String,
+    },
+}
+
+/// An HTTP/JSON client for control-plane calls: the token on every
+/// request, a timeout on every call.
+#[derive(Clone, Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    token: String,
+}
+
+impl Client {
+    pub fn new(token: &str) -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .tcp_nodelay(true)
+                .pool_idle_timeout(std::time::Duration::from_secs(30))
+                .build()
+                .unwrap_or_default(),
+            token: token.to_string(),
+        }
+    }
+
+    /// POSTs `body` as JSON to `http://{addr}{path}` and decodes the answer.
+    pub async fn post<B: Serialize, R: serde::de::DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        body: &B,
+        timeout: std::time::Duration,
+    ) -> Result<R, CallError> {
+        let url = format!("http://{addr}{path}");
+        let req = self
+            .http
+            .post(&url)
+            .header("authorization", bearer(&self.token))
+            .json(body);
+        self.send(url, req, timeout).await
+    }
+
+    /// GETs `http://{addr}{path}` and decodes the JSON answer.
+    pub async fn get<R: serde::de::DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        timeout: std::time::Duration,
+    ) -> Result<R, CallError> {
+        let url = format!("http://{addr}{path}");
+        let req = self
+            .http
+            .get(&url)
+            .header("authorization", bearer(&self.token));
+        self.send(url, req, timeout).await
+    }
+
+    async fn send<R: serde::de::DeserializeOwned>(
+        &self,
+        url: String,
+        req: reqwest::RequestBuilder,
+        timeout: std::time::Duration,
+    ) -> Result<R, CallError> {
+        let call = async {
+            let resp = req.send().await?;
+            let status = resp.status();
+            if !status.is_success() {
+                return Ok(Err((
+                    status.as_u16(),
+                    resp.text().await.unwrap_or_default(),
+                )));
+            }
+            resp.json::<R>().await.map(Ok)
+        };
+        match tokio::time::timeout(timeout, call).await {
+            Err(_) => Err(CallError::Timeout { url, timeout }),
+            Ok(Err(source)) => Err(CallError::Transport { url, source }),
+            Ok(Ok(Err((status, body)))) => Err(CallError::Refused { url, status, body }),
+            Ok(Ok(Ok(r))) => Ok(r),
+        }
+    }
+}
+
 /// Checks a presented `Authorization` header against the cluster token,
 /// in time independent of where they differ.
 pub fn token_matches(header: Option<&str>, token: &str) -> bool {

@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod agent;
 pub mod auth;
 pub mod backend;
 pub mod config;
