@@ -1,13 +1,88 @@
-//! zerodb-agent: not built yet. It will report on and promote/fence the
-//! MySQL server beside it (SPEC.md §3, §5); until then it says so.
+//! zerodb-agent: runs beside one MySQL/MariaDB server; reports its state to
+//! the keeper and promotes or fences it on the keeper's order. All logic
+//! lives in zerodb-core.
 
 #![forbid(unsafe_code)]
 
-fn main() {
-    eprintln!(
-        "zerodb-agent: not implemented yet.\n\
-         It will report liveness, load and binlog position of its datasource and promote or fence it on the keeper's order.\n\
-         usage (planned): zerodb-agent --config FILE"
+use anyhow::Context;
+use clap::Parser;
+use std::path::PathBuf;
+use std::sync::Arc;
+use zerodb_core::agent::ops::MysqlOps;
+use zerodb_core::agent::{service, AgentCore};
+use zerodb_core::config::AgentConfig;
+use zerodb_core::control::Client;
+use zerodb_core::process;
+
+/// zeroDB's agent for one datasource.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Config file (YAML, or TOML when it ends in .toml). ZERODB_* environment
+    /// variables override it.
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Check the config and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    process::init_logging();
+    let config = AgentConfig::load(&args.config)
+        .with_context(|| format!("loading {}", args.config.display()))?;
+    if args.check {
+        println!("config OK: datasource {}", config.datasource.name);
+        return Ok(());
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(run(config))
+}
+
+async fn run(config: AgentConfig) -> anyhow::Result<()> {
+    let metrics = zerodb_core::admin::install_metrics().map_err(anyhow::Error::msg)?;
+    let ds = &config.datasource;
+    let ops = MysqlOps::new(
+        &ds.name,
+        &ds.addr,
+        &ds.user,
+        &ds.password,
+        config.timeout,
+        config.load_measure,
+        ds.binlog_index.clone(),
     );
-    std::process::exit(2);
+    let core = Arc::new(AgentCore::new(ops, config.promote_timeout));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let control = process::serve_http(
+        "control plane",
+        &config.listen,
+        service::control_router(core.clone(), &config.token),
+        stop_rx.clone(),
+    )
+    .await
+    .with_context(|| format!("control listener on {}", config.listen))?;
+    let admin = process::serve_http(
+        "admin HTTP",
+        &config.admin,
+        service::admin_router(core.clone(), Some(metrics)),
+        stop_rx.clone(),
+    )
+    .await
+    .with_context(|| format!("admin listener on {}", config.admin))?;
+    let heartbeat = tokio::spawn(service::heartbeat_loop(
+        core,
+        Client::new(&config.token),
+        config.keeper.clone(),
+        config.listen.clone(),
+        config.heartbeat_interval,
+        stop_rx,
+    ));
+    process::shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    let _ = tokio::join!(control, admin, heartbeat);
+    Ok(())
 }

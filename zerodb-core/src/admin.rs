@@ -64,7 +64,16 @@ pub async fn serve(
     metrics: Option<PrometheusHandle>,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(shared, metrics))
+    serve_router(listener, router(shared, metrics), stop).await
+}
+
+/// Serves any router (a proxy's, a keeper's, an agent's) until `stop`.
+pub async fn serve_router(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
         .with_graceful_shutdown(stop)
         .await
 }
@@ -73,6 +82,7 @@ async fn health(State(s): State<AdminState>) -> Response {
     match s.shared.serving() {
         Serving::Serving => (StatusCode::OK, "serving\n").into_response(),
         Serving::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response(),
+        Serving::Offline => (StatusCode::SERVICE_UNAVAILABLE, "offline\n").into_response(),
     }
 }
 
@@ -103,6 +113,9 @@ struct Status {
     epoch: u64,
     sessions: usize,
     datahosts: Vec<DataHostStatus>,
+    /// The proxy's part in a cluster: keeper connection, rules' counters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<serde_json::Value>,
 }
 
 async fn status(State(s): State<AdminState>) -> Json<Status> {
@@ -147,6 +160,7 @@ async fn status(State(s): State<AdminState>) -> Json<Status> {
         epoch: shared.topology.epoch(),
         sessions: sessions.len(),
         datahosts,
+        cluster: shared.cluster.get().map(|c| c.status()),
     })
 }
 
@@ -224,6 +238,13 @@ struct SwapRequest {
 }
 
 async fn swap(State(s): State<AdminState>, Json(req): Json<SwapRequest>) -> Response {
+    if s.shared.config.keeper.is_some() {
+        return (
+            StatusCode::CONFLICT,
+            Json(serde_json::json!({"error": "the topology is managed by the keeper; use its /switchover"})),
+        )
+            .into_response();
+    }
     match s
         .shared
         .topology

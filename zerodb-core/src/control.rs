@@ -72,7 +72,7 @@ pub enum ToKeeper {
 pub enum FromKeeper {
     Registered {
         topology: ClusterTopology,
-        heartbeat_interval_ms: u64,
+        session_timeout_ms: u64,
     },
     /// A newer topology; apply it if its epoch is newer than yours.
     Topology {
@@ -276,6 +276,15 @@ pub fn errant_gtids(mine: &str, theirs: &str) -> Vec<String> {
         .into_iter()
         .filter(|(k, seq)| !theirs.iter().any(|(tk, tseq)| tk == k && tseq >= seq))
         .map(|((d, s), seq)| format!("{d}-{s}-{seq}"))
+        .collect()
+}
+
+/// A fresh random token (for an embedded keeper nobody else joins).
+pub fn random_token() -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..32)
+        .map(|_| format!("{:x}", rng.random_range(0..16u8)))
         .collect()
 }
 

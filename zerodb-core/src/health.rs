@@ -132,6 +132,16 @@ pub struct HealthEvent {
     pub consecutive_failures: u32,
 }
 
+/// One fresh probe on a new connection (for a keeper's vote): whether the
+/// datasource answered a COM_PING within `timeout`.
+pub async fn probe_once(params: &crate::backend::ConnectParams, timeout: Duration) -> bool {
+    let probe = async {
+        let mut c = BackendConn::connect(params, BackendKey::default()).await?;
+        c.ping().await
+    };
+    matches!(tokio::time::timeout(timeout, probe).await, Ok(Ok(())))
+}
+
 /// Probes one datasource until the sender side of `stop` is dropped.
 pub async fn probe_loop(
     ds: Arc<Datasource>,

@@ -126,6 +126,8 @@ impl Registry {
 pub enum Serving {
     Serving,
     Draining,
+    /// Offline by the proxy's own rules (SPEC §4): the listener is closed.
+    Offline,
 }
 
 /// What every session shares.
@@ -142,6 +144,10 @@ pub struct Shared {
     pub health_events: broadcast::Sender<HealthEvent>,
     serving: AtomicBool,
     shutdown: watch::Sender<bool>,
+    /// Whether the client listener is open (SPEC §4 offline / online).
+    online: watch::Sender<bool>,
+    /// This proxy's part in a cluster, once it has joined one.
+    pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -154,11 +160,46 @@ impl std::fmt::Debug for Shared {
 
 impl Shared {
     pub fn serving(&self) -> Serving {
-        if self.serving.load(Ordering::Acquire) {
-            Serving::Serving
-        } else {
+        if !self.serving.load(Ordering::Acquire) {
             Serving::Draining
+        } else if !*self.online.borrow() {
+            Serving::Offline
+        } else {
+            Serving::Serving
         }
+    }
+
+    /// Takes the proxy offline (closes the client listener, every client
+    /// session and every idle backend connection) or back online.
+    pub fn set_online(&self, online: bool) {
+        let changed = self
+            .online
+            .send_if_modified(|v| std::mem::replace(v, online) != online);
+        if !changed {
+            return;
+        }
+        metrics::gauge!("zerodb_proxy_online").set(if online { 1.0 } else { 0.0 });
+        if online {
+            tracing::warn!("back online: client listener reopened");
+            return;
+        }
+        let sessions = self.registry.all();
+        for s in &sessions {
+            s.kill();
+        }
+        for dh in self.topology.datahosts() {
+            for ds in &dh.datasources {
+                ds.pool.flush_idle();
+            }
+        }
+        tracing::error!(
+            sessions = sessions.len(),
+            "offline: client listener closed, sessions and backend connections closed"
+        );
+    }
+
+    pub fn is_online(&self) -> bool {
+        *self.online.borrow()
     }
 
     pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
@@ -248,6 +289,8 @@ impl Proxy {
                 health_events: broadcast::channel(256).0,
                 serving: AtomicBool::new(true),
                 shutdown: watch::channel(false).0,
+                online: watch::channel(true).0,
+                cluster: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -348,10 +391,29 @@ impl BoundProxy {
         let permits = Arc::new(Semaphore::new(limit));
         tracing::info!(listen = %self.listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "accepting clients");
         tokio::pin!(stop);
+        let mut online = shared.online.subscribe();
+        let mut listener = Some(self.listener);
         loop {
+            let accept = async {
+                match &listener {
+                    Some(l) => l.accept().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = &mut stop => break,
-                accepted = self.listener.accept() => {
+                Ok(()) = online.changed() => {
+                    let on = *online.borrow_and_update();
+                    if !on {
+                        listener = None;
+                    } else if listener.is_none() {
+                        match TcpListener::bind(&shared.config.listen).await {
+                            Ok(l) => listener = Some(l),
+                            Err(e) => tracing::error!(listen = %shared.config.listen, error = %e, "cannot reopen the client listener"),
+                        }
+                    }
+                }
+                accepted = accept => {
                     let (stream, peer) = match accepted {
                         Ok(x) => x,
                         Err(e) => {
@@ -377,7 +439,7 @@ impl BoundProxy {
                 }
             }
         }
-        drop(self.listener);
+        drop(listener);
         shared.serving.store(false, Ordering::Release);
         let _ = shared.shutdown.send(true);
         tracing::info!(sessions = shared.registry.len(), "draining");

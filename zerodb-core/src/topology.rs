@@ -188,9 +188,9 @@ impl Topology {
             }));
             if !Arc::ptr_eq(&old.datasource, &ds) {
                 old.datasource.pool.set_enabled(false);
+                tracing::warn!(datahost = %dh.name, from = %old.datasource.name, to = %ds.name, epoch, "active datasource swapped");
+                metrics::counter!("zerodb_swaps_total", "datahost" => dh.name.clone()).increment(1);
             }
-            tracing::warn!(datahost = %dh.name, from = %old.datasource.name, to = %ds.name, epoch, "active datasource swapped");
-            metrics::counter!("zerodb_swaps_total", "datahost" => dh.name.clone()).increment(1);
             swaps.push(Swap {
                 datahost: dh.name.clone(),
                 from: old.datasource.name.clone(),

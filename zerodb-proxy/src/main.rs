@@ -5,7 +5,11 @@
 use anyhow::Context;
 use clap::Parser;
 use std::path::PathBuf;
+use std::sync::Arc;
+use zerodb_core::cluster::Cluster;
 use zerodb_core::config::ProxyConfig;
+use zerodb_core::keeper::Keeper;
+use zerodb_core::process;
 use zerodb_core::server::Proxy;
 
 /// zeroDB's fault-tolerant MySQL proxy.
@@ -23,14 +27,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ZERODB_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    process::init_logging();
     let config = ProxyConfig::load(&args.config)
         .with_context(|| format!("loading {}", args.config.display()))?;
     if args.check {
@@ -49,40 +46,60 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(config: ProxyConfig) -> anyhow::Result<()> {
     let metrics = zerodb_core::admin::install_metrics().map_err(anyhow::Error::msg)?;
-    let admin_addr = config.admin.clone();
-    let proxy = Proxy::new(config).bind().await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let proxy = Proxy::new(config.clone()).bind().await?;
     let shared = proxy.shared().clone();
-    let admin = tokio::net::TcpListener::bind(&admin_addr)
-        .await
-        .with_context(|| format!("admin listener on {admin_addr}"))?;
-    tracing::info!(admin = %admin.local_addr()?, "admin HTTP listening");
-    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-    let admin_task = tokio::spawn(zerodb_core::admin::serve(
-        admin,
-        shared,
-        Some(metrics),
-        async move {
-            let _ = admin_stopped.await;
-        },
-    ));
-    proxy.run(shutdown_signal()).await;
-    let _ = stop_admin.send(());
+    let mut admin = zerodb_core::admin::router(shared.clone(), Some(metrics.clone()));
+
+    // The cluster: a keeper of our own, or the one configured.
+    let mut cluster = None;
+    if let Some(keeper) = &config.keeper {
+        let (addr, token) = if config.embedded_keeper() {
+            let mut kcfg = config.keeper_config();
+            if kcfg.token.is_empty() {
+                kcfg.token = zerodb_core::control::random_token();
+            }
+            let token = kcfg.token.clone();
+            let keeper = Keeper::open(kcfg).context("starting the embedded keeper")?;
+            let listener = tokio::net::TcpListener::bind(&config.embedded_keeper.listen)
+                .await
+                .with_context(|| format!("keeper listener on {}", config.embedded_keeper.listen))?;
+            let addr = listener.local_addr()?.to_string();
+            tracing::info!(listen = %addr, "embedded keeper listening");
+            let mut stop = stop_rx.clone();
+            tokio::spawn(zerodb_core::admin::serve_router(
+                listener,
+                zerodb_core::keeper::http::control_router(keeper.clone()),
+                async move {
+                    let _ = stop.changed().await;
+                },
+            ));
+            keeper.spawn_local_agents(config.cluster.heartbeat_interval, stop_rx.clone());
+            admin = admin.nest(
+                "/keeper",
+                zerodb_core::keeper::http::admin_router(keeper, Some(metrics.clone())),
+            );
+            (addr, token)
+        } else {
+            (keeper.clone(), config.token.clone().unwrap_or_default())
+        };
+        let c = Cluster::join(shared.clone(), addr, token);
+        c.spawn(stop_rx.clone());
+        cluster = Some(c);
+    }
+
+    let admin_task =
+        process::serve_http("admin HTTP", &config.admin, admin, stop_rx.clone()).await?;
+    let leaving: Option<Arc<Cluster>> = cluster.clone();
+    proxy
+        .run(async move {
+            process::shutdown_signal().await;
+            if let Some(c) = leaving {
+                c.leave("shutting down").await;
+            }
+        })
+        .await;
+    let _ = stop_tx.send(true);
     let _ = admin_task.await;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot watch SIGTERM; stop with Ctrl-C");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
-    }
 }

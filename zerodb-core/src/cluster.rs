@@ -1,0 +1,497 @@
+//! A proxy's part in a cluster (SPEC §4): one WebSocket to the keeper
+//! (registration, heartbeats, votes, pushed topologies, switch requests),
+//! switch requests while an active datasource stays down, and the actions
+//! of the proxy's own rules ([`crate::governance`]): alert, unregister,
+//! offline, back online.
+
+use crate::agent::ops::{LoadMeasure, MysqlOps};
+use crate::config::ClusterConfig;
+use crate::control::{bearer, ClusterTopology, FromKeeper, SwitchAnswer, ToKeeper};
+use crate::governance::{Action, Mode, Outcome, Rules};
+use crate::server::Shared;
+use futures_util::{SinkExt, StreamExt};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+pub struct Cluster {
+    shared: Arc<Shared>,
+    keeper: String,
+    token: String,
+    cfg: ClusterConfig,
+    rules: Mutex<Rules>,
+    outbox: Mutex<Option<mpsc::UnboundedSender<ToKeeper>>>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<SwitchAnswer>>>,
+    next_id: AtomicU64,
+    /// Registered on a live connection.
+    connected: watch::Sender<bool>,
+    /// Whether the connection loop should keep a connection (not while
+    /// unregistered by the rules).
+    want_connected: watch::Sender<bool>,
+    /// DataHosts with a switch request flow running.
+    in_flight: Mutex<HashSet<String>>,
+    back_online_running: AtomicBool,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("keeper", &self.keeper)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Cluster {
+    /// Joins the keeper at `keeper` (host:port) with `token`; call
+    /// [`Cluster::spawn`] to start.
+    pub fn join(shared: Arc<Shared>, keeper: String, token: String) -> Arc<Self> {
+        let rules = Rules::new(
+            shared.config.policy.clone(),
+            shared.topology.datahosts().len(),
+        );
+        let c = Arc::new(Self {
+            cfg: shared.config.cluster.clone(),
+            shared: shared.clone(),
+            keeper,
+            token,
+            rules: Mutex::new(rules),
+            outbox: Mutex::new(None),
+            pending: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            connected: watch::channel(false).0,
+            want_connected: watch::channel(true).0,
+            in_flight: Mutex::new(HashSet::new()),
+            back_online_running: AtomicBool::new(false),
+        });
+        let _ = shared.cluster.set(c.clone());
+        c
+    }
+
+    pub fn spawn(self: &Arc<Self>, stop: watch::Receiver<bool>) {
+        tokio::spawn(self.clone().connection_loop(stop.clone()));
+        tokio::spawn(self.clone().watch_loop(stop));
+    }
+
+    pub fn mode(&self) -> Mode {
+        lock(&self.rules).mode()
+    }
+
+    pub fn is_connected(&self) -> bool {
+        *self.connected.borrow()
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        let rules = lock(&self.rules);
+        serde_json::json!({
+            "keeper": self.keeper,
+            "connected": self.is_connected(),
+            "mode": rules.mode(),
+            "counters": rules.counters(),
+        })
+    }
+
+    /// Leaves the cluster on a clean stop, so this proxy no longer counts
+    /// as a member that could be writing.
+    pub async fn leave(&self, reason: &str) {
+        let sent = lock(&self.outbox).as_ref().is_some_and(|tx| {
+            tx.send(ToKeeper::Unregister {
+                reason: reason.to_string(),
+            })
+            .is_ok()
+        });
+        if sent {
+            let mut rx = self.connected.subscribe();
+            let _ = tokio::time::timeout(Duration::from_secs(1), rx.wait_for(|c| !*c)).await;
+        }
+    }
+
+    // ----- the connection to the keeper ----------------------------------
+
+    async fn connection_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut want = self.want_connected.subscribe();
+        let mut reported = false;
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            if !*want.borrow_and_update() {
+                tokio::select! {
+                    _ = want.changed() => continue,
+                    _ = stop.changed() => return,
+                }
+            }
+            let result = self.session(&mut stop, &mut want).await;
+            let was = self.connected.send_replace(false);
+            *lock(&self.outbox) = None;
+            lock(&self.pending).clear();
+            metrics::gauge!("zerodb_keeper_connected").set(0.0);
+            match result {
+                Err(e) if was || !reported => {
+                    tracing::warn!(keeper = %self.keeper, error = %e, "keeper unreachable; holding the current topology");
+                    reported = true;
+                }
+                Ok(()) => reported = false,
+                Err(_) => {}
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.cfg.reconnect_interval) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// One connection: register, apply the keeper's topology, then serve
+    /// messages until it breaks.
+    async fn session(
+        &self,
+        stop: &mut watch::Receiver<bool>,
+        want: &mut watch::Receiver<bool>,
+    ) -> Result<(), String> {
+        let t = self.cfg.request_timeout;
+        let mut req = format!("ws://{}/v1/proxy", self.keeper)
+            .into_client_request()
+            .map_err(|e| e.to_string())?;
+        let auth = bearer(&self.token)
+            .parse()
+            .map_err(|_| "the token is not a valid header value".to_string())?;
+        req.headers_mut().insert("authorization", auth);
+        let (ws, _) = tokio::time::timeout(t, tokio_tungstenite::connect_async(req))
+            .await
+            .map_err(|_| "connect timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        let (mut sink, mut stream) = ws.split();
+        let register = ToKeeper::Register {
+            name: self.shared.config.name.clone(),
+            epoch: self.shared.topology.epoch(),
+        };
+        send(&mut sink, &register).await?;
+        let first = tokio::time::timeout(t, stream.next())
+            .await
+            .map_err(|_| "no answer to register".to_string())?;
+        match parse(first) {
+            Some(FromKeeper::Registered { topology, .. }) => self.apply(&topology),
+            Some(FromKeeper::Refused { reason }) => return Err(format!("refused: {reason}")),
+            _ => return Err("unexpected answer to register".into()),
+        }
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        *lock(&self.outbox) = Some(tx.clone());
+        self.connected.send_replace(true);
+        metrics::gauge!("zerodb_keeper_connected").set(1.0);
+        tracing::info!(keeper = %self.keeper, epoch = self.shared.topology.epoch(), "registered with the keeper");
+        let mut hb = tokio::time::interval(self.cfg.heartbeat_interval);
+        hb.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A keeper that stops answering (paused, cut off) is noticed by
+        // silence: pings go out with every heartbeat and pongs come back.
+        let silence = (self.cfg.heartbeat_interval * 4).max(Duration::from_secs(2));
+        let mut heard = Instant::now();
+        loop {
+            tokio::select! {
+                _ = hb.tick() => {
+                    if heard.elapsed() > silence {
+                        return Err(format!("keeper silent for {silence:?}"));
+                    }
+                    send(&mut sink, &ToKeeper::Heartbeat).await?;
+                    sink.send(Message::Ping(Default::default())).await.map_err(|e| e.to_string())?;
+                }
+                Some(m) = rx.recv() => {
+                    let leaving = matches!(m, ToKeeper::Unregister { .. });
+                    send(&mut sink, &m).await?;
+                    if leaving {
+                        let _ = sink.close().await;
+                        return Ok(());
+                    }
+                }
+                msg = stream.next() => {
+                    heard = Instant::now();
+                    match msg {
+                        Some(Ok(Message::Text(_))) => {
+                            if let Some(m) = parse(msg) {
+                                self.on_message(m, &tx)?;
+                            }
+                        }
+                        Some(Ok(Message::Close(_))) | None => return Err("connection closed".into()),
+                        Some(Err(e)) => return Err(e.to_string()),
+                        Some(Ok(_)) => {}
+                    }
+                }
+                _ = stop.changed() => return Ok(()),
+                _ = want.changed() => {
+                    if !*want.borrow() {
+                        let _ = sink.close().await;
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_message(
+        &self,
+        m: FromKeeper,
+        tx: &mpsc::UnboundedSender<ToKeeper>,
+    ) -> Result<(), String> {
+        match m {
+            FromKeeper::Registered { topology, .. } | FromKeeper::Topology { topology } => {
+                self.apply(&topology)
+            }
+            FromKeeper::SwitchAnswer { id, answer } => {
+                if let Some(waiter) = lock(&self.pending).remove(&id) {
+                    let _ = waiter.send(answer);
+                }
+            }
+            FromKeeper::VoteRequest {
+                id,
+                datahost,
+                datasource,
+            } => {
+                let ds = self
+                    .shared
+                    .topology
+                    .datahost(&datahost)
+                    .and_then(|d| d.datasource(&datasource))
+                    .cloned();
+                let (tx, timeout) = (tx.clone(), self.shared.config.health.timeout);
+                tokio::spawn(async move {
+                    // A datasource this proxy does not serve cannot be
+                    // reached by it: it does not stand in the way.
+                    let down = match ds {
+                        Some(ds) => !crate::health::probe_once(ds.pool.params(), timeout).await,
+                        None => true,
+                    };
+                    tracing::info!(datahost = %datahost, datasource = %datasource, down, "vote");
+                    let _ = tx.send(ToKeeper::Vote { id, down });
+                });
+            }
+            FromKeeper::Refused { reason } => return Err(format!("refused: {reason}")),
+        }
+        Ok(())
+    }
+
+    /// Applies a topology from the keeper if it is newer than the one held.
+    fn apply(&self, t: &ClusterTopology) {
+        let topo = &self.shared.topology;
+        if t.epoch <= topo.epoch() {
+            return;
+        }
+        let changes: Vec<(&str, &str)> = t
+            .changes()
+            .into_iter()
+            .filter(|(dh, _)| topo.datahost(dh).is_some())
+            .collect();
+        match topo.apply(t.epoch, &changes) {
+            Ok(_) => tracing::info!(epoch = t.epoch, "topology applied"),
+            Err(e) => {
+                tracing::error!(epoch = t.epoch, error = %e, "topology from the keeper refused")
+            }
+        }
+    }
+
+    // ----- switch requests and the rules --------------------------------
+
+    async fn watch_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut events = self.shared.health_events.subscribe();
+        let mut tick = tokio::time::interval(self.cfg.switch_retry_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = events.recv() => {}
+                _ = stop.changed() => return,
+            }
+            self.evaluate();
+        }
+    }
+
+    fn evaluate(self: &Arc<Self>) {
+        let mode = self.mode();
+        let mut all_up = true;
+        for dh in self.shared.topology.datahosts() {
+            let active = dh.active();
+            if active.datasource.health.is_up() {
+                lock(&self.rules).on_source_answering(&dh.name);
+                continue;
+            }
+            all_up = false;
+            if mode == Mode::Online && lock(&self.in_flight).insert(dh.name.clone()) {
+                tokio::spawn(
+                    self.clone()
+                        .switch_flow(dh.name.clone(), active.datasource.name.clone()),
+                );
+            }
+        }
+        if mode != Mode::Online && all_up && !self.back_online_running.swap(true, Ordering::AcqRel)
+        {
+            let me = self.clone();
+            tokio::spawn(async move {
+                me.try_back_online().await;
+                me.back_online_running.store(false, Ordering::Release);
+            });
+        }
+    }
+
+    /// Requests a switch of `datahost` away from `source` until it is
+    /// switched, the source answers again, or the rules take the proxy
+    /// offline.
+    async fn switch_flow(self: Arc<Self>, datahost: String, source: String) {
+        loop {
+            let outcome = self.request(&datahost, &source).await;
+            let label = match &outcome {
+                Outcome::Switched => "switched",
+                Outcome::Rejected(r) => r.kind(),
+                Outcome::KeeperUnreachable => "KeeperUnreachable",
+            };
+            metrics::counter!("zerodb_switch_requests_total", "datahost" => datahost.clone(), "outcome" => label)
+                .increment(1);
+            let action = lock(&self.rules).on_outcome(&datahost, &outcome);
+            self.act(action).await;
+            if outcome == Outcome::Switched || self.mode() != Mode::Online {
+                break;
+            }
+            tokio::time::sleep(self.cfg.switch_retry_interval).await;
+            let still = self.shared.topology.datahost(&datahost).is_some_and(|d| {
+                let a = d.active();
+                a.datasource.name == source && !a.datasource.health.is_up()
+            });
+            if !still {
+                break;
+            }
+        }
+        lock(&self.in_flight).remove(&datahost);
+    }
+
+    async fn request(&self, datahost: &str, source: &str) -> Outcome {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(id, tx);
+        let sent = lock(&self.outbox).as_ref().is_some_and(|o| {
+            o.send(ToKeeper::SwitchRequest {
+                id,
+                datahost: datahost.to_string(),
+                source: source.to_string(),
+            })
+            .is_ok()
+        });
+        if !sent {
+            lock(&self.pending).remove(&id);
+            return Outcome::KeeperUnreachable;
+        }
+        tracing::warn!(datahost, source, "switch requested");
+        let answer = tokio::time::timeout(self.cfg.request_timeout, rx).await;
+        lock(&self.pending).remove(&id);
+        match answer {
+            Ok(Ok(SwitchAnswer::Switched { topology }))
+            | Ok(Ok(SwitchAnswer::Stale { topology })) => {
+                self.apply(&topology);
+                Outcome::Switched
+            }
+            Ok(Ok(SwitchAnswer::Rejected { rejection })) => Outcome::Rejected(rejection),
+            _ => Outcome::KeeperUnreachable,
+        }
+    }
+
+    async fn act(&self, action: Action) {
+        match action {
+            Action::Nothing => {}
+            Action::Alert { datahost, reason } => {
+                tracing::warn!(datahost = %datahost, reason = %reason, counters = ?lock(&self.rules).counters().get(&datahost), "switch not done: alert");
+                metrics::counter!("zerodb_switch_alerts_total", "datahost" => datahost, "reason" => reason)
+                    .increment(1);
+            }
+            Action::GoOffline => {
+                tracing::error!("lost the keeper and too many dataHosts: going offline");
+                self.shared.set_online(false);
+            }
+            Action::GoOfflineAndUnregister => {
+                tracing::error!("outvoted on too many dataHosts: going offline and unregistering");
+                self.shared.set_online(false);
+                self.leave("outvoted: this proxy's view of the network is the odd one")
+                    .await;
+                self.want_connected.send_replace(false);
+            }
+            Action::ReRegisterAndServe | Action::ServeWithoutKeeper => {
+                self.shared.set_online(true);
+            }
+        }
+    }
+
+    /// Every active datasource answers again: come back, through the keeper
+    /// if it answers (re-register, newest topology first), or else only
+    /// where every active datasource is writable.
+    async fn try_back_online(&self) {
+        self.want_connected.send_replace(true);
+        let mut rx = self.connected.subscribe();
+        let reachable = tokio::time::timeout(self.cfg.request_timeout, rx.wait_for(|c| *c))
+            .await
+            .is_ok();
+        let writable = if reachable {
+            true
+        } else {
+            self.all_active_writable().await
+        };
+        let action = lock(&self.rules).on_all_answering(reachable, writable);
+        if action != Action::Nothing {
+            tracing::warn!(?action, "back online");
+        }
+        self.act(action).await;
+    }
+
+    async fn all_active_writable(&self) -> bool {
+        for (dh, cfg) in self
+            .shared
+            .topology
+            .datahosts()
+            .iter()
+            .zip(&self.shared.config.datahosts)
+        {
+            let ds = dh.active().datasource.clone();
+            let ops = MysqlOps::new(
+                &ds.name,
+                &ds.addr,
+                &cfg.user,
+                &cfg.password,
+                self.shared.config.health.timeout * 2,
+                LoadMeasure::Loadavg,
+                None,
+            );
+            if ops.read_only().await.unwrap_or(true) {
+                tracing::warn!(datasource = %ds.name, "active datasource is read-only (or unreadable): staying offline");
+                return false;
+            }
+        }
+        true
+    }
+}
+
+async fn send<S>(sink: &mut S, m: &ToKeeper) -> Result<(), String>
+where
+    S: futures_util::Sink<Message> + Unpin,
+    S::Error: std::fmt::Display,
+{
+    let text = serde_json::to_string(m).map_err(|e| e.to_string())?;
+    sink.send(Message::Text(text.into()))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+fn parse(
+    msg: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+) -> Option<FromKeeper> {
+    match msg {
+        Some(Ok(Message::Text(t))) => match serde_json::from_str(&t) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                tracing::warn!(error = %e, "malformed message from the keeper");
+                None
+            }
+        },
+        _ => None,
+    }
+}

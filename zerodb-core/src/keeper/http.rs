@@ -1,0 +1,223 @@
+//! The keeper's two HTTP surfaces.
+//!
+//! Control (`listen`, every route behind the cluster token): `/v1/proxy`,
+//! the WebSocket each proxy keeps open, and `/v1/agent/heartbeat`.
+//! Admin (`admin`): `/health`, `/status`, `/proxies`, `/decisions`,
+//! `/metrics` to read; `POST /switchover`, `POST /maintenance` and
+//! `DELETE /proxies/{name}` to act, which need the token too.
+
+use super::Keeper;
+use crate::control::{AgentHeartbeat, FromKeeper, SwitchAnswer, ToKeeper};
+use crate::decision::{Request, RequestKind};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use futures_util::{SinkExt, StreamExt};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Deserialize;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// The control router (proxies and agents).
+pub fn control_router(keeper: Arc<Keeper>) -> Router {
+    let token = keeper.config().token.clone();
+    let r = Router::new()
+        .route("/v1/proxy", get(proxy_ws))
+        .route("/v1/agent/heartbeat", post(agent_heartbeat))
+        .with_state(keeper);
+    crate::admin::require_token(r, &token)
+}
+
+/// The admin router (operators).
+pub fn admin_router(keeper: Arc<Keeper>, metrics: Option<PrometheusHandle>) -> Router {
+    let token = keeper.config().token.clone();
+    let acting = Router::new()
+        .route("/switchover", post(switchover))
+        .route("/maintenance", post(maintenance))
+        .route("/proxies/{name}", delete(remove_proxy))
+        .with_state(keeper.clone());
+    Router::new()
+        .route("/health", get(|| async { "ok\n" }))
+        .route("/status", get(status))
+        .route("/decisions", get(decisions))
+        .route(
+            "/metrics",
+            get(move || {
+                let m = metrics.clone();
+                async move { crate::admin::metrics_response(m.as_ref()) }
+            }),
+        )
+        .with_state(keeper)
+        .merge(crate::admin::require_token(acting, &token))
+}
+
+async fn status(State(k): State<Arc<Keeper>>) -> Json<serde_json::Value> {
+    Json(k.status())
+}
+
+async fn decisions(State(k): State<Arc<Keeper>>) -> Json<Vec<super::DecisionRecord>> {
+    Json(k.decisions())
+}
+
+#[derive(Deserialize)]
+struct SwitchoverBody {
+    datahost: String,
+    target: Option<String>,
+}
+
+async fn switchover(State(k): State<Arc<Keeper>>, Json(b): Json<SwitchoverBody>) -> Response {
+    let Some(active) = k.topology().datahost(&b.datahost).map(|d| d.active.clone()) else {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("no dataHost named {}\n", b.datahost),
+        )
+            .into_response();
+    };
+    let answer = k
+        .request_switch(Request {
+            datahost: b.datahost,
+            source: active,
+            kind: RequestKind::Switchover { target: b.target },
+        })
+        .await;
+    let status = match answer {
+        SwitchAnswer::Switched { .. } => StatusCode::OK,
+        _ => StatusCode::CONFLICT,
+    };
+    (status, Json(answer)).into_response()
+}
+
+#[derive(Deserialize)]
+struct MaintenanceBody {
+    datahost: String,
+    on: bool,
+}
+
+async fn maintenance(State(k): State<Arc<Keeper>>, Json(b): Json<MaintenanceBody>) -> Response {
+    match k.set_maintenance(&b.datahost, b.on) {
+        Ok(()) => {
+            Json(serde_json::json!({"datahost": b.datahost, "maintenance": b.on})).into_response()
+        }
+        Err(e) => (StatusCode::NOT_FOUND, e).into_response(),
+    }
+}
+
+async fn remove_proxy(State(k): State<Arc<Keeper>>, Path(name): Path<String>) -> Response {
+    match k.unregister(&name, "removed by an operator") {
+        Ok(true) => Json(serde_json::json!({"removed": name})).into_response(),
+        Ok(false) => (StatusCode::NOT_FOUND, format!("no proxy named {name}\n")).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn agent_heartbeat(
+    State(k): State<Arc<Keeper>>,
+    Json(hb): Json<AgentHeartbeat>,
+) -> Json<crate::control::AgentHeartbeatReply> {
+    Json(k.agent_heartbeat(hb))
+}
+
+async fn proxy_ws(State(k): State<Arc<Keeper>>, ws: WebSocketUpgrade) -> Response {
+    ws.on_upgrade(move |socket| proxy_session(k, socket))
+}
+
+fn text(m: &FromKeeper) -> Option<Message> {
+    serde_json::to_string(m)
+        .ok()
+        .map(|s| Message::Text(s.into()))
+}
+
+/// One proxy's connection: it must register first; then heartbeats,
+/// switch requests and votes come in, and votes, answers and topologies
+/// go out.
+async fn proxy_session(k: Arc<Keeper>, socket: WebSocket) {
+    let (mut sink, mut stream) = socket.split();
+    let first = tokio::time::timeout(Duration::from_secs(5), stream.next()).await;
+    let name = match first {
+        Ok(Some(Ok(Message::Text(t)))) => match serde_json::from_str::<ToKeeper>(&t) {
+            Ok(ToKeeper::Register { name, .. }) if !name.is_empty() => name,
+            _ => {
+                let refuse = FromKeeper::Refused {
+                    reason: "the first message must be a register with a name".into(),
+                };
+                if let Some(m) = text(&refuse) {
+                    let _ = sink.send(m).await;
+                }
+                return;
+            }
+        },
+        _ => return,
+    };
+    let conn = k.next_id();
+    let (tx, mut rx) = mpsc::unbounded_channel::<FromKeeper>();
+    let topology = match k.register(&name, conn, tx.clone()) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(proxy = %name, error = %e, "cannot persist the registration");
+            return;
+        }
+    };
+    metrics::counter!("zerodb_keeper_registrations_total").increment(1);
+    let hello = FromKeeper::Registered {
+        topology,
+        session_timeout_ms: k.config().timings.session_timeout.as_millis() as u64,
+    };
+    if tx.send(hello).is_err() {
+        return;
+    }
+    let writer = tokio::spawn(async move {
+        while let Some(m) = rx.recv().await {
+            let Some(m) = text(&m) else { continue };
+            if sink.send(m).await.is_err() {
+                break;
+            }
+        }
+    });
+    while let Some(Ok(msg)) = stream.next().await {
+        let Message::Text(t) = msg else {
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+            continue;
+        };
+        k.heartbeat(&name, conn);
+        match serde_json::from_str::<ToKeeper>(&t) {
+            Ok(ToKeeper::Heartbeat) | Ok(ToKeeper::Register { .. }) => {}
+            Ok(ToKeeper::Vote { id, down }) => k.vote_answered(id, down),
+            Ok(ToKeeper::SwitchRequest {
+                id,
+                datahost,
+                source,
+            }) => {
+                let (k, tx, requester) = (k.clone(), tx.clone(), name.clone());
+                tokio::spawn(async move {
+                    tracing::info!(proxy = %requester, datahost = %datahost, source = %source, "switch requested");
+                    let answer = k
+                        .request_switch(Request {
+                            datahost,
+                            source,
+                            kind: RequestKind::Failover { requester },
+                        })
+                        .await;
+                    let _ = tx.send(FromKeeper::SwitchAnswer { id, answer });
+                });
+            }
+            Ok(ToKeeper::Unregister { reason }) => {
+                if let Err(e) = k.unregister(&name, &reason) {
+                    tracing::error!(proxy = %name, error = %e, "cannot persist the unregistration");
+                }
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(proxy = %name, error = %e, "malformed control message; closing");
+                break;
+            }
+        }
+    }
+    k.disconnected(&name, conn);
+    writer.abort();
+}

@@ -1,0 +1,842 @@
+//! The keeper: proxies' sessions, votes, agents, and the switch itself.
+//!
+//! The decision is [`crate::decision::decide`]; this module gathers its
+//! inputs (votes from every registered proxy, reports from agents), carries
+//! out an approved switch (reserve and persist an epoch, promote, fence,
+//! persist the topology, push it), and records every decision.
+
+mod agents;
+pub mod http;
+pub mod state;
+
+use crate::agent::AgentCore;
+use crate::config::{KeeperConfig, KeeperDataHostConfig};
+use crate::control::{
+    AgentHeartbeat, AgentHeartbeatReply, AgentReport, Client, ClusterTopology, DataHostState,
+    FollowHint, FromKeeper, Order, OrderKind, SwitchAnswer,
+};
+use crate::decision::{
+    decide, Decision, Input, Member, Need, Rejection, Reports, Request, RequestKind, Step, Vote,
+};
+pub use agents::AgentHandle;
+use serde::Serialize;
+use state::{Persisted, Store};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{mpsc, oneshot};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeeperError {
+    #[error("state in {dir}: {source}")]
+    State { dir: String, source: std::io::Error },
+    #[error("persisted topology names dataHost `{0}`, which the config does not")]
+    Mismatch(String),
+}
+
+/// One registered proxy.
+#[derive(Debug)]
+struct Proxy {
+    last_seen: Instant,
+    /// The live connection, if any: its id and outbound channel.
+    conn: Option<(u64, mpsc::UnboundedSender<FromKeeper>)>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    state: Persisted,
+    proxies: BTreeMap<String, Proxy>,
+    last_switch: HashMap<String, Instant>,
+    /// Last heartbeat report of each datasource's agent.
+    reports: HashMap<String, (Instant, AgentReport)>,
+}
+
+/// One recorded decision: its inputs, outcome and timings.
+#[derive(Clone, Debug, Serialize)]
+pub struct DecisionRecord {
+    pub id: u64,
+    pub at_unix_ms: u64,
+    pub request: Request,
+    pub active: String,
+    pub members: Vec<Member>,
+    pub votes: Option<BTreeMap<String, Vote>>,
+    pub reports: Option<Reports>,
+    pub decision: Decision,
+    /// The epoch of the new topology, when approved and carried out.
+    pub epoch: Option<u64>,
+    /// Milliseconds spent per phase (votes, reports, promote, publish).
+    pub phases_ms: BTreeMap<&'static str, u64>,
+}
+
+pub struct Keeper {
+    cfg: KeeperConfig,
+    store: Store,
+    inner: Mutex<Inner>,
+    /// Serialises decisions per dataHost.
+    locks: HashMap<String, tokio::sync::Mutex<()>>,
+    agents: HashMap<String, AgentHandle>,
+    client: Client,
+    pending_votes: Mutex<HashMap<u64, oneshot::Sender<bool>>>,
+    decisions: Mutex<VecDeque<DecisionRecord>>,
+    next_id: AtomicU64,
+    started: Instant,
+}
+
+impl std::fmt::Debug for Keeper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keeper").finish_non_exhaustive()
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn initial_topology(cfg: &KeeperConfig) -> ClusterTopology {
+    ClusterTopology {
+        epoch: 1,
+        datahosts: cfg
+            .datahosts
+            .iter()
+            .map(|d| {
+                let active = d
+                    .active
+                    .clone()
+                    .unwrap_or_else(|| d.datasources[0].name.clone());
+                DataHostState {
+                    standbys: d
+                        .datasources
+                        .iter()
+                        .map(|s| s.name.clone())
+                        .filter(|n| *n != active)
+                        .collect(),
+                    name: d.name.clone(),
+                    active,
+                }
+            })
+            .collect(),
+    }
+}
+
+impl Keeper {
+    /// Loads (or creates) the persisted state. Datasources without an
+    /// `agent` address are handled in-process over SQL.
+    pub fn open(cfg: KeeperConfig) -> Result<Arc<Self>, KeeperError> {
+        let state_err = |source| KeeperError::State {
+            dir: cfg.state_dir.display().to_string(),
+            source,
+        };
+        let store = Store::open(&cfg.state_dir).map_err(state_err)?;
+        let state = match store.load().map_err(state_err)? {
+            Some(s) => {
+                for dh in &s.topology.datahosts {
+                    if !cfg.datahosts.iter().any(|d| d.name == dh.name) {
+                        return Err(KeeperError::Mismatch(dh.name.clone()));
+                    }
+                }
+                tracing::info!(
+                    epoch = s.epoch,
+                    proxies = s.proxies.len(),
+                    "keeper state loaded"
+                );
+                s
+            }
+            None => {
+                let s = Persisted {
+                    epoch: 1,
+                    topology: initial_topology(&cfg),
+                    ..Default::default()
+                };
+                store.save(&s).map_err(state_err)?;
+                tracing::info!("keeper state created at epoch 1");
+                s
+            }
+        };
+        let now = Instant::now();
+        // Proxies registered before a restart are members still: they get
+        // one session timeout to reconnect before they count as lost.
+        let proxies = state
+            .proxies
+            .iter()
+            .map(|n| {
+                (
+                    n.clone(),
+                    Proxy {
+                        last_seen: now,
+                        conn: None,
+                    },
+                )
+            })
+            .collect();
+        let mut agents = HashMap::new();
+        for dh in &cfg.datahosts {
+            for ds in &dh.datasources {
+                agents.insert(ds.name.clone(), AgentHandle::for_datasource(&cfg, dh, ds));
+            }
+        }
+        let locks = cfg
+            .datahosts
+            .iter()
+            .map(|d| (d.name.clone(), tokio::sync::Mutex::new(())))
+            .collect();
+        metrics::gauge!("zerodb_keeper_epoch").set(state.epoch as f64);
+        Ok(Arc::new(Self {
+            client: Client::new(&cfg.token),
+            cfg,
+            store,
+            inner: Mutex::new(Inner {
+                state,
+                proxies,
+                ..Default::default()
+            }),
+            locks,
+            agents,
+            pending_votes: Mutex::new(HashMap::new()),
+            decisions: Mutex::new(VecDeque::new()),
+            next_id: AtomicU64::new(1),
+            started: now,
+        }))
+    }
+
+    pub fn config(&self) -> &KeeperConfig {
+        &self.cfg
+    }
+
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn topology(&self) -> ClusterTopology {
+        self.inner().state.topology.clone()
+    }
+
+    fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn datahost_config(&self, name: &str) -> Option<&KeeperDataHostConfig> {
+        self.cfg.datahosts.iter().find(|d| d.name == name)
+    }
+
+    fn addr_of(&self, datasource: &str) -> Option<String> {
+        self.cfg
+            .datahosts
+            .iter()
+            .flat_map(|d| &d.datasources)
+            .find(|d| d.name == datasource)
+            .map(|d| d.addr.clone())
+    }
+
+    /// Persists `f`'s change to the state; on failure nothing changes.
+    fn persist(&self, f: impl FnOnce(&mut Persisted)) -> std::io::Result<Persisted> {
+        let mut inner = self.inner();
+        let mut next = inner.state.clone();
+        f(&mut next);
+        self.store.save(&next)?;
+        inner.state = next.clone();
+        Ok(next)
+    }
+
+    // ----- proxies' sessions -------------------------------------------
+
+    /// A proxy (re)registers on connection `conn`; returns the topology.
+    pub fn register(
+        &self,
+        name: &str,
+        conn: u64,
+        tx: mpsc::UnboundedSender<FromKeeper>,
+    ) -> std::io::Result<ClusterTopology> {
+        let known = self.inner().state.proxies.iter().any(|p| p == name);
+        if !known {
+            self.persist(|s| s.proxies.push(name.to_string()))?;
+        }
+        let mut inner = self.inner();
+        let old = inner.proxies.insert(
+            name.to_string(),
+            Proxy {
+                last_seen: Instant::now(),
+                conn: Some((conn, tx)),
+            },
+        );
+        if let Some(Proxy {
+            conn: Some((old_id, _)),
+            ..
+        }) = old
+        {
+            tracing::info!(proxy = %name, old_id, conn, "proxy reconnected; the older connection is dropped");
+        } else {
+            tracing::info!(proxy = %name, conn, "proxy registered");
+        }
+        Ok(inner.state.topology.clone())
+    }
+
+    pub fn heartbeat(&self, name: &str, conn: u64) {
+        if let Some(p) = self.inner().proxies.get_mut(name) {
+            if p.conn.as_ref().is_some_and(|(id, _)| *id == conn) {
+                p.last_seen = Instant::now();
+            }
+        }
+    }
+
+    /// The connection closed: the proxy stays a member until its session
+    /// times out, as in ZooKeeper.
+    pub fn disconnected(&self, name: &str, conn: u64) {
+        if let Some(p) = self.inner().proxies.get_mut(name) {
+            if p.conn.as_ref().is_some_and(|(id, _)| *id == conn) {
+                p.conn = None;
+            }
+        }
+    }
+
+    /// The proxy leaves (it asked, or an operator removed it).
+    pub fn unregister(&self, name: &str, why: &str) -> std::io::Result<bool> {
+        let known = self.inner().state.proxies.iter().any(|p| p == name);
+        if known {
+            self.persist(|s| s.proxies.retain(|p| p != name))?;
+        }
+        let removed = self.inner().proxies.remove(name).is_some();
+        tracing::warn!(proxy = %name, reason = %why, "proxy unregistered");
+        Ok(known || removed)
+    }
+
+    fn members(&self) -> Vec<Member> {
+        let timeout = self.cfg.timings.session_timeout;
+        let drop_after = self.cfg.timings.drop_lost_proxy_after;
+        let mut inner = self.inner();
+        let now = Instant::now();
+        if let Some(after) = drop_after {
+            let gone: Vec<String> = inner
+                .proxies
+                .iter()
+                .filter(|(_, p)| now.duration_since(p.last_seen) > timeout + after)
+                .map(|(n, _)| n.clone())
+                .collect();
+            for n in gone {
+                tracing::warn!(proxy = %n, "lost proxy dropped (drop_lost_proxy_after)");
+                inner.proxies.remove(&n);
+                inner.state.proxies.retain(|p| *p != n);
+            }
+        }
+        inner
+            .proxies
+            .iter()
+            .map(|(n, p)| Member {
+                name: n.clone(),
+                lost: now.duration_since(p.last_seen) > timeout,
+            })
+            .collect()
+    }
+
+    fn connections(&self) -> Vec<(String, mpsc::UnboundedSender<FromKeeper>)> {
+        self.inner()
+            .proxies
+            .iter()
+            .filter_map(|(n, p)| p.conn.as_ref().map(|(_, tx)| (n.clone(), tx.clone())))
+            .collect()
+    }
+
+    pub fn vote_answered(&self, id: u64, down: bool) {
+        let tx = self
+            .pending_votes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        if let Some(tx) = tx {
+            let _ = tx.send(down);
+        }
+    }
+
+    // ----- agents --------------------------------------------------------
+
+    /// An agent's heartbeat: remember its report, tell it the topology and
+    /// which source it should follow if it is not the active datasource.
+    pub fn agent_heartbeat(&self, hb: AgentHeartbeat) -> AgentHeartbeatReply {
+        let mut inner = self.inner();
+        inner
+            .reports
+            .insert(hb.datasource.clone(), (Instant::now(), hb.report));
+        let topology = inner.state.topology.clone();
+        let follow = topology
+            .datahosts
+            .iter()
+            .find(|d| d.standbys.contains(&hb.datasource))
+            .and_then(|d| {
+                let cfg = self.datahost_config(&d.name)?;
+                let (user, password) = cfg.replication_credentials();
+                let fresh = self.cfg.timings.session_timeout;
+                let state = inner
+                    .reports
+                    .get(&d.active)
+                    .filter(|(at, r)| at.elapsed() < fresh && r.alive)
+                    .map(|(_, r)| r.gtid_binlog_state.clone());
+                Some(FollowHint {
+                    source_name: d.active.clone(),
+                    source: self.addr_of(&d.active)?,
+                    user,
+                    password,
+                    source_gtid_binlog_state: state,
+                })
+            });
+        AgentHeartbeatReply { topology, follow }
+    }
+
+    /// Runs the heartbeat of every in-process agent (datasources without an
+    /// `agent` address) until `stop` changes.
+    pub fn spawn_local_agents(
+        self: &Arc<Self>,
+        interval: Duration,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        for (name, handle) in &self.agents {
+            let AgentHandle::Local(core) = handle else {
+                continue;
+            };
+            let (keeper, core, name, mut stop) =
+                (self.clone(), core.clone(), name.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = stop.changed() => return,
+                    }
+                    let report = core.report().await;
+                    let reply = keeper.agent_heartbeat(AgentHeartbeat {
+                        datasource: name.clone(),
+                        listen: "in-process".into(),
+                        report: report.clone(),
+                    });
+                    core.on_heartbeat_reply(&reply, &report).await;
+                }
+            });
+        }
+    }
+
+    async fn gather_reports(&self, source: &str, standbys: &[String]) -> Reports {
+        let t = self.cfg.timings.agent_timeout;
+        let ask = |name: &str| {
+            let handle = self.agents.get(name);
+            async move {
+                match handle {
+                    Some(h) => h.report(&self.client, t).await,
+                    None => None,
+                }
+            }
+        };
+        let src = ask(source);
+        let others = futures_util::future::join_all(standbys.iter().map(|s| ask(s)));
+        let (source_report, reports) = tokio::join!(src, others);
+        Reports {
+            source: source_report,
+            standbys: standbys.iter().cloned().zip(reports).collect(),
+        }
+    }
+
+    async fn order(&self, datasource: &str, order: Order, timeout: Duration) -> Result<(), String> {
+        match self.agents.get(datasource) {
+            Some(h) => h.order(&self.client, &order, timeout).await,
+            None => Err(format!("no agent for {datasource}")),
+        }
+    }
+
+    // ----- switches ------------------------------------------------------
+
+    async fn gather_votes(&self, datahost: &str, source: &str) -> BTreeMap<String, Vote> {
+        let conns = self.connections();
+        let mut waits = Vec::new();
+        let mut votes = BTreeMap::new();
+        for (name, tx) in conns {
+            let id = self.next_id();
+            let (vtx, vrx) = oneshot::channel();
+            self.pending_votes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id, vtx);
+            let sent = tx.send(FromKeeper::VoteRequest {
+                id,
+                datahost: datahost.to_string(),
+                datasource: source.to_string(),
+            });
+            if sent.is_err() {
+                votes.insert(name, Vote::NoAnswer);
+                continue;
+            }
+            waits.push(async move { (name, id, vrx.await) });
+        }
+        let timeout = self.cfg.timings.vote_timeout;
+        let all = futures_util::future::join_all(waits);
+        let answered = match tokio::time::timeout(timeout, all).await {
+            Ok(v) => v,
+            Err(_) => Vec::new(),
+        };
+        for (name, _, r) in answered {
+            let v = match r {
+                Ok(true) => Vote::Down,
+                Ok(false) => Vote::Up,
+                Err(_) => Vote::NoAnswer,
+            };
+            votes.insert(name, v);
+        }
+        // Whoever did not answer in time (or is not connected).
+        let names: Vec<String> = self.inner().proxies.keys().cloned().collect();
+        for m in names {
+            votes.entry(m).or_insert(Vote::NoAnswer);
+        }
+        self.pending_votes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, tx| !tx.is_closed());
+        votes
+    }
+
+    /// Decides a switch request (SPEC §3) and carries it out if approved.
+    pub async fn request_switch(self: &Arc<Self>, request: Request) -> SwitchAnswer {
+        let Some(lock) = self.locks.get(&request.datahost) else {
+            let rejection = Rejection::UnknownTarget {
+                target: request.datahost.clone(),
+            };
+            return SwitchAnswer::Rejected { rejection };
+        };
+        let _serial = lock.lock().await;
+        let started = Instant::now();
+        let (active, standbys, maintenance, cooldown_left) = {
+            let inner = self.inner();
+            let dh = inner.state.topology.datahost(&request.datahost).cloned();
+            let (active, standbys) = dh.map(|d| (d.active, d.standbys)).unwrap_or_default();
+            let cooldown_left = inner.last_switch.get(&request.datahost).map(|at| {
+                self.cfg
+                    .timings
+                    .cooldown
+                    .saturating_sub(at.elapsed())
+                    .as_millis() as u64
+            });
+            let maintenance = inner.state.maintenance.contains(&request.datahost);
+            (active, standbys, maintenance, cooldown_left)
+        };
+        let members = self.members();
+        let mut phases = BTreeMap::new();
+        let mut votes = None;
+        let mut reports = None;
+        let decision = loop {
+            let step = decide(&Input {
+                policy: &self.cfg.policy,
+                request: &request,
+                active: &active,
+                standbys: &standbys,
+                maintenance,
+                cooldown_left_ms: cooldown_left,
+                members: &members,
+                votes: votes.as_ref(),
+                reports: reports.as_ref(),
+            });
+            let t = Instant::now();
+            match step {
+                Step::Need(Need::Votes) => {
+                    votes = Some(self.gather_votes(&request.datahost, &request.source).await);
+                    phase(&mut phases, "votes", t);
+                }
+                Step::Need(Need::Reports) => {
+                    reports = Some(self.gather_reports(&request.source, &standbys).await);
+                    phase(&mut phases, "reports", t);
+                }
+                Step::Done(d) => break d,
+            }
+        };
+        let (decision, answer, epoch) = match decision {
+            Decision::Stale => {
+                let topology = self.topology();
+                (Decision::Stale, SwitchAnswer::Stale { topology }, None)
+            }
+            Decision::Reject { rejection } => (
+                Decision::Reject {
+                    rejection: rejection.clone(),
+                },
+                SwitchAnswer::Rejected { rejection },
+                None,
+            ),
+            Decision::Approve { target } => {
+                let planned = matches!(request.kind, RequestKind::Switchover { .. });
+                match self
+                    .carry_out(&request, &target, planned, &standbys, &mut phases)
+                    .await
+                {
+                    Ok(topology) => (
+                        Decision::Approve { target },
+                        SwitchAnswer::Switched {
+                            topology: topology.clone(),
+                        },
+                        Some(topology.epoch),
+                    ),
+                    Err(error) => {
+                        let rejection = Rejection::PromotionFailed { target, error };
+                        (
+                            Decision::Reject {
+                                rejection: rejection.clone(),
+                            },
+                            SwitchAnswer::Rejected { rejection },
+                            None,
+                        )
+                    }
+                }
+            }
+        };
+        let result = match &decision {
+            Decision::Stale => "stale",
+            Decision::Approve { .. } => "approved",
+            Decision::Reject { rejection } => rejection.kind(),
+        };
+        metrics::counter!("zerodb_keeper_decisions_total", "datahost" => request.datahost.clone(), "result" => result)
+            .increment(1);
+        metrics::histogram!("zerodb_keeper_decision_seconds", "result" => result)
+            .record(started.elapsed().as_secs_f64());
+        match &decision {
+            Decision::Reject { rejection } => {
+                tracing::warn!(datahost = %request.datahost, source = %request.source, reason = ?rejection, "switch rejected")
+            }
+            Decision::Approve { target } => {
+                tracing::warn!(datahost = %request.datahost, from = %request.source, to = %target, epoch, ms = started.elapsed().as_millis() as u64, "switch approved")
+            }
+            Decision::Stale => {}
+        }
+        if !matches!(decision, Decision::Stale) {
+            self.record(DecisionRecord {
+                id: self.next_id(),
+                at_unix_ms: unix_ms(),
+                request,
+                active,
+                members,
+                votes,
+                reports,
+                decision,
+                epoch,
+                phases_ms: phases,
+            });
+        }
+        answer
+    }
+
+    /// SPEC §3 step 7: reserve an epoch (persisted), promote the target,
+    /// fence the source, persist the topology, then push it.
+    async fn carry_out(
+        self: &Arc<Self>,
+        request: &Request,
+        target: &str,
+        planned: bool,
+        standbys: &[String],
+        phases: &mut BTreeMap<&'static str, u64>,
+    ) -> Result<ClusterTopology, String> {
+        let t = &self.cfg.timings;
+        let epoch = self
+            .persist(|s| s.epoch += 1)
+            .map_err(|e| format!("cannot persist the epoch: {e}"))?
+            .epoch;
+        metrics::gauge!("zerodb_keeper_epoch").set(epoch as f64);
+        let source = request.source.as_str();
+        let order = move |kind| Order { epoch, kind };
+        let started = Instant::now();
+        if planned {
+            // Stop writes on the old source first, then let the target
+            // catch up with everything it wrote.
+            self.order(source, order(OrderKind::Fence), t.agent_timeout)
+                .await
+                .map_err(|e| format!("cannot fence the source {source}: {e}"))?;
+            let end = self
+                .agents
+                .get(source)
+                .map(|h| h.report(&self.client, t.agent_timeout));
+            let end = match end {
+                Some(f) => f.await.and_then(|r| r.binlog_end),
+                None => None,
+            };
+            if let Some(position) = end {
+                let timeout_ms = t.catch_up_timeout.as_millis() as u64;
+                self.order(
+                    target,
+                    order(OrderKind::CatchUp {
+                        position,
+                        timeout_ms,
+                    }),
+                    t.catch_up_timeout + t.agent_timeout,
+                )
+                .await
+                .map_err(|e| format!("{target} did not catch up: {e}"))?;
+            }
+            phase(phases, "fence_and_catch_up", started);
+        }
+        let p = Instant::now();
+        self.order(target, order(OrderKind::Promote), t.promote_timeout)
+            .await?;
+        phase(phases, "promote", p);
+        if !planned {
+            // Best effort, in the background: a paused or dead source does
+            // not answer, and its agent fences it when it sees the epoch.
+            let me = self.clone();
+            let source = source.to_string();
+            let timeout = t.agent_timeout;
+            tokio::spawn(async move {
+                if let Err(e) = me.order(&source, order(OrderKind::Fence), timeout).await {
+                    tracing::warn!(datasource = %source, error = %e, "source not fenced now; its agent fences it when it sees the new epoch");
+                }
+            });
+        }
+        let p = Instant::now();
+        let dh_name = request.datahost.clone();
+        let new_standbys: Vec<String> = std::iter::once(source.to_string())
+            .chain(standbys.iter().filter(|s| *s != target).cloned())
+            .collect();
+        let target_name = target.to_string();
+        let state = self
+            .persist(|s| {
+                s.topology.epoch = epoch;
+                if let Some(d) = s.topology.datahosts.iter_mut().find(|d| d.name == dh_name) {
+                    d.active = target_name.clone();
+                    d.standbys = new_standbys.clone();
+                }
+            })
+            .map_err(|e| format!("cannot persist the topology: {e}"))?;
+        self.inner()
+            .last_switch
+            .insert(request.datahost.clone(), Instant::now());
+        self.push(&state.topology);
+        phase(phases, "publish", p);
+        // Re-point the surviving standbys to the new source.
+        if let (Some(cfg), Some(addr)) = (
+            self.datahost_config(&request.datahost),
+            self.addr_of(target),
+        ) {
+            let (user, password) = cfg.replication_credentials();
+            for s in standbys.iter().filter(|s| *s != target) {
+                let me = self.clone();
+                let (s, kind) = (
+                    s.clone(),
+                    OrderKind::Follow {
+                        source: addr.clone(),
+                        user: user.clone(),
+                        password: password.clone(),
+                    },
+                );
+                let timeout = t.agent_timeout * 4;
+                tokio::spawn(async move {
+                    if let Err(e) = me.order(&s, Order { epoch, kind }, timeout).await {
+                        tracing::warn!(datasource = %s, error = %e, "standby not re-pointed; it rejoins from its agent's heartbeat");
+                    }
+                });
+            }
+        }
+        Ok(state.topology)
+    }
+
+    /// Sends `topology` to every connected proxy.
+    fn push(&self, topology: &ClusterTopology) {
+        for (name, tx) in self.connections() {
+            if tx
+                .send(FromKeeper::Topology {
+                    topology: topology.clone(),
+                })
+                .is_err()
+            {
+                tracing::debug!(proxy = %name, "push to a closing connection");
+            }
+        }
+    }
+
+    fn record(&self, r: DecisionRecord) {
+        if let Ok(v) = serde_json::to_value(&r) {
+            if let Err(e) = self.store.append_decision(&v) {
+                tracing::warn!(error = %e, "cannot append to decisions.jsonl");
+            }
+        }
+        let mut d = self.decisions.lock().unwrap_or_else(|e| e.into_inner());
+        if d.len() >= 500 {
+            d.pop_front();
+        }
+        d.push_back(r);
+    }
+
+    pub fn decisions(&self) -> Vec<DecisionRecord> {
+        self.decisions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Maintenance on or off for a dataHost (persisted).
+    pub fn set_maintenance(&self, datahost: &str, on: bool) -> Result<(), String> {
+        if self.datahost_config(datahost).is_none() {
+            return Err(format!("no dataHost named {datahost}"));
+        }
+        self.persist(|s| {
+            s.maintenance.retain(|d| d != datahost);
+            if on {
+                s.maintenance.push(datahost.to_string());
+            }
+        })
+        .map_err(|e| e.to_string())?;
+        tracing::warn!(datahost, on, "maintenance");
+        Ok(())
+    }
+
+    /// A snapshot for `/status`.
+    pub fn status(&self) -> serde_json::Value {
+        let members = self.members();
+        let inner = self.inner();
+        let proxies: Vec<_> = members
+            .iter()
+            .map(|m| {
+                let p = inner.proxies.get(&m.name);
+                serde_json::json!({
+                    "name": m.name,
+                    "lost": m.lost,
+                    "connected": p.is_some_and(|p| p.conn.is_some()),
+                    "last_seen_ms_ago": p.map(|p| p.last_seen.elapsed().as_millis() as u64),
+                })
+            })
+            .collect();
+        let agents: BTreeMap<_, _> = inner
+            .reports
+            .iter()
+            .map(|(n, (at, r))| {
+                (
+                    n.clone(),
+                    serde_json::json!({"age_ms": at.elapsed().as_millis() as u64, "report": r}),
+                )
+            })
+            .collect();
+        let maintenance: BTreeSet<_> = inner.state.maintenance.iter().cloned().collect();
+        serde_json::json!({
+            "epoch": inner.state.epoch,
+            "topology": inner.state.topology,
+            "maintenance": maintenance,
+            "proxies": proxies,
+            "agents": agents,
+            "uptime_s": self.started.elapsed().as_secs(),
+        })
+    }
+}
+
+fn phase(phases: &mut BTreeMap<&'static str, u64>, name: &'static str, since: Instant) {
+    let d = since.elapsed();
+    metrics::histogram!("zerodb_keeper_phase_seconds", "phase" => name).record(d.as_secs_f64());
+    phases.insert(name, d.as_millis() as u64);
+}
+
+/// Builds the in-process agent for a datasource without one.
+fn local_agent(cfg: &KeeperConfig, dh: &KeeperDataHostConfig, addr: &str, name: &str) -> AgentCore {
+    let ops = crate::agent::ops::MysqlOps::new(
+        name,
+        addr,
+        &dh.user,
+        &dh.password,
+        cfg.timings.agent_timeout,
+        cfg.timings.load_measure,
+        None,
+    );
+    AgentCore::new(ops, cfg.timings.promote_timeout)
+}

@@ -1,0 +1,49 @@
+//! What every zeroDB binary does the same way: log with `tracing` to
+//! stderr (filter in `ZERODB_LOG`), and stop on SIGTERM or SIGINT.
+
+/// Logs to stderr; `ZERODB_LOG` holds the filter (default `info`).
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ZERODB_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM; stop with Ctrl-C");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+    }
+}
+
+/// Binds an HTTP listener and serves `router` on it until `stop` changes.
+pub async fn serve_http(
+    what: &str,
+    addr: &str,
+    router: axum::Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(listen = %listener.local_addr()?, "{what} listening");
+    Ok(tokio::spawn(crate::admin::serve_router(
+        listener,
+        router,
+        async move {
+            let _ = stop.changed().await;
+        },
+    )))
+}
