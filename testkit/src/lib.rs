@@ -11,6 +11,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub const BACKEND_USER: &str = "zerodb";
+pub const SIGSTOP: i32 = libc::SIGSTOP;
+pub const SIGCONT: i32 = libc::SIGCONT;
 pub const BACKEND_PASSWORD: &str = "zerodb-pw";
 pub const APP_USER: &str = "app";
 pub const APP_PASSWORD: &str = "app-pw";
@@ -274,6 +276,12 @@ impl MariaDb {
             let _ = c.wait();
         }
     }
+
+    /// Starts the server again on its datadir and port (after a kill).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
 }
 
 impl Drop for MariaDb {
@@ -284,12 +292,167 @@ impl Drop for MariaDb {
     }
 }
 
+/// A zeroDB binary (proxy, keeper or agent) running with a config file
+/// of its own, logging to `<dir>/<tag>.log`.
+pub struct Daemon {
+    pub tag: String,
+    pub admin_port: u16,
+    pub dir: PathBuf,
+    bin: PathBuf,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    /// Writes `config` and starts `bin --config`; waits until `/health` on
+    /// `admin_port` answers 200.
+    pub fn start(bin: &Path, tag: &str, config: &str, admin_port: u16) -> Self {
+        let mut d = Self::spawn(bin, tag, config, admin_port);
+        d.wait_healthy();
+        d
+    }
+
+    /// Like [`Daemon::start`] without waiting.
+    pub fn spawn(bin: &Path, tag: &str, config: &str, admin_port: u16) -> Self {
+        let dir = scratch(tag);
+        std::fs::write(dir.join("config.yaml"), config).expect("write config");
+        let mut d = Self {
+            tag: tag.to_string(),
+            admin_port,
+            dir,
+            bin: bin.to_path_buf(),
+            child: None,
+        };
+        d.restart();
+        d
+    }
+
+    /// Starts the binary again with the same config (after a kill), with
+    /// `env` set; the log is appended to.
+    pub fn restart_with(&mut self, env: &[(&str, &str)]) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{}.log", self.tag)))
+            .expect("log");
+        let child = Command::new(&self.bin)
+            .arg("--config")
+            .arg(self.dir.join("config.yaml"))
+            .env(
+                "ZERODB_LOG",
+                std::env::var("ZERODB_TEST_LOG")
+                    .unwrap_or_else(|_| "info,zerodb_core=debug".into()),
+            )
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", self.bin.display()));
+        self.child = Some(child);
+    }
+
+    pub fn restart(&mut self) {
+        self.restart_with(&[]);
+    }
+
+    pub fn wait_healthy(&mut self) {
+        let started = Instant::now();
+        while self.http_get("/health").map(|(c, _)| c) != Some(200) {
+            assert!(self.is_running(), "{} exited: {}", self.tag, self.log());
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "{} did not start: {}",
+                self.tag,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{}.log", self.tag))).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// GET on the admin port: (status, body).
+    pub fn http_get(&self, path: &str) -> Option<(u16, String)> {
+        http(self.admin_port, "GET", path, None, None)
+    }
+
+    pub fn http_post(&self, path: &str, json: &str) -> Option<(u16, String)> {
+        http(self.admin_port, "POST", path, Some(json), None)
+    }
+
+    /// GET on the admin port, decoded as JSON.
+    pub fn json(&self, path: &str) -> serde_json::Value {
+        let (code, body) = self
+            .http_get(path)
+            .unwrap_or_else(|| panic!("{} {path}: no answer", self.tag));
+        assert_eq!(code, 200, "{} {path}: {body}", self.tag);
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+    }
+
+    pub fn signal(&self, sig: i32) {
+        let _ = Command::new("kill")
+            .args([format!("-{sig}"), self.pid().to_string()])
+            .status();
+    }
+
+    /// SIGKILL and wait.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        c.wait().expect("wait")
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.signal(libc::SIGCONT);
+        self.kill();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("{} log kept in {}", self.tag, self.dir.display());
+        }
+    }
+}
+
 /// The zerodb-proxy binary, running.
 pub struct Proxy {
     pub port: u16,
-    pub admin_port: u16,
-    pub dir: PathBuf,
-    child: Option<Child>,
+    pub daemon: Daemon,
+}
+
+impl std::ops::Deref for Proxy {
+    type Target = Daemon;
+    fn deref(&self) -> &Daemon {
+        &self.daemon
+    }
+}
+
+impl std::ops::DerefMut for Proxy {
+    fn deref_mut(&mut self) -> &mut Daemon {
+        &mut self.daemon
+    }
 }
 
 /// YAML for a proxy with one dataHost `dh1` (schemas `app`) over `servers`.
@@ -310,64 +473,17 @@ impl Proxy {
     /// Starts the proxy binary `bin` with `yaml` plus listen/admin on free
     /// ports, and waits for /health.
     pub fn start(bin: &Path, yaml: &str) -> Self {
-        let dir = scratch("proxy");
         let port = free_port();
         let admin_port = free_port();
         let cfg = format!("listen: 127.0.0.1:{port}\nadmin: 127.0.0.1:{admin_port}\n{yaml}");
-        let path = dir.join("proxy.yaml");
-        std::fs::write(&path, cfg).expect("write config");
-        let log = std::fs::File::create(dir.join("proxy.log")).expect("log");
-        let child = Command::new(bin)
-            .arg("--config")
-            .arg(&path)
-            .env(
-                "ZERODB_LOG",
-                std::env::var("ZERODB_TEST_LOG")
-                    .unwrap_or_else(|_| "info,zerodb_core=debug".into()),
-            )
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start zerodb-proxy");
-        let mut p = Self {
+        Self {
             port,
-            admin_port,
-            dir,
-            child: Some(child),
-        };
-        let started = Instant::now();
-        while p.http_get("/health").map(|(c, _)| c) != Some(200) {
-            assert!(p.is_running(), "proxy exited: {}", p.log());
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "proxy did not start: {}",
-                p.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
+            daemon: Daemon::start(bin, "proxy", &cfg, admin_port),
         }
-        p
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("proxy.log")).unwrap_or_default()
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
-    }
-
-    /// GET on the admin port: (status, body).
-    pub fn http_get(&self, path: &str) -> Option<(u16, String)> {
-        http(self.admin_port, "GET", path, None)
-    }
-
-    pub fn http_post(&self, path: &str, json: &str) -> Option<(u16, String)> {
-        http(self.admin_port, "POST", path, Some(json))
     }
 
     pub fn status(&self) -> serde_json::Value {
-        let (_, body) = self.http_get("/status").expect("status");
-        serde_json::from_str(&body).expect("status JSON")
+        self.json("/status")
     }
 
     /// Swaps dh1's active datasource through the admin API.
@@ -395,35 +511,6 @@ impl Proxy {
         );
         String::from_utf8_lossy(&out.stdout).trim_end().to_string()
     }
-
-    /// Sends SIGTERM and waits for the exit status.
-    pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut c = self.child.take().expect("running");
-        let _ = Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status();
-        c.wait().expect("wait proxy")
-    }
-
-    pub fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        } else {
-            eprintln!("proxy log kept in {}", self.dir.display());
-        }
-    }
 }
 
 /// Runs SQL with the mariadb CLI over TCP to 127.0.0.1:`port` (batch mode,
@@ -440,12 +527,23 @@ pub fn mariadb_cli(port: u16, user: &str, password: &str, db: &str, sql: &str) -
         .expect("run mariadb")
 }
 
-fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> Option<(u16, String)> {
+/// One HTTP/1.1 request to 127.0.0.1:`port`, with the cluster token as a
+/// bearer header when given: (status, body).
+pub fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
     let body = body.unwrap_or("");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).ok()?;
@@ -492,3 +590,6 @@ pub fn sysbench_count(report: &str, name: &str) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no `{name}` in sysbench output:\n{report}"))
 }
+
+pub mod cluster;
+pub mod relay;

@@ -150,6 +150,7 @@ impl PartialOrd for BinlogPos {
 
 /// A datasource replicating from another.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ReplicaStatus {
     /// host:port of the source it replicates from.
     pub source: String,
@@ -176,6 +177,7 @@ impl ReplicaStatus {
 
 /// What an agent (or the keeper, querying directly) knows of a datasource.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct AgentReport {
     pub datasource: String,
     /// The MySQL server answers.

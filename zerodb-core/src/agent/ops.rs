@@ -116,33 +116,42 @@ impl MysqlOps {
             ..Default::default()
         };
         let t = self.timeout;
+        // Cheap variables first. SHOW MASTER/SLAVE STATUS can block for long
+        // (on a resumed semi-sync source, behind commits awaiting an ACK):
+        // they get a slice of the timeout each, and the report stands
+        // without them.
+        let slow = t / 3;
         let got = self
             .with_conn(t, async |c| {
                 let ro: Option<u8> = c.query_first("SELECT @@global.read_only").await?;
-                let gtid: Option<String> = c
-                    .query_first("SELECT @@global.gtid_binlog_state")
-                    .await
-                    .unwrap_or(None);
-                let index: Option<String> = c
-                    .query_first("SELECT @@global.log_bin_index")
-                    .await
-                    .unwrap_or(None);
-                let datadir: Option<String> = c
-                    .query_first("SELECT @@global.datadir")
+                let vars: Option<(Option<String>, Option<String>, Option<String>)> = c
+                    .query_first(
+                        "SELECT @@global.gtid_binlog_state, @@global.log_bin_index, @@global.datadir",
+                    )
                     .await
                     .unwrap_or(None);
                 let running: Option<(String, u64)> = c
                     .query_first("SHOW GLOBAL STATUS LIKE 'Threads_running'")
                     .await?;
-                let master: Option<Row> = c.query_first("SHOW MASTER STATUS").await?;
-                let slave: Option<Row> = c.query_first("SHOW SLAVE STATUS").await?;
-                Ok((ro, gtid, index, datadir, running, master, slave))
+                // A timed-out statement leaves the connection unusable:
+                // stop asking there.
+                let master = match tokio::time::timeout(slow, c.query_first::<Row, _>("SHOW MASTER STATUS")).await {
+                    Ok(m) => m?,
+                    Err(_) => return Ok((ro, vars, running, None, None)),
+                };
+                let slave = tokio::time::timeout(slow, c.query_first::<Row, _>("SHOW SLAVE STATUS"))
+                    .await
+                    .ok()
+                    .transpose()?
+                    .flatten();
+                Ok((ro, vars, running, master, slave))
             })
             .await;
         match got {
-            Ok((ro, gtid, index, datadir, running, master, slave)) => {
+            Ok((ro, vars, running, master, slave)) => {
                 r.alive = true;
                 r.read_only = ro.map(|v| v != 0);
+                let (gtid, index, datadir) = vars.unwrap_or_default();
                 r.gtid_binlog_state = gtid.unwrap_or_default();
                 if let Some(index) = index.filter(|i| !i.is_empty()) {
                     let p = resolve(&index, datadir.as_deref());
@@ -226,24 +235,13 @@ impl MysqlOps {
     /// held by anyone with `ALL PRIVILEGES`) lose their sessions too.
     /// Returns how many sessions it ended.
     pub async fn fence(&self) -> Result<usize, OpsError> {
+        // Sessions first: `SET GLOBAL read_only` waits for commits in
+        // flight, which on a resumed semi-sync source wait for an ACK that
+        // will never come. Then once more for any that slipped in between.
         self.with_conn(self.timeout, async |c| {
+            let mut ended = end_sessions(c).await?;
             c.query_drop("SET GLOBAL read_only = ON").await?;
-            let ids: Vec<u64> = c
-                .query(
-                    "SELECT ID FROM information_schema.PROCESSLIST \
-                     WHERE ID <> CONNECTION_ID() \
-                     AND USER NOT IN ('system user', 'event_scheduler') \
-                     AND COMMAND NOT IN ('Daemon', 'Binlog Dump', 'Binlog Dump GTID', \
-                                         'Slave_IO', 'Slave_SQL', 'Slave_worker')",
-                )
-                .await?;
-            let mut ended = 0;
-            for id in ids {
-                // Gone already is fine.
-                if c.query_drop(format!("KILL CONNECTION {id}")).await.is_ok() {
-                    ended += 1;
-                }
-            }
+            ended += end_sessions(c).await?;
             Ok(ended)
         })
         .await
@@ -307,6 +305,28 @@ impl MysqlOps {
                 || g.contains(" SUPER")
         }))
     }
+}
+
+/// Ends every client session but this one (replication and system
+/// threads stay); returns how many it ended.
+async fn end_sessions(c: &mut Conn) -> Result<usize, mysql_async::Error> {
+    let ids: Vec<u64> = c
+        .query(
+            "SELECT ID FROM information_schema.PROCESSLIST \
+             WHERE ID <> CONNECTION_ID() \
+             AND USER NOT IN ('system user', 'event_scheduler') \
+             AND COMMAND NOT IN ('Daemon', 'Binlog Dump', 'Binlog Dump GTID', \
+                                 'Slave_IO', 'Slave_SQL', 'Slave_worker')",
+        )
+        .await?;
+    let mut ended = 0;
+    for id in ids {
+        // Gone already is fine.
+        if c.query_drop(format!("KILL CONNECTION {id}")).await.is_ok() {
+            ended += 1;
+        }
+    }
+    Ok(ended)
 }
 
 fn col(row: &Row, name: &str) -> Option<String> {
@@ -437,7 +457,9 @@ mod tests {
         assert_eq!(last_complete_event_end(&torn), 144);
         assert_eq!(last_complete_event_end(b"junk"), 0);
         let mut bad_len = b.clone();
-        bad_len.extend(event(3).iter().chain([0u8; 16].iter()));
+        let mut header = [0u8; 19];
+        header[9..13].copy_from_slice(&3u32.to_le_bytes());
+        bad_len.extend(header);
         assert_eq!(last_complete_event_end(&bad_len), 144);
     }
 

@@ -63,6 +63,11 @@ pub async fn run(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         Err(_) => tracing::debug!(session = id, %peer, "login timed out"),
     }
     let _ = s.client.stream.shutdown().await;
+    tracing::debug!(
+        session = id,
+        killed = s.handle.is_killed(),
+        "session closed"
+    );
     shared.registry.remove(id);
     metrics::gauge!("zerodb_client_sessions").decrement(1.0);
 }
@@ -283,6 +288,25 @@ impl Session {
             return Err(ClientError::transaction_lost(why));
         }
         let active = self.datahost.active();
+        // A datasource the probes marked down gets no new statement: it may
+        // be paused rather than dead, and what it would run when it resumes
+        // could be lost to a switch.
+        if !active.datasource.health.is_up() {
+            if self.backend.is_some() {
+                self.lose_backend(format!(
+                    "datasource '{}' was marked down by health probes",
+                    active.datasource.name
+                ));
+                if let Some(why) = &self.st.doomed {
+                    return Err(ClientError::transaction_lost(why));
+                }
+            }
+            return Err(ClientError::no_datasource(
+                &self.datahost.name,
+                &active.datasource.name,
+                "it is marked down by health probes; a switch may follow",
+            ));
+        }
         if let Some(b) = &self.backend {
             if Arc::ptr_eq(&b.ds, &active.datasource) {
                 return Ok(());

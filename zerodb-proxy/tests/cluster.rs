@@ -1,0 +1,357 @@
+//! Failover end to end (SPEC §3–§6): real keeper, agents and proxies as
+//! processes, real MariaDB replication (GTID), and caused faults —
+//! `SIGKILL`, `SIGSTOP`/`SIGCONT`, and a relay that cuts one link.
+//! docs/failover.md lists each scenario and how its fault is caused.
+
+mod common;
+
+use common::*;
+use std::collections::HashSet;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use zerodb_testkit::cluster::*;
+
+fn bins() -> Bins {
+    Bins::beside(env!("CARGO_BIN_EXE_zerodb-proxy").as_ref())
+}
+
+/// A source and a GTID replica with the `app.acks` table.
+fn pair(source_opts: &[&str], replica_opts: &[&str]) -> (MariaDb, MariaDb) {
+    let o1 = [REPLICATION_OPTIONS, source_opts].concat();
+    let o11 = [REPLICATION_OPTIONS, replica_opts].concat();
+    let m1 = MariaDb::start_with("mysql_1", 1, &o1);
+    let m11 = MariaDb::start_with("mysql_11", 11, &o11);
+    m11.replicate_from(&m1);
+    m1.sql("CREATE TABLE app.acks (id BIGINT PRIMARY KEY, writer INT)");
+    m11.catch_up(&m1);
+    (m1, m11)
+}
+
+fn one_dh(m1: &MariaDb, m11: &MariaDb) -> Vec<Dh> {
+    vec![dh("dh1", "app", vec![Ds::of(m1), Ds::of(m11)])]
+}
+
+/// Waits until `n` proxies are registered and connected.
+fn wait_registered(keeper: &Keeper, n: usize) {
+    wait_for(
+        &format!("{n} proxies registered"),
+        Duration::from_secs(15),
+        || {
+            keeper.json("/status")["proxies"]
+                .as_array()
+                .is_some_and(|p| p.iter().filter(|p| p["connected"] == true).count() == n)
+        },
+    );
+}
+
+/// The last GTID sequence number server `server_id` wrote on `db`.
+fn own_seq(db: &MariaDb, server_id: u32) -> u64 {
+    db.sql("SELECT @@gtid_binlog_state")
+        .split(',')
+        .filter_map(|g| {
+            let mut it = g.trim().split('-');
+            let (_, s, n) = (it.next()?, it.next()?, it.next()?);
+            (s.parse::<u32>().ok()? == server_id).then(|| n.parse().ok())?
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// A child process killed when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct WriterReport {
+    acked: Vec<u64>,
+    errors: serde_json::Value,
+}
+
+fn spawn_writer(port: u16, seconds: u32, id: u32) -> std::thread::JoinHandle<WriterReport> {
+    std::thread::spawn(move || {
+        let out = Command::new("python3")
+            .arg(repo_tests_dir().join("clients").join("writer.py"))
+            .args([
+                "127.0.0.1",
+                &port.to_string(),
+                APP_USER,
+                APP_PASSWORD,
+                &seconds.to_string(),
+                &id.to_string(),
+            ])
+            .output()
+            .expect("python3 writer");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "writer output: {e}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        WriterReport {
+            acked: v["acked"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|x| x.as_u64()).collect())
+                .unwrap_or_default(),
+            errors: v["errors"].clone(),
+        }
+    })
+}
+
+fn ids_on(db: &MariaDb) -> HashSet<u64> {
+    db.sql("SELECT id FROM app.acks")
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// SIGKILL of the active mariadbd, its agent alive, lenient binlog check:
+/// the switch is approved, writes through every proxy reach the new
+/// source, and the old one, restarted, comes back read-only (and rejoins
+/// as a replica when it holds nothing the new source lacks).
+#[test]
+fn sigkill_of_the_source_fails_over_and_the_old_source_returns_read_only() {
+    let bins = bins();
+    let (mut m1, m11) = pair(&[], &[]);
+    let (a1p, a11p) = (agent_port(), agent_port());
+    let dhs = one_dh(&m1, &m11);
+    let keeper = start_keeper(&bins, &dhs, &[("mysql_1", a1p), ("mysql_11", a11p)], "");
+    let _a1 = start_agent(&bins, &m1, a1p, keeper.port);
+    let _a11 = start_agent(&bins, &m11, a11p, keeper.port);
+    let p1 = start_member(&bins, "p1", keeper.port, &dhs, "");
+    let p2 = start_member(&bins, "p2", keeper.port, &dhs, "");
+    wait_registered(&keeper, 2);
+    p1.sql("INSERT INTO acks VALUES (1, 0)");
+    m11.catch_up(&m1);
+
+    let t0 = Instant::now();
+    m1.kill();
+    wait_for("both proxies on mysql_11", Duration::from_secs(20), || {
+        active_of(&p1, "dh1") == "mysql_11" && active_of(&p2, "dh1") == "mysql_11"
+    });
+    eprintln!("SIGKILL → both proxies switched in {:?}", t0.elapsed());
+    assert!(
+        keeper.reasons().iter().any(|r| r == "approve"),
+        "{:?}",
+        keeper.decisions()
+    );
+    let epoch = keeper.json("/status")["epoch"].as_u64().unwrap_or(0);
+    assert!(epoch >= 2, "a switch takes a new epoch: {epoch}");
+    assert_eq!(p1.status()["epoch"].as_u64(), Some(epoch));
+
+    // Writes through every proxy reach the new source.
+    p1.sql("INSERT INTO acks VALUES (2, 1)");
+    p2.sql("INSERT INTO acks VALUES (3, 2)");
+    assert_eq!(
+        m11.sql("SELECT COUNT(*) FROM app.acks WHERE id IN (1,2,3)"),
+        "3"
+    );
+    assert_eq!(m11.sql("SELECT @@read_only"), "0");
+
+    // The old source comes back: fenced at once, then a replica.
+    m1.restart();
+    wait_for("old source read-only", Duration::from_secs(10), || {
+        m1.try_sql("SELECT @@read_only").as_deref() == Ok("1")
+    });
+    wait_for(
+        "old source replicating from the new one",
+        Duration::from_secs(15),
+        || {
+            m1.try_sql("SHOW SLAVE STATUS")
+                .is_ok_and(|s| s.contains(&format!("\t{}\t", m11.port)))
+        },
+    );
+    p2.sql("INSERT INTO acks VALUES (4, 2)");
+    m1.catch_up(&m11);
+    assert_eq!(m1.sql("SELECT COUNT(*) FROM app.acks WHERE id = 4"), "1");
+}
+
+/// SIGSTOP of the active mariadbd ("pseudo-death") long enough to switch,
+/// then SIGCONT. Semi-synchronous replication, so that every acknowledged
+/// write is on the replica. No statement sent after the switch reaches the
+/// old server, no client is told "OK" for a write the new source lacks, and
+/// the old server ends up read-only with the sessions of users that could
+/// write despite `read_only` ended.
+#[test]
+fn sigstop_pseudo_death_switches_and_the_old_server_is_fenced() {
+    let bins = bins();
+    let (m1, m11) = pair(
+        &[
+            "--rpl-semi-sync-master-enabled=ON",
+            "--rpl-semi-sync-master-wait-point=AFTER_SYNC",
+            "--rpl-semi-sync-master-timeout=30000",
+        ],
+        &["--rpl-semi-sync-slave-enabled=ON"],
+    );
+    let (a1p, a11p) = (agent_port(), agent_port());
+    let dhs = one_dh(&m1, &m11);
+    let keeper = start_keeper(&bins, &dhs, &[("mysql_1", a1p), ("mysql_11", a11p)], "");
+    let _a1 = start_agent(&bins, &m1, a1p, keeper.port);
+    let _a11 = start_agent(&bins, &m11, a11p, keeper.port);
+    let p1 = start_member(&bins, "p1", keeper.port, &dhs, "");
+    let p2 = start_member(&bins, "p2", keeper.port, &dhs, "");
+    wait_registered(&keeper, 2);
+
+    // A session of a user holding READ_ONLY ADMIN, straight to the source.
+    let holder = Command::new("python3")
+        .args([
+            "-c",
+            "import pymysql,sys,time\n\
+             c=pymysql.connect(host='127.0.0.1',port=int(sys.argv[1]),user=sys.argv[2],password=sys.argv[3])\n\
+             print('connected',flush=True)\n\
+             time.sleep(600)",
+            &m1.port.to_string(),
+            BACKEND_USER,
+            BACKEND_PASSWORD,
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("python3");
+    let mut holder = KillOnDrop(holder);
+    let holder_id: String = {
+        wait_for("direct session open", Duration::from_secs(10), || {
+            m1.sql("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER='zerodb' AND COMMAND='Sleep'") != "0"
+        });
+        m1.sql("SELECT MAX(ID) FROM information_schema.PROCESSLIST WHERE USER='zerodb' AND COMMAND='Sleep'")
+    };
+
+    let w1 = spawn_writer(p1.port, 12, 1);
+    let w2 = spawn_writer(p2.port, 12, 2);
+    std::thread::sleep(Duration::from_secs(2));
+    m1.signal(SIGSTOP);
+    let paused_at = Instant::now();
+    wait_for("both proxies on mysql_11", Duration::from_secs(20), || {
+        active_of(&p1, "dh1") == "mysql_11" && active_of(&p2, "dh1") == "mysql_11"
+    });
+    eprintln!(
+        "SIGSTOP → both proxies switched in {:?}",
+        paused_at.elapsed()
+    );
+    // Writes go on against the new source while the old one sleeps.
+    std::thread::sleep(Duration::from_secs(2));
+    m1.signal(SIGCONT);
+    let (r1, r2) = (w1.join().expect("writer 1"), w2.join().expect("writer 2"));
+    eprintln!("writer errors: {} / {}", r1.errors, r2.errors);
+
+    wait_for("old server read-only", Duration::from_secs(20), || {
+        m1.try_sql("SELECT @@read_only").as_deref() == Ok("1")
+    });
+    wait_for(
+        "the READ_ONLY ADMIN session ended",
+        Duration::from_secs(10),
+        || {
+            m1.sql(&format!(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = {holder_id}"
+            )) == "0"
+        },
+    );
+    let _ = holder.0.kill();
+
+    // No client was told OK for a write the new source lacks.
+    let on_new = ids_on(&m11);
+    let acked: Vec<u64> = r1.acked.iter().chain(&r2.acked).copied().collect();
+    let missing: Vec<&u64> = acked.iter().filter(|id| !on_new.contains(id)).collect();
+    assert!(!acked.is_empty());
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged writes missing on the new source: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+
+    // No statement sent after the switch reached the old server: besides
+    // the two writers' statements in flight at the pause, nothing new was
+    // written there under its own server id.
+    let on_old = ids_on(&m1);
+    let only_old: Vec<&u64> = on_old.difference(&on_new).collect();
+    assert!(
+        only_old.len() <= 2,
+        "the old server holds writes the new one lacks beyond the 2 in flight: {only_old:?}"
+    );
+    let seq_before = own_seq(&m1, 1);
+    p1.sql("INSERT INTO acks VALUES (99, 9)");
+    p2.sql("INSERT INTO acks VALUES (100, 9)");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        own_seq(&m1, 1),
+        seq_before,
+        "a write reached the old server"
+    );
+}
+
+/// A forged peer without the token can neither register, heartbeat,
+/// request a switch, nor order an agent.
+#[test]
+fn requests_without_the_token_are_refused() {
+    let bins = bins();
+    let (m1, m11) = pair(&[], &[]);
+    let a1p = agent_port();
+    let dhs = one_dh(&m1, &m11);
+    let keeper = start_keeper(&bins, &dhs, &[("mysql_1", a1p)], "");
+    let _a1 = start_agent(&bins, &m1, a1p, keeper.port);
+    let forged = |port: u16, method: &str, path: &str, body: &str, token: Option<&str>| {
+        zerodb_testkit::http(port, method, path, Some(body), token)
+            .map(|(c, _)| c)
+            .unwrap_or(0)
+    };
+    // The proxies' WebSocket and the agents' heartbeat.
+    assert_eq!(forged(keeper.port, "GET", "/v1/proxy", "", None), 401);
+    assert_eq!(
+        forged(keeper.port, "GET", "/v1/proxy", "", Some("wrong")),
+        401
+    );
+    let hb =
+        r#"{"datasource":"mysql_1","listen":"x","report":{"datasource":"mysql_1","alive":true}}"#;
+    assert_eq!(
+        forged(keeper.port, "POST", "/v1/agent/heartbeat", hb, None),
+        401
+    );
+    assert_eq!(
+        forged(keeper.port, "POST", "/v1/agent/heartbeat", hb, Some(TOKEN)),
+        200
+    );
+    // An operator's switchover and maintenance.
+    let sw = r#"{"datahost":"dh1","target":"mysql_11"}"#;
+    assert_eq!(
+        forged(keeper.admin_port, "POST", "/switchover", sw, None),
+        401
+    );
+    assert_eq!(
+        forged(
+            keeper.admin_port,
+            "POST",
+            "/maintenance",
+            r#"{"datahost":"dh1","on":true}"#,
+            None
+        ),
+        401
+    );
+    // An agent's orders.
+    let promote = r#"{"epoch":99,"order":"fence"}"#;
+    assert_eq!(forged(a1p, "POST", "/v1/order", promote, None), 401);
+    assert_eq!(forged(a1p, "GET", "/v1/report", "", Some("nope")), 401);
+    assert_eq!(m1.sql("SELECT @@read_only"), "0", "nothing was fenced");
+    // With the token, an order under an old epoch is refused too.
+    let (code, _) = zerodb_testkit::http(a1p, "POST", "/v1/order", Some(r#"{"epoch":5,"order":"catch_up","position":{"file":"x.000001","pos":4},"timeout_ms":1}"#), Some(TOKEN)).expect("agent");
+    assert_ne!(code, 401);
+    let (code, body) = zerodb_testkit::http(
+        a1p,
+        "POST",
+        "/v1/order",
+        Some(r#"{"epoch":1,"order":"fence"}"#),
+        Some(TOKEN),
+    )
+    .expect("agent");
+    assert_eq!(code, 409, "{body}");
+    assert_eq!(m1.sql("SELECT @@read_only"), "0");
+    assert!(
+        keeper.json("/status")["proxies"]
+            .as_array()
+            .is_some_and(|p| p.is_empty()),
+        "nobody registered"
+    );
+}
