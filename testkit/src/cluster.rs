@@ -219,11 +219,22 @@ pub fn agent_port() -> u16 {
 }
 
 pub fn start_agent(bins: &Bins, db: &MariaDb, port: u16, keeper_port: u16) -> Agent {
+    start_agent_with(bins, db, port, keeper_port, "")
+}
+
+/// [`start_agent`] with more keys under `datasource` (e.g. `binlog_index`).
+pub fn start_agent_with(
+    bins: &Bins,
+    db: &MariaDb,
+    port: u16,
+    keeper_port: u16,
+    datasource_extra: &str,
+) -> Agent {
     let admin = free_port();
     let y = format!(
         "listen: 127.0.0.1:{port}\nadmin: 127.0.0.1:{admin}\ntoken: {TOKEN}\nkeeper: 127.0.0.1:{keeper_port}\n\
          heartbeat_interval: 200ms\ntimeout: 800ms\n\
-         datasource: {{name: {}, addr: \"{}\", user: {BACKEND_USER}, password: {BACKEND_PASSWORD}}}\n",
+         datasource: {{name: {}, addr: \"{}\", user: {BACKEND_USER}, password: {BACKEND_PASSWORD}{datasource_extra}}}\n",
         db.name,
         db.addr()
     );

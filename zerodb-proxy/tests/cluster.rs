@@ -9,40 +9,6 @@ use common::*;
 use std::collections::HashSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use zerodb_testkit::cluster::*;
-
-fn bins() -> Bins {
-    Bins::beside(env!("CARGO_BIN_EXE_zerodb-proxy").as_ref())
-}
-
-/// A source and a GTID replica with the `app.acks` table.
-fn pair(source_opts: &[&str], replica_opts: &[&str]) -> (MariaDb, MariaDb) {
-    let o1 = [REPLICATION_OPTIONS, source_opts].concat();
-    let o11 = [REPLICATION_OPTIONS, replica_opts].concat();
-    let m1 = MariaDb::start_with("mysql_1", 1, &o1);
-    let m11 = MariaDb::start_with("mysql_11", 11, &o11);
-    m11.replicate_from(&m1);
-    m1.sql("CREATE TABLE app.acks (id BIGINT PRIMARY KEY, writer INT)");
-    m11.catch_up(&m1);
-    (m1, m11)
-}
-
-fn one_dh(m1: &MariaDb, m11: &MariaDb) -> Vec<Dh> {
-    vec![dh("dh1", "app", vec![Ds::of(m1), Ds::of(m11)])]
-}
-
-/// Waits until `n` proxies are registered and connected.
-fn wait_registered(keeper: &Keeper, n: usize) {
-    wait_for(
-        &format!("{n} proxies registered"),
-        Duration::from_secs(15),
-        || {
-            keeper.json("/status")["proxies"]
-                .as_array()
-                .is_some_and(|p| p.iter().filter(|p| p["connected"] == true).count() == n)
-        },
-    );
-}
 
 /// The last GTID sequence number server `server_id` wrote on `db`.
 fn own_seq(db: &MariaDb, server_id: u32) -> u64 {

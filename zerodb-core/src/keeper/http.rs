@@ -184,7 +184,14 @@ async fn proxy_session(k: Arc<Keeper>, socket: WebSocket) {
             }
             continue;
         };
-        k.heartbeat(&name, conn);
+        if !k.heartbeat(&name, conn) {
+            // Removed by an operator, or replaced by a newer connection:
+            // the proxy must register again to count.
+            let _ = tx.send(FromKeeper::Refused {
+                reason: "not registered on this connection; register again".into(),
+            });
+            break;
+        }
         match serde_json::from_str::<ToKeeper>(&t) {
             Ok(ToKeeper::Heartbeat) | Ok(ToKeeper::Register { .. }) => {}
             Ok(ToKeeper::Vote { id, down }) => k.vote_answered(id, down),
@@ -219,5 +226,13 @@ async fn proxy_session(k: Arc<Keeper>, socket: WebSocket) {
         }
     }
     k.disconnected(&name, conn);
-    writer.abort();
+    // Let what is queued (a refusal, a last answer) go out, briefly.
+    drop(tx);
+    let abort = writer.abort_handle();
+    if tokio::time::timeout(Duration::from_millis(300), writer)
+        .await
+        .is_err()
+    {
+        abort.abort();
+    }
 }

@@ -274,11 +274,15 @@ impl Keeper {
         Ok(inner.state.topology.clone())
     }
 
-    pub fn heartbeat(&self, name: &str, conn: u64) {
-        if let Some(p) = self.inner().proxies.get_mut(name) {
-            if p.conn.as_ref().is_some_and(|(id, _)| *id == conn) {
+    /// Records a sign of life on `conn`; `false` when that connection no
+    /// longer stands for a member (it was removed, or replaced).
+    pub fn heartbeat(&self, name: &str, conn: u64) -> bool {
+        match self.inner().proxies.get_mut(name) {
+            Some(p) if p.conn.as_ref().is_some_and(|(id, _)| *id == conn) => {
                 p.last_seen = Instant::now();
+                true
             }
+            _ => false,
         }
     }
 
