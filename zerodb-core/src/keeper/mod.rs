@@ -452,6 +452,7 @@ impl Keeper {
 
     async fn gather_votes(&self, datahost: &str, source: &str) -> BTreeMap<String, Vote> {
         let conns = self.connections();
+        let deadline = tokio::time::Instant::now() + self.cfg.timings.vote_timeout;
         let mut waits = Vec::new();
         let mut votes = BTreeMap::new();
         for (name, tx) in conns {
@@ -470,22 +471,16 @@ impl Keeper {
                 votes.insert(name, Vote::NoAnswer);
                 continue;
             }
-            waits.push(async move { (name, id, vrx.await) });
+            waits.push(async move {
+                let vote = match tokio::time::timeout_at(deadline, vrx).await {
+                    Ok(Ok(true)) => Vote::Down,
+                    Ok(Ok(false)) => Vote::Up,
+                    _ => Vote::NoAnswer,
+                };
+                (name, vote)
+            });
         }
-        let timeout = self.cfg.timings.vote_timeout;
-        let all = futures_util::future::join_all(waits);
-        let answered = match tokio::time::timeout(timeout, all).await {
-            Ok(v) => v,
-            Err(_) => Vec::new(),
-        };
-        for (name, _, r) in answered {
-            let v = match r {
-                Ok(true) => Vote::Down,
-                Ok(false) => Vote::Up,
-                Err(_) => Vote::NoAnswer,
-            };
-            votes.insert(name, v);
-        }
+        votes.extend(futures_util::future::join_all(waits).await);
         // Whoever did not answer in time (or is not connected).
         let names: Vec<String> = self.inner().proxies.keys().cloned().collect();
         for m in names {
