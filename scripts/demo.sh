@@ -1,25 +1,28 @@
 #!/usr/bin/env bash
-# zeroDB demo: a MariaDB primary and a GTID replica on local ports, and
-# zerodb-proxy in front of them. Ctrl-C stops everything.
+# zeroDB demo: a MariaDB primary and a GTID replica on local ports, an agent
+# beside each, zerodb-keeper, and zerodb-proxy in front. Ctrl-C stops
+# everything.
 #
-#   scripts/demo.sh            # proxy on 127.0.0.1:3307, admin on :9307
+#   scripts/demo.sh            # proxy on 127.0.0.1:3307, admin on :9307, keeper admin on :9700
 #
 # Then, in another terminal:
 #   mariadb -h127.0.0.1 -P3307 -uapp -papp-pw app
 #   curl -s localhost:9307/status | python3 -m json.tool
-#   # a planned swap to the replica (epoch must grow):
-#   curl -s -XPOST localhost:9307/topology/swap -d '{"datahost":"dh1","datasource":"mysql_11","epoch":1}' \
-#        -H 'content-type: application/json'
+#   kill -9 $(cat .demo/mysql_1/pid)          # the proxy switches to mysql_11
+#   curl -s localhost:9700/decisions | python3 -m json.tool
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 scripts/deps.sh
-cargo build --release --locked -p zerodb-proxy
+cargo build --release --locked -p zerodb-proxy -p zerodb-keeper -p zerodb-agent
 demo=$root/.demo
 PRIMARY_PORT=${PRIMARY_PORT:-13306}
 REPLICA_PORT=${REPLICA_PORT:-13316}
 PROXY_PORT=${PROXY_PORT:-3307}
 ADMIN_PORT=${ADMIN_PORT:-9307}
+KEEPER_PORT=${KEEPER_PORT:-7700}
+KEEPER_ADMIN_PORT=${KEEPER_ADMIN_PORT:-9700}
+TOKEN=${TOKEN:-demo-token}
 
 pids=()
 cleanup() {
@@ -60,10 +63,41 @@ if [ "$(sql mysql_11 "SELECT COUNT(*) FROM information_schema.SLAVE_STATUS" 2>/d
     MASTER_PASSWORD='repl', MASTER_USE_GTID=slave_pos; START SLAVE;" || true
 fi
 
+cat >"$demo/keeper.yaml" <<YAML
+listen: 127.0.0.1:$KEEPER_PORT
+admin: 127.0.0.1:$KEEPER_ADMIN_PORT
+token: $TOKEN
+state_dir: $demo/keeper-state
+session_timeout: 2s
+cooldown: 10s
+datahosts:
+  - name: dh1
+    user: zerodb
+    password: zerodb-pw
+    replication_user: repl
+    replication_password: repl
+    datasources:
+      - {name: mysql_1, addr: "127.0.0.1:$PRIMARY_PORT", agent: "127.0.0.1:7801"}
+      - {name: mysql_11, addr: "127.0.0.1:$REPLICA_PORT", agent: "127.0.0.1:7811"}
+YAML
+agent_yaml() { # name port control admin
+  cat >"$demo/agent-$1.yaml" <<YAML
+listen: 127.0.0.1:$3
+admin: 127.0.0.1:$4
+token: $TOKEN
+keeper: 127.0.0.1:$KEEPER_PORT
+datasource: {name: $1, addr: "127.0.0.1:$2", user: zerodb, password: zerodb-pw}
+YAML
+}
+agent_yaml mysql_1 "$PRIMARY_PORT" 7801 9801
+agent_yaml mysql_11 "$REPLICA_PORT" 7811 9811
+
 cat >"$demo/proxy.yaml" <<YAML
 name: demo-proxy
 listen: 127.0.0.1:$PROXY_PORT
 admin: 127.0.0.1:$ADMIN_PORT
+keeper: 127.0.0.1:$KEEPER_PORT
+token: $TOKEN
 users:
   - {name: app, password: app-pw}
 datahosts:
@@ -84,11 +118,23 @@ zeroDB demo is up.
   replica  mysql_11  127.0.0.1:$REPLICA_PORT   (replicates mysql_1 with GTID)
   proxy              127.0.0.1:$PROXY_PORT     user app / app-pw, schema app
   admin              http://127.0.0.1:$ADMIN_PORT/{health,status,sessions,metrics}
+  keeper             http://127.0.0.1:$KEEPER_ADMIN_PORT/{status,decisions,metrics}  (token $TOKEN)
+  agents             http://127.0.0.1:9801/status  http://127.0.0.1:9811/status
+
+  kill -9 \$(cat $demo/mysql_1/pid)   # unplanned failover to mysql_11
+  curl -s -XPOST localhost:$KEEPER_ADMIN_PORT/switchover -H 'authorization: Bearer $TOKEN' \\
+       -H 'content-type: application/json' -d '{"datahost":"dh1"}'   # planned switchover
 
   mariadb -h127.0.0.1 -P$PROXY_PORT -uapp -papp-pw app
 
 Ctrl-C stops everything (data stays in .demo/).
 MSG
+target/release/zerodb-keeper --config "$demo/keeper.yaml" 2>"$demo/keeper.log" &
+pids+=($!)
+target/release/zerodb-agent --config "$demo/agent-mysql_1.yaml" 2>"$demo/agent-mysql_1.log" &
+pids+=($!)
+target/release/zerodb-agent --config "$demo/agent-mysql_11.yaml" 2>"$demo/agent-mysql_11.log" &
+pids+=($!)
 target/release/zerodb-proxy --config "$demo/proxy.yaml" &
 pids+=($!)
 wait "${pids[-1]}"
