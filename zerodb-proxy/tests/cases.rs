@@ -325,6 +325,42 @@ fn keeper_restart_keeps_epochs_growing() {
     let e2 = p1.status()["epoch"].as_u64().unwrap_or(0);
     assert!(e2 > e1, "epoch {e2} after {e1}");
     assert_eq!(p1.sql("SELECT COUNT(*) FROM acks"), "2");
+
+    // A proxy that stops cleanly leaves the cluster: it cannot block a switch.
+    let mut p2 = p2;
+    assert!(p2.terminate().success());
+    wait_for("p2 unregistered", LONG, || {
+        keeper.json("/status")["proxies"]
+            .as_array()
+            .is_some_and(|ps| ps.len() == 1 && ps[0]["name"] == "p1")
+    });
+}
+
+/// Maintenance: no automatic switch while it is on (persisted), however
+/// dead the source; off again, the pending failover goes through.
+#[test]
+fn maintenance_stops_automatic_switches() {
+    let bins = bins();
+    let (mut m1, m11) = pair(&[], &[]);
+    let dhs = one_dh(&m1, &m11);
+    let keeper = start_keeper(&bins, &dhs, &[], "");
+    let p1 = start_member(&bins, "p1", keeper.port, &dhs, "");
+    wait_registered(&keeper, 1);
+    let (code, body) = keeper.act("/maintenance", r#"{"datahost":"dh1","on":true}"#);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(keeper.json("/status")["maintenance"][0], "dh1");
+
+    m1.kill();
+    wait_for("Maintenance rejections", LONG, || {
+        count(&keeper, "Maintenance") >= 2
+    });
+    assert_eq!(active_of(&p1, "dh1"), "mysql_1");
+
+    let (code, _) = keeper.act("/maintenance", r#"{"datahost":"dh1","on":false}"#);
+    assert_eq!(code, 200);
+    wait_for("switched after maintenance", LONG, || {
+        active_of(&p1, "dh1") == "mysql_11"
+    });
 }
 
 /// One proxy, the keeper inside it, no agents: it fails over alone.

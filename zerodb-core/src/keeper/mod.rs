@@ -319,10 +319,19 @@ impl Keeper {
                 .filter(|(_, p)| now.duration_since(p.last_seen) > timeout + after)
                 .map(|(n, _)| n.clone())
                 .collect();
-            for n in gone {
-                tracing::warn!(proxy = %n, "lost proxy dropped (drop_lost_proxy_after)");
-                inner.proxies.remove(&n);
-                inner.state.proxies.retain(|p| *p != n);
+            if !gone.is_empty() {
+                let mut next = inner.state.clone();
+                next.proxies.retain(|p| !gone.contains(p));
+                match self.store.save(&next) {
+                    Ok(()) => {
+                        inner.state = next;
+                        for n in gone {
+                            tracing::warn!(proxy = %n, "lost proxy dropped (drop_lost_proxy_after)");
+                            inner.proxies.remove(&n);
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot persist dropping lost proxies"),
+                }
             }
         }
         inner
