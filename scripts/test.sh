@@ -5,4 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
+# The failover tests run the keeper and agent binaries too: build them all.
+cargo build --workspace --locked
 cargo test --workspace --locked "$@"
