@@ -35,6 +35,8 @@ pub struct Cluster {
     /// DataHosts with a switch request flow running.
     in_flight: Mutex<HashSet<String>>,
     back_online_running: AtomicBool,
+    /// The last switch request's outcome per dataHost, for errors.
+    last_outcome: Mutex<HashMap<String, String>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -70,6 +72,7 @@ impl Cluster {
             want_connected: watch::channel(true).0,
             in_flight: Mutex::new(HashSet::new()),
             back_online_running: AtomicBool::new(false),
+            last_outcome: Mutex::new(HashMap::new()),
         });
         let _ = shared.cluster.set(c.clone());
         c
@@ -82,6 +85,11 @@ impl Cluster {
 
     pub fn mode(&self) -> Mode {
         lock(&self.rules).mode()
+    }
+
+    /// What the last switch request for `datahost` came to.
+    pub fn last_outcome(&self, datahost: &str) -> Option<String> {
+        lock(&self.last_outcome).get(datahost).cloned()
     }
 
     pub fn is_connected(&self) -> bool {
@@ -350,6 +358,12 @@ impl Cluster {
             };
             metrics::counter!("zerodb_switch_requests_total", "datahost" => datahost.clone(), "outcome" => label)
                 .increment(1);
+            let text = match &outcome {
+                Outcome::Rejected(r) => format!("the keeper rejected the switch: {r:?}"),
+                Outcome::KeeperUnreachable => "the keeper cannot be reached".to_string(),
+                Outcome::Switched => "switched".to_string(),
+            };
+            lock(&self.last_outcome).insert(datahost.clone(), text);
             let action = lock(&self.rules).on_outcome(&datahost, &outcome);
             self.act(action).await;
             if outcome == Outcome::Switched || self.mode() != Mode::Online {

@@ -109,6 +109,8 @@ pub struct ProxyConfig {
     pub cluster: ClusterConfig,
     /// Settings of the keeper run with `keeper: embedded`.
     pub embedded_keeper: EmbeddedKeeperConfig,
+    /// Holding statements while a switch is under way.
+    pub buffer: BufferConfig,
     /// The seed's policy keys, flat at the top level.
     #[serde(flatten)]
     pub policy: Policy,
@@ -139,6 +141,27 @@ impl Default for ClusterConfig {
             request_timeout: Duration::from_secs(5),
             switch_retry_interval: Duration::from_millis(500),
             reconnect_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Buffering (config keys under `buffer:`): in a cluster, a statement for
+/// a dataHost whose active datasource is down waits for the switch.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BufferConfig {
+    /// How long a statement may wait; `0` turns buffering off.
+    #[serde(with = "duration")]
+    pub window: Duration,
+    /// Most statements waiting per dataHost; more fail at once.
+    pub max_queue: usize,
+}
+
+impl Default for BufferConfig {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(10),
+            max_queue: 10_000,
         }
     }
 }
@@ -230,12 +253,13 @@ impl Default for ProxyConfig {
             token: None,
             cluster: ClusterConfig::default(),
             embedded_keeper: EmbeddedKeeperConfig::default(),
+            buffer: BufferConfig::default(),
             policy: Policy::default(),
         }
     }
 }
 
-const PROXY_KEYS: [&str; 16] = [
+const PROXY_KEYS: [&str; 17] = [
     "name",
     "listen",
     "admin",
@@ -252,6 +276,7 @@ const PROXY_KEYS: [&str; 16] = [
     "token",
     "cluster",
     "embedded_keeper",
+    "buffer",
 ];
 
 /// Loads `path` (YAML unless it ends in `.toml`) merged with `ZERODB_*`

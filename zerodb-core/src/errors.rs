@@ -94,6 +94,22 @@ impl ClientError {
         )
     }
 
+    /// A statement waited for a switch that did not come in time.
+    pub fn switch_timeout(
+        datahost: &str,
+        datasource: &str,
+        window: std::time::Duration,
+        why: &str,
+    ) -> Self {
+        Self::new(
+            9106,
+            "HY000",
+            format!(
+                "zeroDB: datasource '{datasource}' of dataHost '{datahost}' is down and no switch came within {window:?}: {why}"
+            ),
+        )
+    }
+
     /// The backend went away while running the statement: it may or may not
     /// have been applied.
     pub fn backend_lost(datasource: &str, why: &str) -> Self {

@@ -61,6 +61,19 @@ pub fn starts_with_keyword(sql: &[u8], kw: &str) -> bool {
     w.eq_ignore_ascii_case(kw.as_bytes())
 }
 
+/// Whether the word `kw` (upper case) appears anywhere in `sql` as a whole
+/// word, case-insensitively. Strings and comments are not skipped: a use
+/// for conservative checks, where a false "yes" only costs caution.
+pub fn contains_keyword(sql: &[u8], kw: &str) -> bool {
+    let kw = kw.as_bytes();
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'$';
+    sql.windows(kw.len()).enumerate().any(|(i, w)| {
+        w.eq_ignore_ascii_case(kw)
+            && (i == 0 || !ident(sql[i - 1]))
+            && sql.get(i + kw.len()).is_none_or(|c| !ident(*c))
+    })
+}
+
 /// Reads an identifier, bare or back-quoted; returns it and what follows.
 fn identifier(s: &[u8]) -> Option<(Vec<u8>, &[u8])> {
     let s = skip_noise(s);
@@ -477,5 +490,14 @@ mod tests {
             let s = format!("{prefix}CONNECTION_ID(){suffix}");
             let _ = rewrite_connection_id(s.as_bytes(), 9);
         }
+    }
+
+    #[test]
+    fn keyword_search_is_by_whole_word() {
+        assert!(contains_keyword(b"select * from t for update", "FOR"));
+        assert!(contains_keyword(b"SELECT a INTO @x FROM t", "INTO"));
+        assert!(!contains_keyword(b"select format(1,2) from fortune", "FOR"));
+        assert!(contains_keyword(b"select GET_LOCK('a', 1)", "GET_LOCK"));
+        assert!(!contains_keyword(b"select get_lock_x()", "GET_LOCK"));
     }
 }

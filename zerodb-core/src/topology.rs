@@ -36,6 +36,19 @@ pub struct DataHost {
     pub schemas: Vec<String>,
     pub datasources: Vec<Arc<Datasource>>,
     active: ArcSwap<Active>,
+    /// Bumped on every swap (buffered statements wait on it).
+    swaps: tokio::sync::watch::Sender<u64>,
+    /// Statements waiting for a usable active datasource.
+    buffered: std::sync::atomic::AtomicUsize,
+}
+
+/// A place in a dataHost's statement buffer, given back on drop.
+pub struct BufferSlot<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for BufferSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 impl DataHost {
@@ -58,7 +71,22 @@ impl DataHost {
                 datasource: first,
                 epoch,
             }),
+            swaps: tokio::sync::watch::channel(0).0,
+            buffered: Default::default(),
         })
+    }
+
+    /// A receiver that changes on every swap of the active datasource.
+    pub fn watch_swaps(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.swaps.subscribe()
+    }
+
+    /// A place among at most `max` statements waiting on this dataHost.
+    pub fn buffer_slot(&self, max: usize) -> Option<BufferSlot<'_>> {
+        use std::sync::atomic::Ordering;
+        let n = self.buffered.fetch_add(1, Ordering::AcqRel);
+        let slot = BufferSlot(&self.buffered);
+        (n < max).then_some(slot)
     }
 
     /// The active datasource now.
@@ -186,6 +214,7 @@ impl Topology {
                 datasource: ds.clone(),
                 epoch,
             }));
+            dh.swaps.send_modify(|n| *n += 1);
             if !Arc::ptr_eq(&old.datasource, &ds) {
                 old.datasource.pool.set_enabled(false);
                 tracing::warn!(datahost = %dh.name, from = %old.datasource.name, to = %ds.name, epoch, "active datasource swapped");

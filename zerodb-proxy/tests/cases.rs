@@ -344,7 +344,7 @@ fn maintenance_stops_automatic_switches() {
     let (mut m1, m11) = pair(&[], &[]);
     let dhs = one_dh(&m1, &m11);
     let keeper = start_keeper(&bins, &dhs, &[], "");
-    let p1 = start_member(&bins, "p1", keeper.port, &dhs, "");
+    let p1 = start_member(&bins, "p1", keeper.port, &dhs, "buffer: {window: 2s}\n");
     wait_registered(&keeper, 1);
     let (code, body) = keeper.act("/maintenance", r#"{"datahost":"dh1","on":true}"#);
     assert_eq!(code, 200, "{body}");
@@ -355,6 +355,15 @@ fn maintenance_stops_automatic_switches() {
         count(&keeper, "Maintenance") >= 2
     });
     assert_eq!(active_of(&p1, "dh1"), "mysql_1");
+    // A statement waits out the buffer window, then fails naming why.
+    let t = Instant::now();
+    let out = p1.cli(APP_USER, APP_PASSWORD, "app", "SELECT 1");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("9106") && err.contains("Maintenance"), "{err}");
+    assert!(
+        t.elapsed() >= Duration::from_secs(2),
+        "it waited the window"
+    );
 
     let (code, _) = keeper.act("/maintenance", r#"{"datahost":"dh1","on":false}"#);
     assert_eq!(code, 200);

@@ -98,6 +98,10 @@ enum Flow {
 enum Fail {
     /// Answer the client with this error and go on.
     Client(ClientError),
+    /// The backend was lost before any byte of its answer reached the
+    /// client (a statement safe to run again may be retried); otherwise
+    /// answered like `Client`.
+    Unanswered(ClientError),
     /// The client is gone or cannot be answered: end the session.
     Close,
 }
@@ -232,7 +236,7 @@ impl Session {
         match result {
             Ok(()) => Flow::Continue,
             Err(Fail::Close) => Flow::Close,
-            Err(Fail::Client(e)) => {
+            Err(Fail::Client(e) | Fail::Unanswered(e)) => {
                 metrics::counter!("zerodb_proxy_errors_total", "code" => e.code.to_string())
                     .increment(1);
                 self.reply_err(e).await
@@ -287,10 +291,11 @@ impl Session {
         if let Some(why) = &self.st.doomed {
             return Err(ClientError::transaction_lost(why));
         }
-        let active = self.datahost.active();
+        let mut active = self.datahost.active();
         // A datasource the probes marked down gets no new statement: it may
         // be paused rather than dead, and what it would run when it resumes
-        // could be lost to a switch.
+        // could be lost to a switch. Outside a transaction the statement
+        // waits for the switch instead (buffering).
         if !active.datasource.health.is_up() {
             if self.backend.is_some() {
                 self.lose_backend(format!(
@@ -301,11 +306,7 @@ impl Session {
                     return Err(ClientError::transaction_lost(why));
                 }
             }
-            return Err(ClientError::no_datasource(
-                &self.datahost.name,
-                &active.datasource.name,
-                "it is marked down by health probes; a switch may follow",
-            ));
+            active = self.await_usable_active().await?;
         }
         if let Some(b) = &self.backend {
             if Arc::ptr_eq(&b.ds, &active.datasource) {
@@ -321,13 +322,8 @@ impl Session {
             tracing::info!(session = self.id(), from = %b.ds.name, to = %active.datasource.name, epoch = active.epoch, "session moves");
             self.release_backend();
         }
-        let ds = active.datasource.clone();
+        let (ds, mut conn) = self.acquire(active).await?;
         let no_ds = |why: String| ClientError::no_datasource(&self.datahost.name, &ds.name, &why);
-        let mut conn = ds
-            .pool
-            .acquire(self.key)
-            .await
-            .map_err(|e| no_ds(e.to_string()))?;
         match self.st.replay(&mut conn).await {
             Ok(()) => {}
             Err(state::ReplayError::Server(e)) => return Err(e),
@@ -342,6 +338,98 @@ impl Session {
         let down = ds.health.watch_down();
         self.backend = Some(Bound { conn, ds, down });
         Ok(())
+    }
+
+    /// A connection to the active datasource. In a cluster, a datasource
+    /// that refuses connections may be dying: rather than fail at once,
+    /// wait as long as the probes need to decide, and if they mark it down,
+    /// wait for the switch like any buffered statement.
+    async fn acquire(
+        &mut self,
+        mut active: Arc<crate::topology::Active>,
+    ) -> Result<(Arc<Datasource>, PooledConn), ClientError> {
+        let h = self.shared.config.health.clone();
+        let verdict = (h.interval + h.timeout) * h.fall + h.interval;
+        let started = Instant::now();
+        loop {
+            let ds = active.datasource.clone();
+            match ds.pool.acquire(self.key).await {
+                Ok(c) => return Ok((ds, c)),
+                Err(e) => {
+                    let waiting = self.shared.cluster.get().is_some()
+                        && !self.shared.config.buffer.window.is_zero()
+                        && started.elapsed() < verdict;
+                    if !waiting {
+                        return Err(ClientError::no_datasource(
+                            &self.datahost.name,
+                            &ds.name,
+                            &e.to_string(),
+                        ));
+                    }
+                }
+            }
+            tokio::time::sleep(h.interval.min(Duration::from_millis(50))).await;
+            active = self.datahost.active();
+            if !active.datasource.health.is_up() {
+                active = self.await_usable_active().await?;
+            }
+        }
+    }
+
+    /// Waits (bounded by `buffer.window`, at most `buffer.max_queue`
+    /// statements per dataHost) until the dataHost's active datasource
+    /// answers again or a new one is pushed. Only a proxy in a cluster
+    /// waits: elsewhere no switch can come.
+    async fn await_usable_active(&mut self) -> Result<Arc<crate::topology::Active>, ClientError> {
+        let dh = self.datahost.clone();
+        let cfg = &self.shared.config.buffer;
+        let down =
+            |why: &str| ClientError::no_datasource(&dh.name, &dh.active().datasource.name, why);
+        let Some(cluster) = self.shared.cluster.get().cloned() else {
+            return Err(down("it is marked down by health probes"));
+        };
+        if cfg.window.is_zero() {
+            return Err(down(
+                "it is marked down by health probes; a switch may follow",
+            ));
+        }
+        let Some(_slot) = dh.buffer_slot(cfg.max_queue) else {
+            metrics::counter!("zerodb_buffer_overflows_total", "datahost" => dh.name.clone())
+                .increment(1);
+            return Err(down("it is marked down and the statement buffer is full"));
+        };
+        let started = Instant::now();
+        metrics::counter!("zerodb_buffered_statements_total", "datahost" => dh.name.clone())
+            .increment(1);
+        let mut swaps = dh.watch_swaps();
+        let handle = self.handle.clone();
+        loop {
+            let active = dh.active();
+            if active.datasource.health.is_up() {
+                metrics::histogram!("zerodb_buffer_wait_seconds", "datahost" => dh.name.clone())
+                    .record(started.elapsed().as_secs_f64());
+                return Ok(active);
+            }
+            let left = cfg.window.saturating_sub(started.elapsed());
+            if left.is_zero() || !self.shared.is_online() {
+                metrics::counter!("zerodb_buffer_timeouts_total", "datahost" => dh.name.clone())
+                    .increment(1);
+                let why = cluster
+                    .last_outcome(&dh.name)
+                    .unwrap_or_else(|| "no answer from the keeper yet".into());
+                return Err(ClientError::switch_timeout(
+                    &dh.name,
+                    &active.datasource.name,
+                    cfg.window,
+                    &why,
+                ));
+            }
+            tokio::select! {
+                _ = swaps.changed() => {}
+                _ = tokio::time::sleep(left.min(Duration::from_millis(20))) => {}
+                _ = handle.killed() => return Err(down("the session was killed while waiting")),
+            }
+        }
     }
 
     fn switch_reason(&self, from: &Datasource, active: &crate::topology::Active) -> String {
@@ -396,6 +484,7 @@ impl Session {
         prepare_id: Option<u32>,
     ) -> Result<Relayed, Fail> {
         self.ensure_backend().await?;
+        let seq_before = self.seq;
         let Some(b) = self.backend.as_mut() else {
             return Err(ClientError::no_datasource(&self.datahost.name, "?", "not bound").into());
         };
@@ -453,14 +542,18 @@ impl Session {
                     // The client holds half a packet: nothing valid can follow.
                     return Err(Fail::Close);
                 }
-                let e = if in_trans {
-                    ClientError::transaction_lost(&format!(
+                if in_trans {
+                    return Err(ClientError::transaction_lost(&format!(
                         "the connection to datasource '{name}' was lost ({error})"
                     ))
+                    .into());
+                }
+                let e = ClientError::backend_lost(&name, &error.to_string());
+                if self.seq == seq_before {
+                    Err(Fail::Unanswered(e))
                 } else {
-                    ClientError::backend_lost(&name, &error.to_string())
-                };
-                Err(e.into())
+                    Err(e.into())
+                }
             }
         }
     }
@@ -508,17 +601,44 @@ impl Session {
             q.insert(0, cmd::QUERY);
             q
         });
-        let r = self
-            .forward(
-                ResponseKind::Query,
-                rewritten.as_deref().unwrap_or(&payload),
-                None,
-            )
-            .await?;
+        let statement = rewritten.as_deref().unwrap_or(&payload);
+        let mut r = self.forward(ResponseKind::Query, statement, None).await;
+        if matches!(r, Err(Fail::Unanswered(_))) && self.safe_to_retry(sql_text) {
+            // The server died with the read unanswered: run it again, on
+            // the new active datasource once there is one.
+            metrics::counter!("zerodb_statements_retried_total").increment(1);
+            tracing::info!(
+                session = self.id(),
+                "read retried after its datasource was lost"
+            );
+            r = self.forward(ResponseKind::Query, statement, None).await;
+        }
+        let r = r?;
         if !r.error && kw.starts_with(b"SET\0") {
             self.st.record_set(sql::parse_set(sql_text));
         }
         Ok(())
+    }
+
+    /// A statement that can run twice with the same effect: a read,
+    /// outside a transaction, alone (no multi-statement text).
+    fn safe_to_retry(&self, sql_text: &[u8]) -> bool {
+        let kw = sql::first_keyword(sql_text);
+        let read = ["SELECT", "SHOW", "DESCRIBE", "DESC", "EXPLAIN"]
+            .iter()
+            .any(|k| kw.starts_with(k.as_bytes()) && kw.get(k.len()) == Some(&0));
+        let locking = [
+            "FOR",
+            "INTO",
+            "LOCK",
+            "GET_LOCK",
+            "RELEASE_LOCK",
+            "NEXTVAL",
+            "SETVAL",
+        ]
+        .iter()
+        .any(|k| sql::contains_keyword(sql_text, k));
+        read && !locking && !self.st.in_transaction() && !sql_text.contains(&b';')
     }
 
     async fn ping(&mut self, payload: Vec<u8>) -> Result<(), Fail> {
