@@ -527,6 +527,13 @@ pub fn mariadb_cli(port: u16, user: &str, password: &str, db: &str, sql: &str) -
         .expect("run mariadb")
 }
 
+/// Runs `sql` as the app user through the proxy at `port` on a thread of
+/// its own (for a statement that must be running while a test acts).
+pub fn app_query_in_background(port: u16, sql: &str) -> std::thread::JoinHandle<Output> {
+    let sql = sql.to_string();
+    std::thread::spawn(move || mariadb_cli(port, APP_USER, APP_PASSWORD, "app", &sql))
+}
+
 /// One HTTP/1.1 request to 127.0.0.1:`port`, with the cluster token as a
 /// bearer header when given: (status, body).
 pub fn http(

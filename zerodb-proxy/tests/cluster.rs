@@ -95,16 +95,7 @@ fn sigkill_of_the_source_fails_over_and_the_old_source_returns_read_only() {
     m11.catch_up(&m1);
 
     // A read in flight when the source dies is run again on the new one.
-    let port = p1.port;
-    let read = std::thread::spawn(move || {
-        mariadb_cli(
-            port,
-            APP_USER,
-            APP_PASSWORD,
-            "app",
-            "SELECT SLEEP(2), @@server_id",
-        )
-    });
+    let read = app_query_in_background(p1.port, "SELECT SLEEP(2), @@server_id");
     std::thread::sleep(Duration::from_millis(500));
     let t0 = Instant::now();
     m1.kill();

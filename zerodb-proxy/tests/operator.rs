@@ -176,15 +176,7 @@ fn sigterm_lets_the_running_statement_finish() {
     let db = MariaDb::start("m1", 1);
     let mut proxy = start_proxy(&one_datahost_config(&[&db]));
     let port = proxy.port;
-    let slow = std::thread::spawn(move || {
-        mariadb_cli(
-            port,
-            APP_USER,
-            APP_PASSWORD,
-            "app",
-            "SELECT SLEEP(1.5), 'done'",
-        )
-    });
+    let slow = app_query_in_background(port, "SELECT SLEEP(1.5), 'done'");
     let started = Instant::now();
     while db
         .sql("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT SLEEP%'")
