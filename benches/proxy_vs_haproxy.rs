@@ -10,8 +10,11 @@
 //! ZERODB_BENCH_IDLE (idle connections for the memory figure, 5000; 0 skips).
 //! The table is printed and written to target/bench/proxy_vs_haproxy.md.
 
+mod common;
+
+use common::{env_or, median, release_binaries, workspace_root};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use zerodb_testkit::*;
@@ -58,35 +61,6 @@ fn ticks_per_second() -> f64 {
         .ok()
         .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
         .unwrap_or(100.0)
-}
-
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_string())
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Builds the release proxy (cargo bench builds only this package).
-fn proxy_binary() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let st = Command::new(cargo)
-        .args(["build", "--release", "--locked", "-p", "zerodb-proxy"])
-        .current_dir(workspace_root())
-        .status()
-        .expect("cargo build");
-    assert!(st.success(), "building zerodb-proxy failed");
-    workspace_root().join("target/release/zerodb-proxy")
 }
 
 struct HaProxy {
@@ -275,7 +249,7 @@ fn main() {
     let _ = rlimit::increase_nofile_limit(65_536);
     std::env::set_var("ZERODB_TEST_LOG", "warn");
 
-    let bin = proxy_binary();
+    let bin = release_binaries(&["zerodb-proxy"]).remove(0);
     let db = MariaDb::start("bench", 1);
     db.sql("SET GLOBAL max_connections = 12000");
     let haproxy = HaProxy::start(&db.addr());

@@ -95,9 +95,15 @@ pool: {min_idle: 1}\n";
 /// YAML for a proxy named `name` in a cluster whose keeper is `keeper`
 /// (an address, or `embedded`), plus `extra` (policy keys, …).
 pub fn proxy_yaml(name: &str, keeper: &str, dhs: &[Dh], extra: &str) -> String {
+    proxy_yaml_with(name, keeper, dhs, PROXY_TIMINGS, extra)
+}
+
+/// [`proxy_yaml`] with other `timings` (health, cluster, pool keys; empty
+/// for the defaults).
+pub fn proxy_yaml_with(name: &str, keeper: &str, dhs: &[Dh], timings: &str, extra: &str) -> String {
     let mut y = format!(
         "name: {name}\nkeeper: \"{keeper}\"\ntoken: {TOKEN}\n\
-         users:\n  - {{name: {APP_USER}, password: {APP_PASSWORD}}}\n{PROXY_TIMINGS}datahosts:\n"
+         users:\n  - {{name: {APP_USER}, password: {APP_PASSWORD}}}\n{timings}datahosts:\n"
     );
     for d in dhs {
         y += &format!(

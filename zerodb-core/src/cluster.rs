@@ -278,6 +278,47 @@ impl Cluster {
                     let _ = tx.send(ToKeeper::Vote { id, down });
                 });
             }
+            FromKeeper::Hold {
+                id,
+                datahost,
+                grace_ms,
+                max_ms,
+            } => {
+                let Some(dh) = self.shared.topology.datahost(&datahost).cloned() else {
+                    let _ = tx.send(ToKeeper::Held { id, open: 0 });
+                    return Ok(());
+                };
+                dh.hold(Some(Duration::from_millis(max_ms)));
+                tracing::warn!(datahost = %datahost, grace_ms, "held for a planned switchover");
+                let (shared, tx) = (self.shared.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let deadline = Instant::now() + Duration::from_millis(grace_ms);
+                    let open = loop {
+                        let open = shared
+                            .registry
+                            .all()
+                            .iter()
+                            .filter(|s| {
+                                s.is_busy()
+                                    && s.backend().is_some_and(|(ds, _)| {
+                                        dh.datasources.iter().any(|d| Arc::ptr_eq(d, &ds))
+                                    })
+                            })
+                            .count() as u32;
+                        if open == 0 || Instant::now() >= deadline {
+                            break open;
+                        }
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    };
+                    let _ = tx.send(ToKeeper::Held { id, open });
+                });
+            }
+            FromKeeper::Release { datahost } => {
+                if let Some(dh) = self.shared.topology.datahost(&datahost) {
+                    dh.hold(None);
+                    tracing::warn!(datahost = %datahost, "released: the switchover did not happen");
+                }
+            }
             FromKeeper::Refused { reason } => return Err(format!("refused: {reason}")),
         }
         Ok(())

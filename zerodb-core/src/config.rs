@@ -217,6 +217,10 @@ pub struct KeeperTimings {
     /// Planned switchover: how long the target may take to catch up.
     #[serde(with = "duration")]
     pub catch_up_timeout: Duration,
+    /// Planned switchover: how long open transactions may take to finish
+    /// once new statements are held (those still open then get an error).
+    #[serde(with = "duration")]
+    pub switchover_grace: Duration,
 }
 
 impl Default for KeeperTimings {
@@ -230,6 +234,7 @@ impl Default for KeeperTimings {
             drop_lost_proxy_after: None,
             load_measure: Default::default(),
             catch_up_timeout: Duration::from_secs(10),
+            switchover_grace: Duration::from_secs(2),
         }
     }
 }
@@ -474,7 +479,7 @@ impl Default for KeeperConfig {
     }
 }
 
-const KEEPER_KEYS: [&str; 13] = [
+const KEEPER_KEYS: [&str; 14] = [
     "listen",
     "admin",
     "token",
@@ -488,6 +493,7 @@ const KEEPER_KEYS: [&str; 13] = [
     "drop_lost_proxy_after",
     "load_measure",
     "catch_up_timeout",
+    "switchover_grace",
 ];
 
 impl KeeperConfig {

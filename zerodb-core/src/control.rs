@@ -60,6 +60,13 @@ pub enum ToKeeper {
         id: u64,
         down: bool,
     },
+    /// Answer to a [`FromKeeper::Hold`]: the dataHost is held; `open`
+    /// sessions were still in a statement or transaction when the grace
+    /// period ended.
+    Held {
+        id: u64,
+        open: u32,
+    },
     /// The proxy leaves the cluster (it stops, or its view is the odd one).
     Unregister {
         reason: String,
@@ -87,6 +94,21 @@ pub enum FromKeeper {
     SwitchAnswer {
         id: u64,
         answer: SwitchAnswer,
+    },
+    /// A planned switchover begins: hold new statements for `datahost`
+    /// (they wait, as during a failover), let sessions in a statement or a
+    /// transaction finish for up to `grace_ms`, then answer
+    /// [`ToKeeper::Held`]. The hold ends with a newer topology, a
+    /// [`FromKeeper::Release`], or after `max_ms` whatever happens.
+    Hold {
+        id: u64,
+        datahost: String,
+        grace_ms: u64,
+        max_ms: u64,
+    },
+    /// The switchover did not happen: serve `datahost` as before.
+    Release {
+        datahost: String,
     },
     /// The keeper will not talk to this connection (for example: a proxy of
     /// the same name is already connected).

@@ -26,6 +26,8 @@ pub struct SessionHandle {
     backend: Mutex<Option<(Arc<Datasource>, u32)>>,
     killed: AtomicBool,
     kill: Notify,
+    /// Running a statement, or inside a transaction.
+    busy: AtomicBool,
 }
 
 impl SessionHandle {
@@ -53,6 +55,16 @@ impl SessionHandle {
     pub fn kill(&self) {
         self.killed.store(true, Ordering::Release);
         self.kill.notify_one();
+    }
+
+    /// Whether the session is running a statement or is inside a
+    /// transaction (a planned switchover waits for it).
+    pub fn is_busy(&self) -> bool {
+        self.busy.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_busy(&self, busy: bool) {
+        self.busy.store(busy, Ordering::Release);
     }
 
     pub fn is_killed(&self) -> bool {
@@ -94,6 +106,7 @@ impl Registry {
             backend: Mutex::new(None),
             killed: AtomicBool::new(false),
             kill: Notify::new(),
+            busy: AtomicBool::new(false),
         });
         map.insert(id, h.clone());
         h

@@ -40,6 +40,8 @@ pub struct DataHost {
     swaps: tokio::sync::watch::Sender<u64>,
     /// Statements waiting for a usable active datasource.
     buffered: std::sync::atomic::AtomicUsize,
+    /// Held for a planned switchover until this instant (see [`DataHost::hold`]).
+    held_until: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 /// A place in a dataHost's statement buffer, given back on drop.
@@ -73,7 +75,23 @@ impl DataHost {
             }),
             swaps: tokio::sync::watch::channel(0).0,
             buffered: Default::default(),
+            held_until: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Holds new statements (outside transactions) for up to `max`, or
+    /// releases them (`None`); a swap releases them too.
+    pub fn hold(&self, max: Option<std::time::Duration>) {
+        *self.held_until.lock().unwrap_or_else(|e| e.into_inner()) =
+            max.map(|m| std::time::Instant::now() + m);
+        self.swaps.send_modify(|n| *n += 1);
+    }
+
+    pub fn is_held(&self) -> bool {
+        self.held_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|t| std::time::Instant::now() < t)
     }
 
     /// A receiver that changes on every swap of the active datasource.
@@ -214,6 +232,7 @@ impl Topology {
                 datasource: ds.clone(),
                 epoch,
             }));
+            *dh.held_until.lock().unwrap_or_else(|e| e.into_inner()) = None;
             dh.swaps.send_modify(|n| *n += 1);
             if !Arc::ptr_eq(&old.datasource, &ds) {
                 old.datasource.pool.set_enabled(false);

@@ -194,7 +194,8 @@ async fn proxy_session(k: Arc<Keeper>, socket: WebSocket) {
         }
         match serde_json::from_str::<ToKeeper>(&t) {
             Ok(ToKeeper::Heartbeat) | Ok(ToKeeper::Register { .. }) => {}
-            Ok(ToKeeper::Vote { id, down }) => k.vote_answered(id, down),
+            Ok(ToKeeper::Vote { id, down }) => k.answered(id, u64::from(down)),
+            Ok(ToKeeper::Held { id, open }) => k.answered(id, u64::from(open)),
             Ok(ToKeeper::SwitchRequest {
                 id,
                 datahost,

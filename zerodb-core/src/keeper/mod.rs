@@ -56,6 +56,8 @@ struct Inner {
 #[derive(Clone, Debug, Serialize)]
 pub struct DecisionRecord {
     pub id: u64,
+    /// When the request arrived, and when the decision was carried out.
+    pub requested_at_unix_ms: u64,
     pub at_unix_ms: u64,
     pub request: Request,
     pub active: String,
@@ -77,7 +79,8 @@ pub struct Keeper {
     locks: HashMap<String, tokio::sync::Mutex<()>>,
     agents: HashMap<String, AgentHandle>,
     client: Client,
-    pending_votes: Mutex<HashMap<u64, oneshot::Sender<bool>>>,
+    /// Requests sent to proxies (votes, holds), by id, awaiting an answer.
+    pending: Mutex<HashMap<u64, oneshot::Sender<u64>>>,
     decisions: Mutex<VecDeque<DecisionRecord>>,
     next_id: AtomicU64,
     started: Instant,
@@ -195,7 +198,7 @@ impl Keeper {
             }),
             locks,
             agents,
-            pending_votes: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
             decisions: Mutex::new(VecDeque::new()),
             next_id: AtomicU64::new(1),
             started: now,
@@ -352,15 +355,53 @@ impl Keeper {
             .collect()
     }
 
-    pub fn vote_answered(&self, id: u64, down: bool) {
+    /// A proxy answered request `id` (a vote: 1 for down; a hold: the
+    /// sessions still open).
+    pub fn answered(&self, id: u64, value: u64) {
         let tx = self
-            .pending_votes
+            .pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&id);
         if let Some(tx) = tx {
-            let _ = tx.send(down);
+            let _ = tx.send(value);
         }
+    }
+
+    /// Sends every connected proxy the message `make(id)` makes and waits
+    /// until `deadline` for their answers (`None`: no answer in time).
+    async fn ask_proxies(
+        &self,
+        deadline: tokio::time::Instant,
+        make: impl Fn(u64) -> FromKeeper,
+    ) -> BTreeMap<String, Option<u64>> {
+        let mut waits = Vec::new();
+        let mut answers = BTreeMap::new();
+        for (name, tx) in self.connections() {
+            let id = self.next_id();
+            let (atx, arx) = oneshot::channel();
+            self.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id, atx);
+            if tx.send(make(id)).is_err() {
+                answers.insert(name, None);
+                continue;
+            }
+            waits.push(async move {
+                let a = tokio::time::timeout_at(deadline, arx)
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
+                (name, a)
+            });
+        }
+        answers.extend(futures_util::future::join_all(waits).await);
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, tx| !tx.is_closed());
+        answers
     }
 
     // ----- agents --------------------------------------------------------
@@ -460,45 +501,30 @@ impl Keeper {
     // ----- switches ------------------------------------------------------
 
     async fn gather_votes(&self, datahost: &str, source: &str) -> BTreeMap<String, Vote> {
-        let conns = self.connections();
         let deadline = tokio::time::Instant::now() + self.cfg.timings.vote_timeout;
-        let mut waits = Vec::new();
-        let mut votes = BTreeMap::new();
-        for (name, tx) in conns {
-            let id = self.next_id();
-            let (vtx, vrx) = oneshot::channel();
-            self.pending_votes
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(id, vtx);
-            let sent = tx.send(FromKeeper::VoteRequest {
+        let answers = self
+            .ask_proxies(deadline, |id| FromKeeper::VoteRequest {
                 id,
                 datahost: datahost.to_string(),
                 datasource: source.to_string(),
-            });
-            if sent.is_err() {
-                votes.insert(name, Vote::NoAnswer);
-                continue;
-            }
-            waits.push(async move {
-                let vote = match tokio::time::timeout_at(deadline, vrx).await {
-                    Ok(Ok(true)) => Vote::Down,
-                    Ok(Ok(false)) => Vote::Up,
-                    _ => Vote::NoAnswer,
+            })
+            .await;
+        let mut votes: BTreeMap<String, Vote> = answers
+            .into_iter()
+            .map(|(name, a)| {
+                let v = match a {
+                    Some(1) => Vote::Down,
+                    Some(_) => Vote::Up,
+                    None => Vote::NoAnswer,
                 };
-                (name, vote)
-            });
-        }
-        votes.extend(futures_util::future::join_all(waits).await);
-        // Whoever did not answer in time (or is not connected).
+                (name, v)
+            })
+            .collect();
+        // Members that are not connected cannot answer.
         let names: Vec<String> = self.inner().proxies.keys().cloned().collect();
         for m in names {
             votes.entry(m).or_insert(Vote::NoAnswer);
         }
-        self.pending_votes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, tx| !tx.is_closed());
         votes
     }
 
@@ -510,6 +536,7 @@ impl Keeper {
             };
             return SwitchAnswer::Rejected { rejection };
         };
+        let requested_at_unix_ms = unix_ms();
         let _serial = lock.lock().await;
         let started = Instant::now();
         let (active, standbys, maintenance, cooldown_left) = {
@@ -614,6 +641,7 @@ impl Keeper {
         if !matches!(decision, Decision::Stale) {
             self.record(DecisionRecord {
                 id: self.next_id(),
+                requested_at_unix_ms,
                 at_unix_ms: unix_ms(),
                 request,
                 active,
@@ -648,11 +676,39 @@ impl Keeper {
         let order = move |kind| Order { epoch, kind };
         let started = Instant::now();
         if planned {
-            // Stop writes on the old source first, then let the target
-            // catch up with everything it wrote.
-            self.order(source, order(OrderKind::Fence), t.agent_timeout)
+            // Hold new statements in every proxy and let open transactions
+            // finish (up to the grace period); then stop writes on the old
+            // source, and let the target catch up with everything it wrote.
+            let grace = t.switchover_grace;
+            let max = grace + t.catch_up_timeout + t.promote_timeout + t.agent_timeout * 4;
+            let datahost = request.datahost.clone();
+            let held = self
+                .ask_proxies(
+                    tokio::time::Instant::now() + grace + t.agent_timeout,
+                    |id| FromKeeper::Hold {
+                        id,
+                        datahost: datahost.clone(),
+                        grace_ms: grace.as_millis() as u64,
+                        max_ms: max.as_millis() as u64,
+                    },
+                )
+                .await;
+            phase(phases, "hold", started);
+            let open: u64 = held.values().map(|a| a.unwrap_or(0)).sum();
+            if open > 0 {
+                tracing::warn!(
+                    open,
+                    "sessions still open after the grace period: they lose their transaction"
+                );
+            }
+            let fenced = self
+                .order(source, order(OrderKind::Fence), t.agent_timeout)
                 .await
-                .map_err(|e| format!("cannot fence the source {source}: {e}"))?;
+                .map_err(|e| format!("cannot fence the source {source}: {e}"));
+            if let Err(e) = fenced {
+                self.release(&request.datahost);
+                return Err(e);
+            }
             let end = self
                 .agents
                 .get(source)
@@ -663,22 +719,36 @@ impl Keeper {
             };
             if let Some(position) = end {
                 let timeout_ms = t.catch_up_timeout.as_millis() as u64;
-                self.order(
-                    target,
-                    order(OrderKind::CatchUp {
-                        position,
-                        timeout_ms,
-                    }),
-                    t.catch_up_timeout + t.agent_timeout,
-                )
-                .await
-                .map_err(|e| format!("{target} did not catch up: {e}"))?;
+                let caught_up = self
+                    .order(
+                        target,
+                        order(OrderKind::CatchUp {
+                            position,
+                            timeout_ms,
+                        }),
+                        t.catch_up_timeout + t.agent_timeout,
+                    )
+                    .await
+                    .map_err(|e| format!("{target} did not catch up: {e}"));
+                if let Err(e) = caught_up {
+                    self.undo_fence(source, epoch).await;
+                    self.release(&request.datahost);
+                    return Err(e);
+                }
             }
             phase(phases, "fence_and_catch_up", started);
         }
         let p = Instant::now();
-        self.order(target, order(OrderKind::Promote), t.promote_timeout)
-            .await?;
+        let promoted = self
+            .order(target, order(OrderKind::Promote), t.promote_timeout)
+            .await;
+        if let Err(e) = promoted {
+            if planned {
+                self.undo_fence(source, epoch).await;
+                self.release(&request.datahost);
+            }
+            return Err(e);
+        }
         phase(phases, "promote", p);
         if !planned {
             // Best effort, in the background: a paused or dead source does
@@ -737,6 +807,32 @@ impl Keeper {
             }
         }
         Ok(state.topology)
+    }
+
+    /// A planned switchover stopped half way: the proxies serve the
+    /// dataHost as before.
+    fn release(&self, datahost: &str) {
+        for (_, tx) in self.connections() {
+            let _ = tx.send(FromKeeper::Release {
+                datahost: datahost.to_string(),
+            });
+        }
+    }
+
+    /// Makes a source fenced for a switchover that then failed writable
+    /// again (a promotion of a server that replicates from nobody only
+    /// clears `read_only`).
+    async fn undo_fence(&self, source: &str, epoch: u64) {
+        let order = Order {
+            epoch,
+            kind: OrderKind::Promote,
+        };
+        if let Err(e) = self
+            .order(source, order, self.cfg.timings.promote_timeout)
+            .await
+        {
+            tracing::error!(datasource = %source, error = %e, "the switchover failed and the source stays read-only: an operator must clear read_only");
+        }
     }
 
     /// Sends `topology` to every connected proxy.

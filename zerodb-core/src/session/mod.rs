@@ -200,6 +200,7 @@ impl Session {
                 .await;
         };
         let started = Instant::now();
+        self.handle.set_busy(true);
         let result = match command {
             cmd::QUIT => return Flow::Close,
             cmd::QUERY => self.query(payload).await,
@@ -233,6 +234,8 @@ impl Session {
             other => Err(ClientError::unknown_command(other).into()),
         };
         metrics::histogram!("zerodb_statement_seconds").record(started.elapsed().as_secs_f64());
+        self.handle
+            .set_busy(self.st.in_transaction() && self.backend.is_some());
         match result {
             Ok(()) => Flow::Continue,
             Err(Fail::Close) => Flow::Close,
@@ -296,8 +299,9 @@ impl Session {
         // be paused rather than dead, and what it would run when it resumes
         // could be lost to a switch. Outside a transaction the statement
         // waits for the switch instead (buffering).
-        if !active.datasource.health.is_up() {
-            if self.backend.is_some() {
+        let held = self.datahost.is_held() && !self.st.in_transaction();
+        if held || !active.datasource.health.is_up() {
+            if self.backend.is_some() && !held {
                 self.lose_backend(format!(
                     "datasource '{}' was marked down by health probes",
                     active.datasource.name
@@ -405,7 +409,7 @@ impl Session {
         let handle = self.handle.clone();
         loop {
             let active = dh.active();
-            if active.datasource.health.is_up() {
+            if active.datasource.health.is_up() && !dh.is_held() {
                 metrics::histogram!("zerodb_buffer_wait_seconds", "datahost" => dh.name.clone())
                     .record(started.elapsed().as_secs_f64());
                 return Ok(active);

@@ -1,0 +1,610 @@
+//! The failover benchmark: what an application sees when the active
+//! datasource fails, trial after trial.
+//!
+//! It starts a cluster of its own: a MariaDB source and two replicas with
+//! semi-synchronous replication (GTID), an agent beside each, a keeper and
+//! three proxies (release builds). Each trial runs two writer sessions
+//! (autocommit inserts of unique ids, every acknowledgement recorded) and a
+//! reader per proxy, causes one fault to the active datasource, brings the
+//! failed server back, and measures:
+//!
+//! * detection, decision (vote + agent reports), promotion and topology
+//!   push times (from the keeper's decision record and the proxies);
+//! * client-visible write unavailability: per writer, its last acknowledged
+//!   write before the fault to its first after; the worst writer counts;
+//! * client errors by code, statements retried by the proxies, sessions
+//!   that had to reconnect;
+//! * acknowledged writes missing on the new source, and writes on the old
+//!   source that the new one lacks (split brain).
+//!
+//! ```sh
+//! cargo bench -p zerodb-benches --bench failover -- [--trials N] [--faults kill,kill-agent,pause,cut,switchover] [--defaults]
+//! ```
+//!
+//! `--defaults` runs with the shipped health and cluster settings instead
+//! of the tuned ones below. Output: a table on stdout, and under
+//! `target/failover/`: `results.json` and one SVG timeline per trial
+//! (acknowledged writes and errors per 100 ms, with the fault, the switch
+//! request, the decision and the moment every proxy had switched marked).
+
+mod common;
+
+use common::{median, release_binaries, workspace_root};
+use plotters::prelude::*;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, SystemTime};
+use zerodb_testkit::cluster::*;
+use zerodb_testkit::relay::Relay;
+use zerodb_testkit::*;
+
+/// Health and cluster settings tuned for fast failover.
+const TUNED: &str = "health: {interval: 100ms, timeout: 250ms, fall: 2, rise: 2}\n\
+cluster: {heartbeat_interval: 200ms, switch_retry_interval: 200ms, request_timeout: 5s, reconnect_interval: 300ms}\n\
+pool: {min_idle: 2}\nbuffer: {window: 15s}\n";
+
+const SEMI_SYNC: &[&str] = &[
+    "--rpl-semi-sync-master-enabled=ON",
+    "--rpl-semi-sync-slave-enabled=ON",
+    "--rpl-semi-sync-master-wait-point=AFTER_SYNC",
+    "--rpl-semi-sync-master-timeout=10000",
+];
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fault {
+    Kill,
+    KillWithAgent,
+    Pause,
+    Cut,
+    Switchover,
+}
+
+impl Fault {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "kill" => Fault::Kill,
+            "kill-agent" => Fault::KillWithAgent,
+            "pause" => Fault::Pause,
+            "cut" => Fault::Cut,
+            "switchover" => Fault::Switchover,
+            _ => return None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Fault::Kill => "kill",
+            Fault::KillWithAgent => "kill-agent",
+            Fault::Pause => "pause",
+            Fault::Cut => "cut",
+            Fault::Switchover => "switchover",
+        }
+    }
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+struct Cluster {
+    servers: Vec<MariaDb>,
+    relays: Vec<Relay>,
+    agents: Vec<Agent>,
+    keeper: Keeper,
+    proxies: Vec<Proxy>,
+}
+
+impl Cluster {
+    fn start(bins: &Bins, tuned: bool) -> Self {
+        let opts = [REPLICATION_OPTIONS, SEMI_SYNC].concat();
+        let servers: Vec<MariaDb> = [("mysql_1", 1), ("mysql_11", 11), ("mysql_12", 12)]
+            .iter()
+            .map(|(n, id)| MariaDb::start_with(n, *id, &opts))
+            .collect();
+        servers[1].replicate_from(&servers[0]);
+        servers[2].replicate_from(&servers[0]);
+        servers[0].sql("CREATE TABLE app.acks (id BIGINT PRIMARY KEY, writer INT)");
+        servers[1].catch_up(&servers[0]);
+        servers[2].catch_up(&servers[0]);
+        // Everyone but a server's own agent reaches it through a relay, so
+        // that a cut isolates it from proxies, keeper and replicas alike.
+        let relays: Vec<Relay> = servers.iter().map(|s| Relay::start(&s.addr())).collect();
+        let dhs = vec![dh(
+            "dh1",
+            "app",
+            servers
+                .iter()
+                .zip(&relays)
+                .map(|(s, r)| Ds::via(s, r))
+                .collect(),
+        )];
+        let ports: Vec<u16> = servers.iter().map(|_| agent_port()).collect();
+        let agent_list: Vec<(&str, u16)> = servers
+            .iter()
+            .zip(&ports)
+            .map(|(s, p)| (s.name.as_str(), *p))
+            .collect();
+        let keeper = start_keeper(bins, &dhs, &agent_list, "");
+        let agents = servers
+            .iter()
+            .zip(&ports)
+            .map(|(s, p)| start_agent(bins, s, *p, keeper.port))
+            .collect();
+        let timings = if tuned { TUNED } else { "" };
+        let proxies = (1..=3)
+            .map(|i| {
+                let y = proxy_yaml_with(
+                    &format!("p{i}"),
+                    &format!("127.0.0.1:{}", keeper.port),
+                    &dhs,
+                    timings,
+                    "need_target_load_check.safe_load: 100\n",
+                );
+                Proxy::start(&bins.proxy, &y)
+            })
+            .collect();
+        let c = Self {
+            servers,
+            relays,
+            agents,
+            keeper,
+            proxies,
+        };
+        wait_for("3 proxies registered", Duration::from_secs(20), || {
+            c.keeper.json("/status")["proxies"]
+                .as_array()
+                .is_some_and(|p| p.iter().filter(|p| p["connected"] == true).count() == 3)
+        });
+        c
+    }
+
+    fn active(&self) -> usize {
+        let name = self.keeper.json("/status")["topology"]["datahosts"][0]["active"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        self.servers
+            .iter()
+            .position(|s| s.name == name)
+            .expect("active is one of ours")
+    }
+
+    fn all_proxies_on(&self, name: &str) -> bool {
+        self.proxies.iter().all(|p| active_of(p, "dh1") == name)
+    }
+
+    fn retried(&self) -> f64 {
+        self.proxies
+            .iter()
+            .map(|p| metric(p, "zerodb_statements_retried_total"))
+            .sum()
+    }
+}
+
+/// Sum of a Prometheus counter's samples on a proxy's /metrics.
+fn metric(p: &Proxy, name: &str) -> f64 {
+    let Some((_, text)) = p.http_get("/metrics") else {
+        return 0.0;
+    };
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+struct Load {
+    children: Vec<(Child, PathBuf)>,
+}
+
+impl Load {
+    fn start(c: &Cluster, seconds: f64, dir: &Path) -> Self {
+        let script = repo_tests_dir().join("clients").join("failover_load.py");
+        let mut children = Vec::new();
+        let mut sid = 1;
+        for p in &c.proxies {
+            for mode in ["write", "write", "read"] {
+                let out = dir.join(format!("session-{sid}.json"));
+                let child = Command::new("python3")
+                    .arg(&script)
+                    .args([
+                        "127.0.0.1",
+                        &p.port.to_string(),
+                        APP_USER,
+                        APP_PASSWORD,
+                        &seconds.to_string(),
+                        &sid.to_string(),
+                        mode,
+                    ])
+                    .arg(&out)
+                    .spawn()
+                    .expect("python3");
+                children.push((child, out));
+                sid += 1;
+            }
+        }
+        Self { children }
+    }
+
+    fn finish(self) -> Vec<Value> {
+        self.children
+            .into_iter()
+            .map(|(mut c, out)| {
+                let _ = c.wait();
+                std::fs::read(&out)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok())
+                    .unwrap_or(Value::Null)
+            })
+            .collect()
+    }
+}
+
+fn ids(db: &MariaDb) -> HashSet<u64> {
+    db.try_sql("SELECT id FROM app.acks")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// One trial: returns its figures as JSON.
+fn trial(c: &mut Cluster, fault: Fault, n: usize, out_dir: &Path) -> Value {
+    let old = c.active();
+    let old_name = c.servers[old].name.clone();
+    let dir = out_dir.join(format!("{}-{n}", fault.name()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("trial dir");
+    let decisions_before = c.keeper.decisions().len();
+    let retried_before = c.retried();
+    let (pre, post) = (3.0, 9.0);
+    let load = Load::start(c, pre + post, &dir);
+    std::thread::sleep(Duration::from_secs_f64(pre));
+
+    let t0 = now();
+    match fault {
+        Fault::Kill => c.servers[old].kill(),
+        Fault::KillWithAgent => {
+            c.servers[old].kill();
+            c.agents[old].kill();
+        }
+        Fault::Pause => c.servers[old].signal(SIGSTOP),
+        Fault::Cut => c.relays[old].cut(),
+        Fault::Switchover => {
+            let (code, body) = c.keeper.act("/switchover", r#"{"datahost":"dh1"}"#);
+            assert_eq!(code, 200, "switchover: {body}");
+        }
+    }
+    let mut switched_at = None;
+    let deadline = now() + 30.0;
+    while now() < deadline {
+        let a = c.active();
+        if a != old && c.all_proxies_on(&c.servers[a].name) {
+            switched_at = Some(now());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The failed server comes back.
+    std::thread::sleep(Duration::from_secs(1));
+    match fault {
+        Fault::Kill => c.servers[old].restart(),
+        Fault::KillWithAgent => {
+            c.servers[old].restart();
+            c.agents[old].restart();
+        }
+        Fault::Pause => c.servers[old].signal(SIGCONT),
+        Fault::Cut => c.relays[old].restore(),
+        Fault::Switchover => {}
+    }
+    let sessions = load.finish();
+    let new = c.active();
+    let new_name = c.servers[new].name.clone();
+
+    // Acknowledged writes on the new source; writes only the old one has.
+    let on_new = ids(&c.servers[new]);
+    std::thread::sleep(Duration::from_secs(1));
+    let on_old = ids(&c.servers[old]);
+    let mut acked = Vec::new();
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let mut reconnects = 0;
+    let mut unavailable: Vec<f64> = Vec::new();
+    let mut events = Vec::new();
+    for s in &sessions {
+        reconnects += s["reconnects"].as_u64().unwrap_or(0);
+        if let Some(a) = s["acked"].as_array() {
+            acked.extend(a.iter().filter_map(|x| x.as_u64()));
+        }
+        let evs: Vec<(f64, f64, i64)> = s["events"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| Some((e[0].as_f64()?, e[1].as_f64()?, e[2].as_i64()?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for e in &evs {
+            if e.2 != 0 {
+                *errors.entry(e.2.to_string()).or_default() += 1;
+            }
+        }
+        if s["mode"] == "write" {
+            let before = evs
+                .iter()
+                .filter(|e| e.2 == 0 && e.1 < t0)
+                .map(|e| e.1)
+                .fold(f64::NAN, f64::max);
+            let after = evs
+                .iter()
+                .filter(|e| e.2 == 0 && e.1 >= t0)
+                .map(|e| e.1)
+                .fold(f64::NAN, f64::min);
+            unavailable.push(after - before);
+            events.extend(evs.iter().map(|e| (e.1, e.2)));
+        }
+    }
+    let missing = acked.iter().filter(|id| !on_new.contains(id)).count();
+    let split = on_old.difference(&on_new).count();
+
+    // Phases, from the keeper's record of the decision that switched.
+    let decisions = c.keeper.decisions();
+    let d = decisions[decisions_before.min(decisions.len())..]
+        .iter()
+        .rev()
+        .find(|d| d["decision"]["decision"] == "approve")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let ms = |k: &str| d["phases_ms"][k].as_f64().unwrap_or(0.0) / 1000.0;
+    let requested = d["requested_at_unix_ms"].as_f64().unwrap_or(0.0) / 1000.0;
+    let decided = d["at_unix_ms"].as_f64().unwrap_or(0.0) / 1000.0;
+    let switched = switched_at.unwrap_or(f64::NAN);
+    let r = json!({
+        "fault": fault.name(),
+        "trial": n,
+        "from": old_name,
+        "to": new_name,
+        "switched": switched_at.is_some(),
+        "detection_s": if fault == Fault::Switchover { 0.0 } else { requested - t0 },
+        "decision_s": ms("votes") + ms("reports"),
+        "promotion_s": ms("promote") + ms("fence_and_catch_up"),
+        "push_s": (switched - decided).max(0.0) + ms("publish"),
+        "fault_to_all_switched_s": switched - t0,
+        "write_unavailable_max_s": unavailable.iter().copied().fold(f64::NAN, f64::max),
+        "write_unavailable_median_s": median(unavailable.clone()),
+        "errors": errors,
+        "retried": c.retried() - retried_before,
+        "reconnects": reconnects,
+        "acked": acked.len(),
+        "acked_missing_on_new": missing,
+        "only_on_old": split,
+    });
+    plot(
+        &dir.with_extension("svg"),
+        &format!("{} #{n}: {} → {}", fault.name(), r["from"], r["to"]),
+        t0,
+        &events,
+        &[
+            ("fault", t0),
+            ("switch requested", requested),
+            ("decided", decided),
+            ("all proxies switched", switched),
+        ],
+    );
+    // Before the next trial: every server back and replicating.
+    let rejoined = wait_until(Duration::from_secs(30), || {
+        c.servers.iter().enumerate().all(|(i, s)| {
+            i == new
+                || s.try_sql("SHOW SLAVE STATUS")
+                    .is_ok_and(|st| st.contains("\tYes\tYes\t"))
+        })
+    });
+    if !rejoined {
+        eprintln!("warning: not every server rejoined after trial {n}");
+    }
+    r
+}
+
+fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+/// Acknowledged writes and errors per 100 ms around the fault, with the
+/// phases marked.
+fn plot(path: &Path, title: &str, t0: f64, events: &[(f64, i64)], marks: &[(&str, f64)]) {
+    let (from, to) = (-3.0f64, 9.0f64);
+    let buckets = ((to - from) * 10.0) as usize;
+    let mut ok = vec![0u32; buckets];
+    let mut err = vec![0u32; buckets];
+    for (t, code) in events {
+        let x = t - t0;
+        if x < from || x >= to {
+            continue;
+        }
+        let i = ((x - from) * 10.0) as usize;
+        if *code == 0 {
+            ok[i] += 1;
+        } else {
+            err[i] += 1;
+        }
+    }
+    let top = ok.iter().chain(&err).copied().max().unwrap_or(1).max(1) as f64 * 1.15;
+    let root = SVGBackend::new(path, (900, 420)).into_drawing_area();
+    let drawn = (|| -> Result<(), Box<dyn std::error::Error>> {
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(48)
+            .build_cartesian_2d(from..to, 0.0..top)?;
+        chart
+            .configure_mesh()
+            .x_desc("seconds from the fault")
+            .y_desc("statements per 100 ms")
+            .draw()?;
+        let series = |v: &[u32]| {
+            v.iter()
+                .enumerate()
+                .map(|(i, n)| (from + i as f64 / 10.0, *n as f64))
+                .collect::<Vec<_>>()
+        };
+        chart
+            .draw_series(LineSeries::new(series(&ok), BLUE.stroke_width(2)))?
+            .label("writes acknowledged")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLUE));
+        chart
+            .draw_series(LineSeries::new(series(&err), RED.stroke_width(2)))?
+            .label("errors")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED));
+        let colors = [BLACK, MAGENTA, CYAN, GREEN];
+        for ((label, t), color) in marks.iter().zip(colors) {
+            let x = t - t0;
+            if !x.is_finite() || x < from || x > to {
+                continue;
+            }
+            chart
+                .draw_series(LineSeries::new(
+                    vec![(x, 0.0), (x, top)],
+                    color.stroke_width(1),
+                ))?
+                .label(*label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
+        root.present()?;
+        Ok(())
+    })();
+    if let Err(e) = drawn {
+        eprintln!("plot {}: {e}", path.display());
+    }
+}
+
+fn secs(v: &Value) -> String {
+    v.as_f64()
+        .filter(|x| x.is_finite())
+        .map(|x| format!("{x:.2}"))
+        .unwrap_or_else(|| "—".into())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list") {
+        return; // cargo bench --list
+    }
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let trials: usize = arg("--trials").and_then(|t| t.parse().ok()).unwrap_or(3);
+    let faults: Vec<Fault> = arg("--faults")
+        .unwrap_or_else(|| "kill,kill-agent,pause,cut,switchover".into())
+        .split(',')
+        .map(|f| Fault::parse(f.trim()).unwrap_or_else(|| panic!("unknown fault `{f}`")))
+        .collect();
+    let tuned = !args.iter().any(|a| a == "--defaults");
+
+    let bins = release_binaries(&["zerodb-proxy", "zerodb-keeper", "zerodb-agent"]);
+    let bins = Bins {
+        proxy: bins[0].clone(),
+        keeper: bins[1].clone(),
+        agent: bins[2].clone(),
+    };
+    let out_dir = workspace_root().join("target/failover");
+    std::fs::create_dir_all(&out_dir).expect("out dir");
+    let mut cluster = Cluster::start(&bins, tuned);
+    let mut results = Vec::new();
+    for fault in &faults {
+        for n in 1..=trials {
+            let r = trial(&mut cluster, *fault, n, &out_dir);
+            eprintln!("{r}");
+            results.push(r);
+        }
+    }
+
+    let mut table = String::from(
+        "| fault | trial | detect s | decide s | promote s | push s | fault→all switched s | write unavailable s (worst) | errors | retried | reconnects | acked | lost | only on old |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in &results {
+        table += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            r["fault"].as_str().unwrap_or("?"),
+            r["trial"],
+            secs(&r["detection_s"]),
+            secs(&r["decision_s"]),
+            secs(&r["promotion_s"]),
+            secs(&r["push_s"]),
+            secs(&r["fault_to_all_switched_s"]),
+            secs(&r["write_unavailable_max_s"]),
+            r["errors"],
+            r["retried"],
+            r["reconnects"],
+            r["acked"],
+            r["acked_missing_on_new"],
+            r["only_on_old"],
+        );
+    }
+    table += "\n| fault | write unavailable s: min / median / max | fault→all switched s: min / median / max | errors (sum) | lost (sum) | only on old (sum) |\n|---|---|---|---|---|---|\n";
+    for fault in &faults {
+        let rs: Vec<&Value> = results
+            .iter()
+            .filter(|r| r["fault"] == fault.name())
+            .collect();
+        let stat = |k: &str| {
+            let v: Vec<f64> = rs.iter().filter_map(|r| r[k].as_f64()).collect();
+            let min = v.iter().copied().fold(f64::NAN, f64::min);
+            let max = v.iter().copied().fold(f64::NAN, f64::max);
+            format!("{min:.2} / {:.2} / {max:.2}", median(v.clone()))
+        };
+        let sum = |k: &str| rs.iter().filter_map(|r| r[k].as_u64()).sum::<u64>();
+        let errors: u64 = rs
+            .iter()
+            .filter_map(|r| r["errors"].as_object())
+            .flat_map(|m| m.values().filter_map(|v| v.as_u64()))
+            .sum();
+        table += &format!(
+            "| {} | {} | {} | {errors} | {} | {} |\n",
+            fault.name(),
+            stat("write_unavailable_max_s"),
+            stat("fault_to_all_switched_s"),
+            sum("acked_missing_on_new"),
+            sum("only_on_old"),
+        );
+    }
+    let settings = if tuned { TUNED } else { "(defaults)\n" };
+    println!("\nsettings:\n{settings}\n{table}");
+    let doc = json!({"settings": settings, "trials": results});
+    let json_path = out_dir.join("results.json");
+    std::fs::write(
+        &json_path,
+        serde_json::to_vec_pretty(&doc).unwrap_or_default(),
+    )
+    .expect("write results");
+    std::fs::write(
+        out_dir.join("results.md"),
+        format!("settings:\n```\n{settings}```\n\n{table}"),
+    )
+    .expect("write table");
+    println!(
+        "written: {} and {}/*.svg",
+        json_path.display(),
+        out_dir.display()
+    );
+}
