@@ -40,8 +40,9 @@ struct WriterReport {
 
 fn spawn_writer(port: u16, seconds: u32, id: u32) -> std::thread::JoinHandle<WriterReport> {
     std::thread::spawn(move || {
-        let out = Command::new("python3")
-            .arg(repo_tests_dir().join("clients").join("writer.py"))
+        let out = scratch("writer").join("writer.json");
+        let run = Command::new("python3")
+            .arg(repo_tests_dir().join("clients").join("failover_load.py"))
             .args([
                 "127.0.0.1",
                 &port.to_string(),
@@ -49,21 +50,32 @@ fn spawn_writer(port: u16, seconds: u32, id: u32) -> std::thread::JoinHandle<Wri
                 APP_PASSWORD,
                 &seconds.to_string(),
                 &id.to_string(),
+                "write",
             ])
+            .arg(&out)
             .output()
             .expect("python3 writer");
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "writer output: {e}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
+        let v: serde_json::Value = std::fs::read(&out)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_else(|| panic!("writer: {}", String::from_utf8_lossy(&run.stderr)));
+        // Errors by MySQL error code, from the statement log.
+        let mut errors = serde_json::Map::new();
+        for e in v["events"].as_array().into_iter().flatten() {
+            if let Some(code) = e[2].as_i64().filter(|c| *c != 0) {
+                let n = errors
+                    .get(&code.to_string())
+                    .and_then(|n| n.as_u64())
+                    .unwrap_or(0);
+                errors.insert(code.to_string(), (n + 1).into());
+            }
+        }
         WriterReport {
             acked: v["acked"]
                 .as_array()
                 .map(|a| a.iter().filter_map(|x| x.as_u64()).collect())
                 .unwrap_or_default(),
-            errors: v["errors"].clone(),
+            errors: errors.into(),
         }
     })
 }
