@@ -314,7 +314,13 @@ fn trial(c: &mut Cluster, fault: Fault, n: usize, out_dir: &Path) -> Value {
     let mut reconnects = 0;
     let mut unavailable: Vec<f64> = Vec::new();
     let mut events = Vec::new();
+    let mut sent_at: std::collections::HashMap<u64, f64> = Default::default();
     for s in &sessions {
+        for e in s["events"].as_array().into_iter().flatten() {
+            if let (Some(id), Some(t)) = (e[3].as_u64(), e[0].as_f64()) {
+                sent_at.insert(id, t);
+            }
+        }
         reconnects += s["reconnects"].as_u64().unwrap_or(0);
         if let Some(a) = s["acked"].as_array() {
             acked.extend(a.iter().filter_map(|x| x.as_u64()));
@@ -348,7 +354,23 @@ fn trial(c: &mut Cluster, fault: Fault, n: usize, out_dir: &Path) -> Value {
         }
     }
     let missing = acked.iter().filter(|id| !on_new.contains(id)).count();
-    let split = on_old.difference(&on_new).count();
+    // Writes only the old server has: unacknowledged statements in flight
+    // at the fault may legitimately be there; one sent after the switch
+    // would be split brain.
+    let only_old: Vec<u64> = on_old.difference(&on_new).copied().collect();
+    let split = only_old
+        .iter()
+        .filter(|id| {
+            sent_at
+                .get(id)
+                .is_some_and(|t| *t > switched_at.unwrap_or(f64::MAX))
+        })
+        .count();
+    let acked_set: HashSet<u64> = acked.iter().copied().collect();
+    assert!(
+        only_old.iter().all(|id| !acked_set.contains(id)) || missing > 0,
+        "bookkeeping: an acknowledged id only on the old server is counted as lost"
+    );
 
     // Phases, from the keeper's record of the decision that switched.
     let decisions = c.keeper.decisions();
@@ -369,7 +391,7 @@ fn trial(c: &mut Cluster, fault: Fault, n: usize, out_dir: &Path) -> Value {
         "to": new_name,
         "switched": switched_at.is_some(),
         "detection_s": if fault == Fault::Switchover { 0.0 } else { requested - t0 },
-        "decision_s": ms("votes") + ms("reports"),
+        "decision_s": ms("votes_and_reports") + ms("reports"),
         "promotion_s": ms("promote") + ms("fence_and_catch_up"),
         "push_s": (switched - decided).max(0.0) + ms("publish"),
         "fault_to_all_switched_s": switched - t0,
@@ -380,11 +402,12 @@ fn trial(c: &mut Cluster, fault: Fault, n: usize, out_dir: &Path) -> Value {
         "reconnects": reconnects,
         "acked": acked.len(),
         "acked_missing_on_new": missing,
-        "only_on_old": split,
+        "in_flight_kept_by_old": only_old.len() - split,
+        "split_brain_writes": split,
     });
     plot(
         &dir.with_extension("svg"),
-        &format!("{} #{n}: {} → {}", fault.name(), r["from"], r["to"]),
+        &format!("{} #{n}: {old_name} → {new_name}", fault.name()),
         t0,
         &events,
         &[
@@ -394,18 +417,78 @@ fn trial(c: &mut Cluster, fault: Fault, n: usize, out_dir: &Path) -> Value {
             ("all proxies switched", switched),
         ],
     );
-    // Before the next trial: every server back and replicating.
-    let rejoined = wait_until(Duration::from_secs(30), || {
-        c.servers.iter().enumerate().all(|(i, s)| {
-            i == new
-                || s.try_sql("SHOW SLAVE STATUS")
-                    .is_ok_and(|st| st.contains("\tYes\tYes\t"))
-        })
+    // Before the next trial: every server back and replicating. A server
+    // that kept unacknowledged writes stays fenced (errant transactions):
+    // rebuild it from the new source, as an operator would.
+    let replicating = |s: &MariaDb| {
+        s.try_sql("SHOW SLAVE STATUS")
+            .is_ok_and(|st| st.contains("\tYes\tYes\t"))
+    };
+    let rejoined = wait_until(Duration::from_secs(5), || {
+        c.servers
+            .iter()
+            .enumerate()
+            .all(|(i, s)| i == new || replicating(s))
     });
     if !rejoined {
-        eprintln!("warning: not every server rejoined after trial {n}");
+        for i in 0..c.servers.len() {
+            if i != new && !replicating(&c.servers[i]) {
+                eprintln!(
+                    "rebuilding {} from {}",
+                    c.servers[i].name, c.servers[new].name
+                );
+                rebuild(&c.servers[i], &c.servers[new]);
+            }
+        }
+        let ok = wait_until(Duration::from_secs(30), || {
+            c.servers
+                .iter()
+                .enumerate()
+                .all(|(i, s)| i == new || replicating(s))
+        });
+        assert!(ok, "servers did not rejoin after trial {n}");
     }
     r
+}
+
+/// Replaces `stale`'s data with a copy of `source`'s (a dump with its GTID
+/// position). Nothing of it is binlogged, and the errant GTIDs stay in its
+/// binlog (so its agent keeps away) until the last step: set
+/// `gtid_slave_pos`, then empty the binlog. Its agent then points it at the
+/// active source.
+fn rebuild(stale: &MariaDb, source: &MariaDb) {
+    let dump = Command::new("mariadb-dump")
+        .args([
+            "--no-defaults",
+            "-uroot",
+            "--single-transaction",
+            "--gtid",
+            "--master-data=2",
+        ])
+        .arg(format!("--socket={}", source.socket.display()))
+        .args(["--databases", "app"])
+        .output()
+        .expect("mariadb-dump");
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    let text = String::from_utf8_lossy(&dump.stdout);
+    // `--master-data=2` writes the position as a comment: set it ourselves.
+    let pos = text
+        .lines()
+        .find_map(|l| l.split("gtid_slave_pos='").nth(1)?.split('\'').next())
+        .unwrap_or_default()
+        .to_string();
+    let script = format!(
+        "SET sql_log_bin = 0;\nSTOP SLAVE;\nRESET SLAVE ALL;\nSET GLOBAL read_only = ON;\n\
+         DROP DATABASE IF EXISTS app;\n{text}\n\
+         SET GLOBAL gtid_slave_pos = '{pos}';\nRESET MASTER;\n"
+    );
+    if let Err(e) = stale.sql_script(&script) {
+        panic!("rebuilding {}: {e}", stale.name);
+    }
 }
 
 fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
@@ -539,12 +622,12 @@ fn main() {
     }
 
     let mut table = String::from(
-        "| fault | trial | detect s | decide s | promote s | push s | fault→all switched s | write unavailable s (worst) | errors | retried | reconnects | acked | lost | only on old |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| fault | trial | detect s | decide s | promote s | push s | fault→all switched s | write unavailable s (worst) | errors | retried | reconnects | acked | lost | in flight kept by old | split brain |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in &results {
         table += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r["fault"].as_str().unwrap_or("?"),
             r["trial"],
             secs(&r["detection_s"]),
@@ -558,10 +641,11 @@ fn main() {
             r["reconnects"],
             r["acked"],
             r["acked_missing_on_new"],
-            r["only_on_old"],
+            r["in_flight_kept_by_old"],
+            r["split_brain_writes"],
         );
     }
-    table += "\n| fault | write unavailable s: min / median / max | fault→all switched s: min / median / max | errors (sum) | lost (sum) | only on old (sum) |\n|---|---|---|---|---|---|\n";
+    table += "\n| fault | write unavailable s: min / median / max | fault→all switched s: min / median / max | errors (sum) | lost (sum) | split brain (sum) |\n|---|---|---|---|---|---|\n";
     for fault in &faults {
         let rs: Vec<&Value> = results
             .iter()
@@ -585,7 +669,7 @@ fn main() {
             stat("write_unavailable_max_s"),
             stat("fault_to_all_switched_s"),
             sum("acked_missing_on_new"),
-            sum("only_on_old"),
+            sum("split_brain_writes"),
         );
     }
     let settings = if tuned { TUNED } else { "(defaults)\n" };

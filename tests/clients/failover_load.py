@@ -34,20 +34,20 @@ while time.time() < deadline:
             time.sleep(0.05)
             continue
     n += 1
+    row_id = sid * 10_000_000 + n if mode == "write" else 0
     start = time.time()
     try:
         with conn.cursor() as c:
             if mode == "write":
-                row_id = sid * 10_000_000 + n
                 c.execute("INSERT INTO acks (id, writer) VALUES (%s, %s)", (row_id, sid))
                 acked.append(row_id)
             else:
                 c.execute("SELECT MAX(id) FROM acks")
                 c.fetchall()
-        events.append([start, time.time(), 0])
+        events.append([start, time.time(), 0, row_id])
     except (pymysql.err.MySQLError, pymysql.err.InterfaceError) as e:
         code = e.args[0] if e.args and isinstance(e.args[0], int) else -1
-        events.append([start, time.time(), code])
+        events.append([start, time.time(), code, row_id])
         if code in LOST or code == -1:
             try:
                 conn.close()

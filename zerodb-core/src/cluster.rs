@@ -390,7 +390,9 @@ impl Cluster {
     /// switched, the source answers again, or the rules take the proxy
     /// offline.
     async fn switch_flow(self: Arc<Self>, datahost: String, source: String) {
+        let started = Instant::now();
         loop {
+            let asked = Instant::now();
             let outcome = self.request(&datahost, &source).await;
             let label = match &outcome {
                 Outcome::Switched => "switched",
@@ -405,6 +407,13 @@ impl Cluster {
                 Outcome::Switched => "switched".to_string(),
             };
             lock(&self.last_outcome).insert(datahost.clone(), text);
+            metrics::histogram!("zerodb_switch_request_seconds", "outcome" => label)
+                .record(asked.elapsed().as_secs_f64());
+            if outcome == Outcome::Switched {
+                // From this proxy marking the source down to its new topology.
+                metrics::histogram!("zerodb_failover_seconds", "datahost" => datahost.clone())
+                    .record(started.elapsed().as_secs_f64());
+            }
             let action = lock(&self.rules).on_outcome(&datahost, &outcome);
             self.act(action).await;
             if outcome == Outcome::Switched || self.mode() != Mode::Online {

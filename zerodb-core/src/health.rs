@@ -153,6 +153,7 @@ pub async fn probe_loop(
     let mut tick = tokio::time::interval(cfg.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let params = ds.pool.params().clone();
+    let mut last_ok = Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -174,6 +175,9 @@ pub async fn probe_loop(
             // A timed-out or failed connection is in an unknown state.
             conn = None;
         }
+        if ok {
+            last_ok = Instant::now();
+        }
         let label = if ok { "ok" } else { "fail" };
         metrics::counter!("zerodb_probes_total", "datasource" => ds.name.clone(), "result" => label).increment(1);
         if let Some(up) = ds.health.record(ok, started.elapsed(), &cfg) {
@@ -185,6 +189,9 @@ pub async fn probe_loop(
             if up {
                 tracing::info!(datasource = %ds.name, addr = %ds.addr, "datasource is up");
             } else {
+                // From the last probe that answered to the verdict.
+                metrics::histogram!("zerodb_detection_seconds", "datasource" => ds.name.clone())
+                    .record(last_ok.elapsed().as_secs_f64());
                 let why = match &result {
                     Ok(Err(e)) => e.to_string(),
                     Err(_) => format!("no answer within {:?}", cfg.timeout),

@@ -17,18 +17,49 @@ use zerodb_core::process;
 struct Args {
     /// Config file (YAML, or TOML when it ends in .toml). ZERODB_* environment
     /// variables override it.
-    #[arg(long, short)]
-    config: PathBuf,
+    #[arg(long, short, required_unless_present = "command")]
+    config: Option<PathBuf>,
     /// Check the config and exit.
     #[arg(long)]
     check: bool,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Cmd {
+    /// Planned switchover of a dataHost, through a running keeper's admin
+    /// API: clients see a pause, not an error.
+    Switchover {
+        /// The keeper's admin address.
+        #[arg(long, default_value = "127.0.0.1:9700")]
+        admin: String,
+        /// The cluster token.
+        #[arg(long)]
+        token: String,
+        #[arg(long)]
+        datahost: String,
+        /// The standby to promote (default: the most advanced one).
+        #[arg(long)]
+        target: Option<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     process::init_logging();
-    let config = KeeperConfig::load(&args.config)
-        .with_context(|| format!("loading {}", args.config.display()))?;
+    if let Some(Cmd::Switchover {
+        admin,
+        token,
+        datahost,
+        target,
+    }) = args.command
+    {
+        return switchover(&admin, &token, &datahost, target);
+    }
+    let path = args.config.context("--config is needed")?;
+    let config =
+        KeeperConfig::load(&path).with_context(|| format!("loading {}", path.display()))?;
     if args.check {
         println!("config OK: {} dataHost(s)", config.datahosts.len());
         return Ok(());
@@ -71,5 +102,26 @@ async fn run(config: KeeperConfig) -> anyhow::Result<()> {
     if let Some(a) = admin {
         let _ = a.await;
     }
+    Ok(())
+}
+
+fn switchover(
+    admin: &str,
+    token: &str,
+    datahost: &str,
+    target: Option<String>,
+) -> anyhow::Result<()> {
+    let body = serde_json::json!({ "datahost": datahost, "target": target });
+    let answer: serde_json::Value = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(zerodb_core::control::Client::new(token).post(
+            admin,
+            "/switchover",
+            &body,
+            std::time::Duration::from_secs(120),
+        ))
+        .context("switchover refused or failed")?;
+    println!("{answer}");
     Ok(())
 }

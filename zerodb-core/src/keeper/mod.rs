@@ -471,8 +471,13 @@ impl Keeper {
         }
     }
 
+    /// Reports of the standbys, and of the source when the strict binlog
+    /// check needs it (a paused source's agent would make everyone wait
+    /// out its timeout for nothing).
     async fn gather_reports(&self, source: &str, standbys: &[String]) -> Reports {
         let t = self.cfg.timings.agent_timeout;
+        let strict =
+            self.cfg.policy.need_binlog_check && self.cfg.policy.safe_binlog_delay.is_some();
         let ask = |name: &str| {
             let handle = self.agents.get(name);
             async move {
@@ -482,7 +487,12 @@ impl Keeper {
                 }
             }
         };
-        let src = ask(source);
+        let src = async {
+            match strict {
+                true => ask(source).await,
+                false => None,
+            }
+        };
         let others = futures_util::future::join_all(standbys.iter().map(|s| ask(s)));
         let (source_report, reports) = tokio::join!(src, others);
         Reports {
@@ -572,8 +582,15 @@ impl Keeper {
             let t = Instant::now();
             match step {
                 Step::Need(Need::Votes) => {
-                    votes = Some(self.gather_votes(&request.datahost, &request.source).await);
-                    phase(&mut phases, "votes", t);
+                    // The reports will be needed if the vote passes: fetch
+                    // them meanwhile.
+                    let (v, r) = tokio::join!(
+                        self.gather_votes(&request.datahost, &request.source),
+                        self.gather_reports(&request.source, &standbys)
+                    );
+                    votes = Some(v);
+                    reports = Some(r);
+                    phase(&mut phases, "votes_and_reports", t);
                 }
                 Step::Need(Need::Reports) => {
                     reports = Some(self.gather_reports(&request.source, &standbys).await);
