@@ -97,6 +97,8 @@ struct Cluster {
     agents: Vec<Agent>,
     keeper: Keeper,
     proxies: Vec<Proxy>,
+    /// Trials run so far.
+    trials: usize,
 }
 
 impl Cluster {
@@ -154,6 +156,7 @@ impl Cluster {
             agents,
             keeper,
             proxies,
+            trials: 0,
         };
         wait_for("3 proxies registered", Duration::from_secs(20), || {
             c.keeper.json("/status")["proxies"]
@@ -202,10 +205,12 @@ struct Load {
 }
 
 impl Load {
-    fn start(c: &Cluster, seconds: f64, dir: &Path) -> Self {
+    /// `base`: the first session id (ids of rows written are unique
+    /// across trials because session ids are).
+    fn start(c: &Cluster, seconds: f64, dir: &Path, base: usize) -> Self {
         let script = repo_tests_dir().join("clients").join("failover_load.py");
         let mut children = Vec::new();
-        let mut sid = 1;
+        let mut sid = base;
         for p in &c.proxies {
             for mode in ["write", "write", "read"] {
                 let out = dir.join(format!("session-{sid}.json"));
@@ -262,7 +267,8 @@ fn trial(c: &mut Cluster, fault: Fault, n: usize, out_dir: &Path) -> Value {
     let decisions_before = c.keeper.decisions().len();
     let retried_before = c.retried();
     let (pre, post) = (3.0, 9.0);
-    let load = Load::start(c, pre + post, &dir);
+    c.trials += 1;
+    let load = Load::start(c, pre + post, &dir, c.trials * 100);
     std::thread::sleep(Duration::from_secs_f64(pre));
 
     let t0 = now();
@@ -339,17 +345,16 @@ fn trial(c: &mut Cluster, fault: Fault, n: usize, out_dir: &Path) -> Value {
             }
         }
         if s["mode"] == "write" {
-            let before = evs
-                .iter()
-                .filter(|e| e.2 == 0 && e.1 < t0)
-                .map(|e| e.1)
+            // The longest wait between two acknowledged writes, from the
+            // last one before the fault on: what the application saw.
+            let mut acks: Vec<f64> = evs.iter().filter(|e| e.2 == 0).map(|e| e.1).collect();
+            acks.sort_by(f64::total_cmp);
+            let first = acks.iter().rposition(|t| *t < t0).unwrap_or(0);
+            let gap = acks[first..]
+                .windows(2)
+                .map(|w| w[1] - w[0])
                 .fold(f64::NAN, f64::max);
-            let after = evs
-                .iter()
-                .filter(|e| e.2 == 0 && e.1 >= t0)
-                .map(|e| e.1)
-                .fold(f64::NAN, f64::min);
-            unavailable.push(after - before);
+            unavailable.push(gap);
             events.extend(evs.iter().map(|e| (e.1, e.2)));
         }
     }

@@ -23,6 +23,10 @@ ADMIN_PORT=${ADMIN_PORT:-9307}
 KEEPER_PORT=${KEEPER_PORT:-7700}
 KEEPER_ADMIN_PORT=${KEEPER_ADMIN_PORT:-9700}
 TOKEN=${TOKEN:-demo-token}
+# Semi-synchronous replication: a write is acknowledged only once the
+# replica has it. With two servers, once one has failed the other has no
+# replica left, and waits this long before acknowledging asynchronously.
+SEMI_SYNC_TIMEOUT_MS=${SEMI_SYNC_TIMEOUT_MS:-1000}
 
 pids=()
 cleanup() {
@@ -42,6 +46,9 @@ start_db() { # name port server_id
     --pid-file="$dir/pid" --server-id="$3" --bind-address=127.0.0.1 --user="$(id -un)" \
     --log-bin=mysql-bin --log-slave-updates --binlog-format=ROW --gtid-strict-mode=1 \
     --skip-name-resolve --max-allowed-packet=256M --innodb-buffer-pool-size=128M \
+    --rpl-semi-sync-master-enabled=ON --rpl-semi-sync-slave-enabled=ON \
+    --rpl-semi-sync-master-wait-point=AFTER_SYNC --rpl-semi-sync-master-timeout="$SEMI_SYNC_TIMEOUT_MS" \
+    --sync-binlog=1 --innodb-flush-log-at-trx-commit=1 \
     >"$dir/mysqld.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 200); do
@@ -115,7 +122,7 @@ cat <<MSG
 
 zeroDB demo is up.
   primary  mysql_1   127.0.0.1:$PRIMARY_PORT   (socket $demo/mysql_1/sock)
-  replica  mysql_11  127.0.0.1:$REPLICA_PORT   (replicates mysql_1 with GTID)
+  replica  mysql_11  127.0.0.1:$REPLICA_PORT   (replicates mysql_1: GTID, semi-synchronous)
   proxy              127.0.0.1:$PROXY_PORT     user app / app-pw, schema app
   admin              http://127.0.0.1:$ADMIN_PORT/{health,status,sessions,metrics}
   keeper             http://127.0.0.1:$KEEPER_ADMIN_PORT/{status,decisions,metrics}  (token $TOKEN)

@@ -17,7 +17,7 @@ use zerodb_core::process;
 struct Args {
     /// Config file (YAML, or TOML when it ends in .toml). ZERODB_* environment
     /// variables override it.
-    #[arg(long, short, required_unless_present = "command")]
+    #[arg(long, short)]
     config: Option<PathBuf>,
     /// Check the config and exit.
     #[arg(long)]

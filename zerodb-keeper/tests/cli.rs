@@ -44,3 +44,27 @@ fn bad_configs_are_refused_with_a_reason() {
         assert!(err.contains(why), "{why}: {err}");
     }
 }
+
+#[test]
+fn switchover_command_reports_an_unreachable_keeper() {
+    let out = Command::new(env!("CARGO_BIN_EXE_zerodb-keeper"))
+        .args([
+            "switchover",
+            "--admin",
+            "127.0.0.1:1",
+            "--token",
+            "t",
+            "--datahost",
+            "dh1",
+        ])
+        .output()
+        .expect("run zerodb-keeper");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("switchover refused or failed"), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_zerodb-keeper"))
+        .output()
+        .expect("run zerodb-keeper");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--config"));
+}

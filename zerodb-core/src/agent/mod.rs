@@ -35,7 +35,7 @@ struct State {
 /// One datasource's agent.
 #[derive(Debug)]
 pub struct AgentCore {
-    pub ops: MysqlOps,
+    pub ops: std::sync::Arc<MysqlOps>,
     /// How long a promotion may wait for the relay log to be applied.
     pub promote_timeout: Duration,
     state: Mutex<State>,
@@ -44,7 +44,7 @@ pub struct AgentCore {
 impl AgentCore {
     pub fn new(ops: MysqlOps, promote_timeout: Duration) -> Self {
         Self {
-            ops,
+            ops: std::sync::Arc::new(ops),
             promote_timeout,
             state: Mutex::new(State::default()),
         }

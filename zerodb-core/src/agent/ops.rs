@@ -192,42 +192,70 @@ impl MysqlOps {
         Ok(ro.is_some_and(|v| v != 0))
     }
 
-    /// Applies the relay log it has, stops and resets replication, and
-    /// clears `read_only`.
-    pub async fn promote(&self, apply_timeout: Duration) -> Result<(), OpsError> {
+    /// Applies the relay log it has, clears `read_only`, and stops and
+    /// resets replication.
+    ///
+    /// `STOP SLAVE` waits for the I/O thread, which on a frozen source
+    /// (paused, cut off) MariaDB only gets out of after seconds. Nothing
+    /// comes from such a source, so the promotion does not wait for it:
+    /// the stop is issued at once on a connection of its own, the relay log
+    /// received is applied, `read_only` is cleared, and the stop and
+    /// `RESET SLAVE ALL` complete in the background.
+    pub async fn promote(
+        self: &std::sync::Arc<Self>,
+        apply_timeout: Duration,
+    ) -> Result<(), OpsError> {
         let deadline = Instant::now() + apply_timeout;
-        self.with_conn(apply_timeout + self.timeout, async |c| {
-            c.query_drop("STOP SLAVE IO_THREAD").await?;
-            loop {
-                let s: Option<Row> = c.query_first("SHOW SLAVE STATUS").await?;
-                let Some(s) = s.map(|s| replica_status(&s)) else {
-                    break; // not a replica: nothing to apply
-                };
-                if s.relay_applied() {
-                    break;
+        let me = self.clone();
+        let stopper = tokio::spawn(async move {
+            me.with_conn(apply_timeout + me.timeout * 4, async |c| {
+                c.query_drop("STOP SLAVE IO_THREAD").await
+            })
+            .await
+        });
+        let applied = self
+            .with_conn(apply_timeout + self.timeout, async |c| {
+                loop {
+                    let s: Option<Row> = c.query_first("SHOW SLAVE STATUS").await?;
+                    let Some(s) = s.map(|s| replica_status(&s)) else {
+                        break; // not a replica: nothing to apply
+                    };
+                    if s.relay_applied() {
+                        break;
+                    }
+                    if !s.sql_running {
+                        return Err(mysql_async::Error::Other(
+                            format!(
+                                "SQL thread stopped before the relay log was applied: {}",
+                                s.last_error
+                            )
+                            .into(),
+                        ));
+                    }
+                    if Instant::now() > deadline {
+                        return Err(mysql_async::Error::Other(
+                            "relay log not applied in time".into(),
+                        ));
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                 }
-                if !s.sql_running {
-                    return Err(mysql_async::Error::Other(
-                        format!(
-                            "SQL thread stopped before the relay log was applied: {}",
-                            s.last_error
-                        )
-                        .into(),
-                    ));
-                }
-                if Instant::now() > deadline {
-                    return Err(mysql_async::Error::Other(
-                        "relay log not applied in time".into(),
-                    ));
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                c.query_drop("SET GLOBAL read_only = OFF").await
+            })
+            .await;
+        let me = self.clone();
+        tokio::spawn(async move {
+            let _ = stopper.await;
+            let reset = me
+                .with_conn(me.timeout * 8, async |c| {
+                    c.query_drop("STOP SLAVE").await?;
+                    c.query_drop("RESET SLAVE ALL").await
+                })
+                .await;
+            if let Err(e) = reset {
+                tracing::error!(datasource = %me.name, error = %e, "promoted, but replication could not be reset");
             }
-            c.query_drop("STOP SLAVE").await?;
-            c.query_drop("RESET SLAVE ALL").await?;
-            c.query_drop("SET GLOBAL read_only = OFF").await?;
-            Ok(())
-        })
-        .await
+        });
+        applied
     }
 
     /// Sets `read_only` and ends every client session but its own, so that

@@ -80,6 +80,15 @@ pub async fn refuse(mut stream: TcpStream, e: ClientError) {
     let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&buf)).await;
 }
 
+/// Marks the session busy again when dropped.
+struct BusyOnDrop<'a>(&'a SessionHandle);
+
+impl Drop for BusyOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.set_busy(true);
+    }
+}
+
 /// A backend connection bound to the session, and where it leads.
 struct Bound {
     conn: PooledConn,
@@ -405,6 +414,10 @@ impl Session {
         let started = Instant::now();
         metrics::counter!("zerodb_buffered_statements_total", "datahost" => dh.name.clone())
             .increment(1);
+        // Waiting here is not running: a planned switchover need not wait
+        // for this session.
+        self.handle.set_busy(false);
+        let _running_again = BusyOnDrop(&self.handle);
         let mut swaps = dh.watch_swaps();
         let handle = self.handle.clone();
         loop {
