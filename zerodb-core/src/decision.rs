@@ -7,7 +7,7 @@
 //! ([`Step::Done`]). The keeper's I/O loop is then a few lines, and every
 //! seed CASE is a row in the table tests below.
 
-use crate::control::AgentReport;
+use crate::control::{AgentReport, BinlogPos};
 use crate::policy::Policy;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -299,14 +299,33 @@ fn choose_target<'s>(
         let Some(r) = report(name).filter(|r| r.alive) else {
             continue;
         };
-        let received = |r: &AgentReport| r.replica.as_ref().and_then(|s| s.read.clone());
+        // Most received first (no acknowledged transaction left behind),
+        // then most applied (the shortest promotion), then configured order.
+        let pos = |r: &AgentReport| {
+            let s = r.replica.as_ref();
+            (
+                s.and_then(|s| s.read.clone()),
+                s.and_then(|s| s.executed.clone()),
+            )
+        };
+        let ahead = |x: Option<BinlogPos>, y: Option<BinlogPos>| match (x, y) {
+            (Some(x), Some(y)) => x.partial_cmp(&y),
+            (Some(_), None) => Some(std::cmp::Ordering::Greater),
+            (None, Some(_)) => Some(std::cmp::Ordering::Less),
+            (None, None) => Some(std::cmp::Ordering::Equal),
+        };
         let better = match best {
             None => true,
-            Some((_, b)) => match (received(r), received(b)) {
-                (Some(x), Some(y)) => x > y,
-                (Some(_), None) => true,
-                _ => false,
-            },
+            Some((_, b)) => {
+                let ((rr, re), (br, be)) = (pos(r), pos(b));
+                match ahead(rr, br) {
+                    Some(std::cmp::Ordering::Greater) => true,
+                    Some(std::cmp::Ordering::Equal) => {
+                        ahead(re, be) == Some(std::cmp::Ordering::Greater)
+                    }
+                    _ => false,
+                }
+            }
         };
         if better {
             best = Some((name, r));
@@ -378,7 +397,7 @@ fn binlog_check(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::{BinlogPos, ReplicaStatus};
+    use crate::control::ReplicaStatus;
 
     fn members(names: &[&str], lost: &[&str]) -> Vec<Member> {
         names
@@ -694,6 +713,14 @@ mod tests {
             ],
         ));
         assert_eq!(c.approved(), "mysql_11", "tie: configured order");
+        c.reports = Some(reports(
+            Some(source_report(1000)),
+            &[
+                ("mysql_11", Some(replica("mysql_11", 1000, 200, 0.1))),
+                ("mysql_12", Some(replica("mysql_12", 1000, 900, 0.1))),
+            ],
+        ));
+        assert_eq!(c.approved(), "mysql_12", "same received: the most applied");
         // A standby whose agent is down is passed over for one that answers.
         c.reports = Some(reports(
             Some(source_report(1000)),
