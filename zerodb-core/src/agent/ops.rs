@@ -8,7 +8,7 @@ use mysql_async::{Conn, OptsBuilder, Row};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpsError {
@@ -205,7 +205,14 @@ impl MysqlOps {
         self: &std::sync::Arc<Self>,
         apply_timeout: Duration,
     ) -> Result<(), OpsError> {
-        let deadline = Instant::now() + apply_timeout;
+        // What was received, read before the stop: while `STOP SLAVE` waits
+        // for the I/O thread, SHOW SLAVE STATUS waits behind it.
+        let received: Option<ReplicaStatus> = self
+            .with_conn(self.timeout, async |c| {
+                let s: Option<Row> = c.query_first("SHOW SLAVE STATUS").await?;
+                Ok(s.map(|s| replica_status(&s)))
+            })
+            .await?;
         let me = self.clone();
         let stopper = tokio::spawn(async move {
             me.with_conn(apply_timeout + me.timeout * 4, async |c| {
@@ -213,31 +220,37 @@ impl MysqlOps {
             })
             .await
         });
+        let secs = apply_timeout.as_secs_f64().max(0.001);
         let applied = self
             .with_conn(apply_timeout + self.timeout, async |c| {
-                loop {
-                    let s: Option<Row> = c.query_first("SHOW SLAVE STATUS").await?;
-                    let Some(s) = s.map(|s| replica_status(&s)) else {
-                        break; // not a replica: nothing to apply
-                    };
-                    if s.relay_applied() {
-                        break;
+                match &received {
+                    // Not a replica: nothing to apply.
+                    None => {}
+                    Some(r) if !r.gtid_io_pos.is_empty() => {
+                        // MASTER_GTID_WAIT takes no replication lock.
+                        let q =
+                            format!("SELECT MASTER_GTID_WAIT({}, {secs})", quote(&r.gtid_io_pos));
+                        let waited: Option<i64> = c.query_first(q).await?;
+                        if waited != Some(0) {
+                            return Err(mysql_async::Error::Other(
+                                format!(
+                                    "relay log not applied in time (up to {}): {}",
+                                    r.gtid_io_pos, r.last_error
+                                )
+                                .into(),
+                            ));
+                        }
                     }
-                    if !s.sql_running {
+                    Some(r) if !r.relay_applied() => {
                         return Err(mysql_async::Error::Other(
                             format!(
-                                "SQL thread stopped before the relay log was applied: {}",
-                                s.last_error
+                                "replicating without GTID and behind ({}): promote it by hand",
+                                r.last_error
                             )
                             .into(),
                         ));
                     }
-                    if Instant::now() > deadline {
-                        return Err(mysql_async::Error::Other(
-                            "relay log not applied in time".into(),
-                        ));
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    Some(_) => {}
                 }
                 c.query_drop("SET GLOBAL read_only = OFF").await
             })
