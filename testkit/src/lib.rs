@@ -87,6 +87,28 @@ pub const REPLICATION_OPTIONS: &[&str] = &[
     "--sync-binlog=0",
 ];
 
+fn child_pid(child: &Option<Child>) -> u32 {
+    child.as_ref().map(|c| c.id()).unwrap_or(0)
+}
+
+/// Sends `sig` to a child process (a plain kill(2) through the `kill`
+/// command: no unsafe code).
+fn signal_child(child: &Option<Child>, sig: i32) {
+    if let Some(c) = child {
+        let _ = Command::new("kill")
+            .args([format!("-{sig}"), c.id().to_string()])
+            .status();
+    }
+}
+
+/// SIGKILL and wait.
+fn kill_child(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
 /// One mariadbd process.
 pub struct MariaDb {
     pub name: String,
@@ -258,22 +280,16 @@ impl MariaDb {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+        child_pid(&self.child)
     }
 
     pub fn signal(&self, sig: i32) {
-        // SAFETY-free: plain kill(2) on our own child.
-        let _ = Command::new("kill")
-            .args([format!("-{sig}"), self.pid().to_string()])
-            .status();
+        signal_child(&self.child, sig);
     }
 
     /// SIGKILL and wait.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        kill_child(&mut self.child);
     }
 
     /// Starts the server again on its datadir and port (after a kill).
@@ -372,7 +388,7 @@ impl Daemon {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+        child_pid(&self.child)
     }
 
     /// GET on the admin port: (status, body).
@@ -394,17 +410,12 @@ impl Daemon {
     }
 
     pub fn signal(&self, sig: i32) {
-        let _ = Command::new("kill")
-            .args([format!("-{sig}"), self.pid().to_string()])
-            .status();
+        signal_child(&self.child, sig);
     }
 
     /// SIGKILL and wait.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        kill_child(&mut self.child);
     }
 
     /// Sends SIGTERM and waits for the exit status.
