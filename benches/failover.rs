@@ -50,6 +50,9 @@ const SEMI_SYNC: &[&str] = &[
     "--rpl-semi-sync-slave-enabled=ON",
     "--rpl-semi-sync-master-wait-point=AFTER_SYNC",
     "--rpl-semi-sync-master-timeout=10000",
+    // A crashed source restarts as a replica: semisync recovery then
+    // truncates transactions no replica acknowledged (MDEV-21117).
+    "--init-rpl-role=SLAVE",
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -317,6 +320,9 @@ fn trial(c: &mut Cluster, fault: Fault, n: usize, out_dir: &Path) -> Value {
     let on_old = ids(&c.servers[old]);
     let mut acked = Vec::new();
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    // When each failed statement was sent: classified below against the
+    // fault and its detection.
+    let mut error_starts: Vec<f64> = Vec::new();
     let mut reconnects = 0;
     let mut unavailable: Vec<f64> = Vec::new();
     let mut events = Vec::new();
@@ -339,10 +345,9 @@ fn trial(c: &mut Cluster, fault: Fault, n: usize, out_dir: &Path) -> Value {
                     .collect()
             })
             .unwrap_or_default();
-        for e in &evs {
-            if e.2 != 0 {
-                *errors.entry(e.2.to_string()).or_default() += 1;
-            }
+        for e in evs.iter().filter(|e| e.2 != 0) {
+            *errors.entry(e.2.to_string()).or_default() += 1;
+            error_starts.push(e.0);
         }
         if s["mode"] == "write" {
             // The longest wait between two acknowledged writes, from the
@@ -389,7 +394,22 @@ fn trial(c: &mut Cluster, fault: Fault, n: usize, out_dir: &Path) -> Value {
     let requested = d["requested_at_unix_ms"].as_f64().unwrap_or(0.0) / 1000.0;
     let decided = d["at_unix_ms"].as_f64().unwrap_or(0.0) / 1000.0;
     let switched = switched_at.unwrap_or(f64::NAN);
-    let r = json!({
+    // Statements sent before the fault; sent after it but before any proxy
+    // could tell (to a server already dead or frozen: in flight as far as
+    // the proxy knows, and a write among them may or may not have run);
+    // and sent after the failure was detected, which should see none.
+    let detected = if fault == Fault::Switchover {
+        t0
+    } else {
+        requested
+    };
+    let count = |f: &dyn Fn(f64) -> bool| error_starts.iter().filter(|t| f(**t)).count();
+    let (before_fault, before_detection, after_detection) = (
+        count(&|t| t < t0),
+        count(&|t| t >= t0 && t < detected),
+        count(&|t| t >= detected.max(t0)),
+    );
+    let mut r = json!({
         "fault": fault.name(),
         "trial": n,
         "from": old_name,
@@ -403,6 +423,9 @@ fn trial(c: &mut Cluster, fault: Fault, n: usize, out_dir: &Path) -> Value {
         "write_unavailable_max_s": unavailable.iter().copied().fold(f64::NAN, f64::max),
         "write_unavailable_median_s": median(unavailable.clone()),
         "errors": errors,
+        "errors_sent_before_fault": before_fault,
+        "errors_sent_before_detection": before_detection,
+        "errors_sent_after_detection": after_detection,
         "retried": c.retried() - retried_before,
         "reconnects": reconnects,
         "acked": acked.len(),
@@ -435,6 +458,7 @@ fn trial(c: &mut Cluster, fault: Fault, n: usize, out_dir: &Path) -> Value {
             .enumerate()
             .all(|(i, s)| i == new || replicating(s))
     });
+    let mut rebuilt = Vec::new();
     if !rejoined {
         for i in 0..c.servers.len() {
             if i != new && !replicating(&c.servers[i]) {
@@ -443,6 +467,7 @@ fn trial(c: &mut Cluster, fault: Fault, n: usize, out_dir: &Path) -> Value {
                     c.servers[i].name, c.servers[new].name
                 );
                 rebuild(&c.servers[i], &c.servers[new]);
+                rebuilt.push(c.servers[i].name.clone());
             }
         }
         let ok = wait_until(Duration::from_secs(30), || {
@@ -453,6 +478,7 @@ fn trial(c: &mut Cluster, fault: Fault, n: usize, out_dir: &Path) -> Value {
         });
         assert!(ok, "servers did not rejoin after trial {n}");
     }
+    r["rebuilt"] = json!(rebuilt);
     // And caught up: a standby still applying a backlog would make the
     // next trial measure that backlog.
     for (i, s) in c.servers.iter().enumerate() {
@@ -634,12 +660,12 @@ fn main() {
     }
 
     let mut table = String::from(
-        "| fault | trial | detect s | decide s | promote s | push s | fault→all switched s | write unavailable s (worst) | errors | retried | reconnects | acked | lost | in flight kept by old | split brain |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| fault | trial | detect s | decide s | promote s | push s | fault→all switched s | write unavailable s (worst) | errors | sent before fault / before detection / after | retried | reconnects | acked | lost | in flight kept by old | split brain | rebuilt |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in &results {
         table += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r["fault"].as_str().unwrap_or("?"),
             r["trial"],
             secs(&r["detection_s"]),
@@ -649,15 +675,19 @@ fn main() {
             secs(&r["fault_to_all_switched_s"]),
             secs(&r["write_unavailable_max_s"]),
             r["errors"],
+            r["errors_sent_before_fault"],
+            r["errors_sent_before_detection"],
+            r["errors_sent_after_detection"],
             r["retried"],
             r["reconnects"],
             r["acked"],
             r["acked_missing_on_new"],
             r["in_flight_kept_by_old"],
             r["split_brain_writes"],
+            r["rebuilt"].as_array().map_or(0, Vec::len),
         );
     }
-    table += "\n| fault | write unavailable s: min / median / max | fault→all switched s: min / median / max | errors (sum) | lost (sum) | split brain (sum) |\n|---|---|---|---|---|---|\n";
+    table += "\n| fault | write unavailable s: min / median / max | fault→all switched s: min / median / max | errors: sent before fault / before detection / after (sum) | lost (sum) | split brain (sum) | old source rebuilt |\n|---|---|---|---|---|---|---|\n";
     for fault in &faults {
         let rs: Vec<&Value> = results
             .iter()
@@ -670,31 +700,35 @@ fn main() {
             format!("{min:.2} / {:.2} / {max:.2}", median(v.clone()))
         };
         let sum = |k: &str| rs.iter().filter_map(|r| r[k].as_u64()).sum::<u64>();
-        let errors: u64 = rs
+        let rebuilt = rs
             .iter()
-            .filter_map(|r| r["errors"].as_object())
-            .flat_map(|m| m.values().filter_map(|v| v.as_u64()))
-            .sum();
+            .filter(|r| r["rebuilt"].as_array().is_some_and(|a| !a.is_empty()))
+            .count();
         table += &format!(
-            "| {} | {} | {} | {errors} | {} | {} |\n",
+            "| {} | {} | {} | {} / {} / {} | {} | {} | {rebuilt} of {} |\n",
             fault.name(),
             stat("write_unavailable_max_s"),
             stat("fault_to_all_switched_s"),
+            sum("errors_sent_before_fault"),
+            sum("errors_sent_before_detection"),
+            sum("errors_sent_after_detection"),
             sum("acked_missing_on_new"),
             sum("split_brain_writes"),
+            rs.len(),
         );
     }
     let settings = if tuned { TUNED } else { "(defaults)\n" };
     println!("\nsettings:\n{settings}\n{table}");
     let doc = json!({"settings": settings, "trials": results});
-    let json_path = out_dir.join("results.json");
+    let stem = if tuned { "results" } else { "results-defaults" };
+    let json_path = out_dir.join(format!("{stem}.json"));
     std::fs::write(
         &json_path,
         serde_json::to_vec_pretty(&doc).unwrap_or_default(),
     )
     .expect("write results");
     std::fs::write(
-        out_dir.join("results.md"),
+        out_dir.join(format!("{stem}.md")),
         format!("settings:\n```\n{settings}```\n\n{table}"),
     )
     .expect("write table");

@@ -94,7 +94,15 @@ fn ids_on(db: &MariaDb) -> HashSet<u64> {
 #[test]
 fn sigkill_of_the_source_fails_over_and_the_old_source_returns_read_only() {
     let bins = bins();
-    let (mut m1, m11) = pair(&[], &[]);
+    // Semi-sync, its master side on the source only; both may ack.
+    let (mut m1, m11) = pair(
+        &[
+            "--rpl-semi-sync-master-enabled=ON",
+            "--rpl-semi-sync-slave-enabled=ON",
+            "--rpl-semi-sync-master-timeout=1000",
+        ],
+        &["--rpl-semi-sync-slave-enabled=ON"],
+    );
     let (a1p, a11p) = (agent_port(), agent_port());
     let dhs = one_dh(&m1, &m11);
     let keeper = start_keeper(&bins, &dhs, &[("mysql_1", a1p), ("mysql_11", a11p)], "");
@@ -139,6 +147,11 @@ fn sigkill_of_the_source_fails_over_and_the_old_source_returns_read_only() {
         "3"
     );
     assert_eq!(m11.sql("SELECT @@read_only"), "0");
+    assert_eq!(
+        m11.sql("SELECT @@rpl_semi_sync_master_enabled"),
+        "1",
+        "the new source waits for ACKs"
+    );
 
     // The old source comes back: fenced at once, then a replica.
     m1.restart();
@@ -153,6 +166,9 @@ fn sigkill_of_the_source_fails_over_and_the_old_source_returns_read_only() {
                 .is_ok_and(|s| s.contains(&format!("\t{}\t", m11.port)))
         },
     );
+    // As a replica its semi-sync master side is off: otherwise its SQL
+    // thread would wait out the semi-sync timeout at every commit.
+    assert_eq!(m1.sql("SELECT @@rpl_semi_sync_master_enabled"), "0");
     p2.sql("INSERT INTO acks VALUES (4, 2)");
     m1.catch_up(&m11);
     assert_eq!(m1.sql("SELECT COUNT(*) FROM app.acks WHERE id = 4"), "1");

@@ -145,3 +145,80 @@ fn swap_under_load_moves_every_session() {
     assert_eq!(old["name"], "mysql_1");
     assert_eq!(old["sessions"], 0, "{st}");
 }
+
+/// The server closes a session's backend connection while the session sits
+/// between statements (here `KILL`, as a DBA or `wait_timeout` would; a
+/// restarted server does the same). Outside a transaction the next
+/// statement, a write included, runs on a fresh connection with the
+/// session's state replayed; inside one it gets 9103 until ROLLBACK.
+#[test]
+fn backend_connection_closed_between_statements() {
+    let db = MariaDb::start("m1", 1);
+    db.sql("CREATE TABLE app.k (id INT PRIMARY KEY)");
+    let proxy = start_proxy(&one_datahost_config(&[&db]));
+    let script = format!(
+        "import pymysql, sys\n\
+         c = pymysql.connect(host='127.0.0.1', port={port}, user='{APP_USER}', password='{APP_PASSWORD}', database='app', autocommit=True)\n\
+         cur = c.cursor()\n\
+         cur.execute('SET SESSION wait_timeout = 1234')\n\
+         cur.execute('SELECT CONNECTION_ID()'); print(cur.fetchone()[0], flush=True)\n\
+         sys.stdin.readline()\n\
+         cur.execute('INSERT INTO k VALUES (1)')\n\
+         cur.execute('SELECT @@session.wait_timeout'); print('timeout', cur.fetchone()[0], flush=True)\n\
+         cur.execute('BEGIN'); cur.execute('INSERT INTO k VALUES (2)'); print('in trx', flush=True)\n\
+         sys.stdin.readline()\n\
+         try:\n    cur.execute('INSERT INTO k VALUES (3)'); print('no error')\n\
+         except pymysql.err.MySQLError as e:\n    print('error', e.args[0])\n\
+         cur.execute('ROLLBACK')\n\
+         cur.execute('SELECT COUNT(*) FROM k'); print('rows', cur.fetchone()[0])\n",
+        port = proxy.port
+    );
+    let mut client = Command::new("python3")
+        .args(["-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut stdin = client.stdin.take().expect("stdin");
+    let mut lines = BufReader::new(client.stdout.take().expect("stdout")).lines();
+    let mut next = || lines.next().and_then(Result::ok).unwrap_or_default();
+    let id: u64 = next().parse().expect("proxy connection id");
+
+    // The backend thread that serves this session, from the proxy's list.
+    let backend_thread = || -> u64 {
+        let (_, body) = proxy.http_get("/sessions").expect("sessions");
+        let rows: serde_json::Value = serde_json::from_str(&body).expect("json");
+        rows.as_array()
+            .and_then(|r| r.iter().find(|x| x["id"].as_u64() == Some(id)))
+            .and_then(|x| x["backend_thread"].as_u64())
+            .unwrap_or_else(|| panic!("session {id} holds no backend: {rows}"))
+    };
+    let kill = |thread: u64| {
+        db.sql(&format!("KILL {thread}"));
+        // The server closes the socket right after the KILL returns.
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let first = backend_thread();
+    kill(first);
+    writeln!(stdin, "go").expect("stdin");
+    assert_eq!(
+        next(),
+        "timeout 1234",
+        "state replayed on the new connection"
+    );
+    assert_ne!(backend_thread(), first, "the session was not rebound");
+    assert_eq!(next(), "in trx");
+
+    kill(backend_thread());
+    writeln!(stdin, "go").expect("stdin");
+    assert_eq!(next(), "error 9103", "a transaction on a closed connection");
+    assert_eq!(next(), "rows 1", "only the write outside the transaction");
+    let out = client.wait_with_output().expect("client");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(db.sql("SELECT COUNT(*) FROM app.k"), "1");
+}

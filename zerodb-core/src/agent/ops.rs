@@ -223,6 +223,15 @@ impl MysqlOps {
         let secs = apply_timeout.as_secs_f64().max(0.001);
         let applied = self
             .with_conn(apply_timeout + self.timeout, async |c| {
+                // A commit the SQL thread makes while this server's
+                // semi-sync master side is on waits for an ACK no replica
+                // will send (it has none): off while applying, on again
+                // before the first client write.
+                let semi_sync = semi_sync_in_use(c).await;
+                if semi_sync {
+                    c.query_drop("SET GLOBAL rpl_semi_sync_master_enabled = OFF")
+                        .await?;
+                }
                 match &received {
                     // Not a replica: nothing to apply.
                     None => {}
@@ -251,6 +260,10 @@ impl MysqlOps {
                         ));
                     }
                     Some(_) => {}
+                }
+                if semi_sync {
+                    c.query_drop("SET GLOBAL rpl_semi_sync_master_enabled = ON")
+                        .await?;
                 }
                 c.query_drop("SET GLOBAL read_only = OFF").await
             })
@@ -305,6 +318,13 @@ impl MysqlOps {
         );
         self.with_conn(self.timeout * 4, async |c| {
             c.query_drop("SET GLOBAL read_only = ON").await?;
+            // Semi-sync's master side belongs to the source only: on a
+            // replica every commit of its SQL thread would wait out
+            // `rpl_semi_sync_master_timeout` for ACKs nobody sends.
+            if semi_sync_in_use(c).await {
+                c.query_drop("SET GLOBAL rpl_semi_sync_master_enabled = OFF")
+                    .await?;
+            }
             c.query_drop("STOP SLAVE").await?;
             c.query_drop(change).await?;
             c.query_drop("START SLAVE").await?;
@@ -350,6 +370,19 @@ impl MysqlOps {
 
 /// Ends every client session but this one (replication and system
 /// threads stay); returns how many it ended.
+/// Whether this server takes part in semi-synchronous replication (either
+/// side enabled). Servers without the variables (no plugin) do not.
+async fn semi_sync_in_use(c: &mut Conn) -> bool {
+    c.query_first::<Option<i64>, _>(
+        "SELECT @@global.rpl_semi_sync_master_enabled OR @@global.rpl_semi_sync_slave_enabled",
+    )
+    .await
+    .ok()
+    .flatten()
+    .flatten()
+        == Some(1)
+}
+
 async fn end_sessions(c: &mut Conn) -> Result<usize, mysql_async::Error> {
     let ids: Vec<u64> = c
         .query(

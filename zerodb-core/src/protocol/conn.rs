@@ -2,7 +2,7 @@
 //! connection gives back.
 
 use super::frame::{assemble, put_packet, Assembled};
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use std::io;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -72,7 +72,7 @@ impl Conn {
                     last_seq,
                     consumed,
                 } => {
-                    let _ = self.rbuf.split_to(consumed);
+                    self.rbuf.advance(consumed);
                     return Ok(Packet {
                         payload,
                         first_seq,
@@ -109,6 +109,22 @@ impl Conn {
         let next = self.queue(seq, payload);
         self.flush().await?;
         Ok(next)
+    }
+
+    /// Whether the peer closed or reset the connection, or sent something
+    /// unasked (a server that kills a connection says so first), while it
+    /// sat between commands. Never waits; with nothing pending, tokio's
+    /// readiness answers without a system call. Bytes read are kept.
+    pub fn peer_gone(&mut self) -> bool {
+        let mut probe = [0u8; 512];
+        match self.stream.try_read(&mut probe) {
+            Ok(0) => true,
+            Ok(n) => {
+                self.rbuf.extend_from_slice(&probe[..n]);
+                true
+            }
+            Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+        }
     }
 
     /// Drops both buffers entirely if empty (for connections that wait long).

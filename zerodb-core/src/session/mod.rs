@@ -321,10 +321,26 @@ impl Session {
             }
             active = self.await_usable_active().await?;
         }
-        if let Some(b) = &self.backend {
+        if let Some(b) = self.backend.as_mut() {
             if Arc::ptr_eq(&b.ds, &active.datasource) {
-                return Ok(());
+                if !b.conn.conn.peer_gone() {
+                    return Ok(());
+                }
+                // The server closed this connection while the session sat
+                // between statements (it died, or the connection was
+                // killed): nothing was sent, so the statement goes to a
+                // fresh connection, which also waits for the probes'
+                // verdict if the server is gone.
+                let why = format!("datasource '{}' closed the session's connection", b.ds.name);
+                tracing::info!(session = self.id(), %why, "rebinding");
+                metrics::counter!("zerodb_backend_closed_between_statements_total").increment(1);
+                self.lose_backend(why);
+                if let Some(why) = &self.st.doomed {
+                    return Err(ClientError::transaction_lost(why));
+                }
             }
+        }
+        if let Some(b) = &self.backend {
             let why = self.switch_reason(&b.ds, &active);
             if self.st.pinned() {
                 self.lose_backend(why.clone());
