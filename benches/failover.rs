@@ -53,6 +53,11 @@ const SEMI_SYNC: &[&str] = &[
     // A crashed source restarts as a replica: semisync recovery then
     // truncates transactions no replica acknowledged (MDEV-21117).
     "--init-rpl-role=SLAVE",
+    // Re-pointing a replica stops its I/O thread, and the semi-sync side
+    // then asks the old source to end its dump thread: a frozen source
+    // holds that up to this timeout, and the new source's writes wait
+    // for the re-pointed replica's ACK meanwhile.
+    "--rpl-semi-sync-slave-kill-conn-timeout=1",
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -46,9 +46,10 @@ start_db() { # name port server_id
     --pid-file="$dir/pid" --server-id="$3" --bind-address=127.0.0.1 --user="$(id -un)" \
     --log-bin=mysql-bin --log-slave-updates --binlog-format=ROW --gtid-strict-mode=1 \
     --skip-name-resolve --max-allowed-packet=256M --innodb-buffer-pool-size=128M \
-    --rpl-semi-sync-master-enabled=ON --rpl-semi-sync-slave-enabled=ON \
+    --rpl-semi-sync-master-enabled="$([ "$3" = 1 ] && echo ON || echo OFF)" --rpl-semi-sync-slave-enabled=ON \
     --rpl-semi-sync-master-wait-point=AFTER_SYNC --rpl-semi-sync-master-timeout="$SEMI_SYNC_TIMEOUT_MS" \
-    --sync-binlog=1 --innodb-flush-log-at-trx-commit=1 \
+    --sync-binlog=1 --innodb-flush-log-at-trx-commit=1 --init-rpl-role=SLAVE \
+    --rpl-semi-sync-slave-kill-conn-timeout=1 \
     >"$dir/mysqld.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 200); do

@@ -7,7 +7,8 @@ mod common;
 
 use common::*;
 use std::collections::HashSet;
-use std::process::Command;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The last GTID sequence number server `server_id` wrote on `db`.
@@ -172,6 +173,70 @@ fn sigkill_of_the_source_fails_over_and_the_old_source_returns_read_only() {
     p2.sql("INSERT INTO acks VALUES (4, 2)");
     m1.catch_up(&m11);
     assert_eq!(m1.sql("SELECT COUNT(*) FROM app.acks WHERE id = 4"), "1");
+}
+
+/// A write the dead server never read is run on the new source. The source
+/// is frozen while the write waits, unread, in its socket; then killed,
+/// which resets the connection (a socket closed with unread data sends a
+/// RST). The proxy tells that from a server that died after reading: the
+/// client sees a slow INSERT that succeeded, and the row is on the new
+/// source exactly once.
+#[test]
+fn a_write_the_dead_server_never_read_runs_on_the_new_source() {
+    let bins = bins();
+    let (mut m1, m11) = pair(&[], &[]);
+    let dhs = one_dh(&m1, &m11);
+    let keeper = start_keeper(&bins, &dhs, &[], "");
+    let p1 = start_member(&bins, "p1", keeper.port, &dhs, "");
+    wait_registered(&keeper, 1);
+    p1.sql("INSERT INTO acks VALUES (1, 0)");
+    m11.catch_up(&m1);
+
+    // A session bound to mysql_1 before the freeze.
+    let script = format!(
+        "import pymysql, sys\n\
+         c = pymysql.connect(host='127.0.0.1', port={}, user='{APP_USER}', password='{APP_PASSWORD}', database='app', autocommit=True)\n\
+         cur = c.cursor(); cur.execute('SELECT @@server_id'); print(cur.fetchone()[0], flush=True)\n\
+         sys.stdin.readline()\n\
+         try:\n    cur.execute('INSERT INTO acks VALUES (2, 1)'); print('ok')\n\
+         except pymysql.err.MySQLError as e:\n    print('error', e.args)\n",
+        p1.port
+    );
+    let mut client = Command::new("python3")
+        .args(["-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut stdin = client.stdin.take().expect("stdin");
+    let mut lines = BufReader::new(client.stdout.take().expect("stdout")).lines();
+    assert_eq!(lines.next().and_then(Result::ok).as_deref(), Some("1"));
+
+    m1.signal(SIGSTOP);
+    writeln!(stdin, "go").expect("stdin");
+    std::thread::sleep(Duration::from_millis(150));
+    m1.kill();
+    let answer = lines.next().and_then(Result::ok).unwrap_or_default();
+    assert_eq!(
+        answer,
+        "ok",
+        "the unread write failed\nproxy log:\n{}",
+        p1.log()
+    );
+    let _ = client.wait();
+    assert_eq!(active_of(&p1, "dh1"), "mysql_11");
+    assert_eq!(
+        m11.sql("SELECT COUNT(*) FROM app.acks WHERE id = 2"),
+        "1",
+        "the write is on the new source once"
+    );
+    let (_, metrics) = p1.http_get("/metrics").expect("metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("zerodb_statements_retried_total") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
 }
 
 /// SIGSTOP of the active mariadbd ("pseudo-death") long enough to switch,

@@ -62,6 +62,22 @@ impl Conn {
         Ok(n)
     }
 
+    /// Reads what has already arrived, without waiting: `Closed` at end of
+    /// stream, `Ok(0)` when nothing is there. Reserves room only if there
+    /// is something to read.
+    pub fn try_fill(&mut self) -> Result<usize, ReadError> {
+        let mut probe = [0u8; 512];
+        match self.stream.try_read(&mut probe) {
+            Ok(0) => Err(ReadError::Closed),
+            Ok(n) => {
+                self.rbuf.extend_from_slice(&probe[..n]);
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Reads one whole logical packet of at most `max` bytes.
     pub async fn read_packet(&mut self, max: usize) -> Result<Packet, ReadError> {
         loop {
@@ -116,15 +132,7 @@ impl Conn {
     /// sat between commands. Never waits; with nothing pending, tokio's
     /// readiness answers without a system call. Bytes read are kept.
     pub fn peer_gone(&mut self) -> bool {
-        let mut probe = [0u8; 512];
-        match self.stream.try_read(&mut probe) {
-            Ok(0) => true,
-            Ok(n) => {
-                self.rbuf.extend_from_slice(&probe[..n]);
-                true
-            }
-            Err(e) => e.kind() != io::ErrorKind::WouldBlock,
-        }
+        !matches!(self.try_fill(), Ok(0))
     }
 
     /// Drops both buffers entirely if empty (for connections that wait long).

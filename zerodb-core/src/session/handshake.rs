@@ -203,7 +203,9 @@ impl Session {
         }
         match self.reply_ok().await {
             Ok(()) => Flow::Continue,
-            Err(Fail::Close | Fail::Client(_) | Fail::Unanswered(_)) => Flow::Close,
+            Err(Fail::Close | Fail::Client(_) | Fail::Unanswered(_) | Fail::NotReceived(_)) => {
+                Flow::Close
+            }
         }
     }
 }

@@ -111,6 +111,11 @@ enum Fail {
     /// client (a statement safe to run again may be retried); otherwise
     /// answered like `Client`.
     Unanswered(ClientError),
+    /// Like `Unanswered`, and the server cannot have run the statement: it
+    /// closed the connection with the command unread, or the command could
+    /// not be sent whole. Any statement outside a transaction may be run
+    /// again.
+    NotReceived(ClientError),
     /// The client is gone or cannot be answered: end the session.
     Close,
 }
@@ -248,7 +253,7 @@ impl Session {
         match result {
             Ok(()) => Flow::Continue,
             Err(Fail::Close) => Flow::Close,
-            Err(Fail::Client(e) | Fail::Unanswered(e)) => {
+            Err(Fail::Client(e) | Fail::Unanswered(e) | Fail::NotReceived(e)) => {
                 metrics::counter!("zerodb_proxy_errors_total", "code" => e.code.to_string())
                     .increment(1);
                 self.reply_err(e).await
@@ -541,6 +546,8 @@ impl Session {
                     reason: e.to_string(),
                 },
                 mid_packet: false,
+                // A command not sent whole cannot run.
+                unread: true,
             }),
         };
         match out {
@@ -561,7 +568,9 @@ impl Session {
                 Err(Fail::Close)
             }
             Err(RelayError::Backend {
-                error, mid_packet, ..
+                error,
+                mid_packet,
+                unread,
             }) => {
                 let name = self
                     .backend
@@ -582,7 +591,9 @@ impl Session {
                     .into());
                 }
                 let e = ClientError::backend_lost(&name, &error.to_string());
-                if self.seq == seq_before {
+                if self.seq == seq_before && unread {
+                    Err(Fail::NotReceived(e))
+                } else if self.seq == seq_before {
                     Err(Fail::Unanswered(e))
                 } else {
                     Err(e.into())
@@ -636,13 +647,20 @@ impl Session {
         });
         let statement = rewritten.as_deref().unwrap_or(&payload);
         let mut r = self.forward(ResponseKind::Query, statement, None).await;
-        if matches!(r, Err(Fail::Unanswered(_))) && self.safe_to_retry(sql_text) {
-            // The server died with the read unanswered: run it again, on
-            // the new active datasource once there is one.
+        let retry = match &r {
+            // The server never read it (and the transaction, if any, is
+            // gone anyway: `forward` answered that with 9103).
+            Err(Fail::NotReceived(_)) => Some("statement never received"),
+            Err(Fail::Unanswered(_)) if self.safe_to_retry(sql_text) => Some("read unanswered"),
+            _ => None,
+        };
+        if let Some(why) = retry {
+            // Run it again, on the new active datasource once there is one.
             metrics::counter!("zerodb_statements_retried_total").increment(1);
             tracing::info!(
                 session = self.id(),
-                "read retried after its datasource was lost"
+                why,
+                "statement retried after its datasource was lost"
             );
             r = self.forward(ResponseKind::Query, statement, None).await;
         }

@@ -6,6 +6,7 @@
 //! packet of their own, never decoded, never re-encoded.
 
 use crate::backend::{BackendConn, BackendError};
+use crate::protocol::conn::ReadError;
 use crate::protocol::frame::FrameHeader;
 use crate::protocol::response::ResponseError;
 use crate::protocol::{Conn, ResponseKind, ResponseParser, Step};
@@ -24,10 +25,21 @@ pub(super) enum RelayError {
     /// The client went away; the backend connection is mid-response.
     Client,
     /// The backend failed. `mid_packet`: the client holds part of a packet.
+    /// `unread`: the server reset the connection before answering, which
+    /// it does only when it closed with the command still unread.
     Backend {
         error: BackendError,
         mid_packet: bool,
+        unread: bool,
     },
+}
+
+/// Whether a read or write failure is the peer resetting the connection.
+pub(super) fn is_reset(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+    )
 }
 
 fn protocol_error(addr: &str, e: ResponseError) -> BackendError {
@@ -57,6 +69,8 @@ pub(super) async fn relay(
     let mut parser = ResponseParser::new(kind, backend.deprecate_eof());
     backend.broken = true;
     let mut backend_seq = 0u8;
+    // Whether any packet of the answer arrived.
+    let mut fed_any = false;
     loop {
         let mut pos = 0;
         let mut step = Step::More;
@@ -67,6 +81,7 @@ pub(super) async fn relay(
                 if end > buf.len() {
                     break;
                 }
+                fed_any = true;
                 let first_of_prepare = parser.prepare_ok().is_none();
                 step = match parser.feed(&buf[pos + 4..end]) {
                     Ok(s) => s,
@@ -74,6 +89,7 @@ pub(super) async fn relay(
                         return Err(RelayError::Backend {
                             error: protocol_error(&backend.addr, e),
                             mid_packet: !parser.at_packet_start(),
+                            unread: false,
                         })
                     }
                 };
@@ -123,20 +139,26 @@ pub(super) async fn relay(
             .map_or(4, |h| h.total().saturating_sub(backend.conn.rbuf.len()));
         let lost = tokio::select! {
             biased;
-            r = backend.conn.fill(need) => r.err().map(|e| e.to_string()),
-            _ = down.changed() => Some("the datasource was marked down by health probes".to_string()),
-            r = client.fill(0) => match r {
+            r = backend.conn.fill(need) => r.err().map(|e| {
+                let reset = matches!(&e, ReadError::Io(io) if is_reset(io));
+                (e.to_string(), reset)
+            }),
+            _ = down.changed() => Some(("the datasource was marked down by health probes".to_string(), false)),
+            // Readiness first, so that waiting costs the client no buffer.
+            r = client.stream.readable() => match r.map_err(ReadError::from).and_then(|()| client.try_fill()) {
                 Ok(_) => None,
                 Err(_) => return Err(RelayError::Client),
             },
         };
-        if let Some(reason) = lost {
+        if let Some((reason, reset)) = lost {
+            let answered = !parser.at_packet_start() || !backend.conn.rbuf.is_empty();
             return Err(RelayError::Backend {
                 error: BackendError::Lost {
                     addr: backend.addr.clone(),
                     reason,
                 },
-                mid_packet: !parser.at_packet_start() || !backend.conn.rbuf.is_empty(),
+                mid_packet: answered,
+                unread: reset && !answered && !fed_any,
             });
         }
     }
@@ -168,6 +190,7 @@ async fn local_infile(
                     reason: e.to_string(),
                 },
                 mid_packet: false,
+                unread: false,
             })?;
         if pkt.payload.is_empty() {
             return Ok(());
