@@ -142,13 +142,24 @@ fn connection_id_and_kill_speak_proxy_ids() {
     let holder = std::thread::spawn(move || {
         mariadb_cli(port, APP_USER, APP_PASSWORD, "app", "SELECT SLEEP(3)")
     });
+    // The holder's session: the one whose backend thread runs its SLEEP
+    // (sessions of earlier clients may still be closing).
     let started = Instant::now();
     let app_id = loop {
+        let thread = db.sql(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT SLEEP(3)%'",
+        );
         let rows: serde_json::Value =
             serde_json::from_str(&proxy.http_get("/sessions").expect("sessions").1).expect("json");
         if let Some(id) = rows
             .as_array()
-            .and_then(|r| r.iter().find(|x| x["user"] == APP_USER))
+            .and_then(|r| {
+                r.iter().find(|x| {
+                    x["user"] == APP_USER
+                        && x["backend_thread"].as_u64().map(|t| t.to_string())
+                            == Some(thread.clone())
+                })
+            })
             .and_then(|x| x["id"].as_u64())
         {
             break id;
