@@ -574,6 +574,56 @@ pub fn http(
     Some((code, body))
 }
 
+/// A Python client script run step by step: it prints a line when it has
+/// done something and reads a line from stdin before going on.
+pub struct Scripted {
+    child: Child,
+    stdin: std::process::ChildStdin,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+}
+
+impl Scripted {
+    /// Starts `python3 -c script`.
+    pub fn start(script: &str) -> Self {
+        use std::io::BufRead;
+        let mut child = Command::new("python3")
+            .args(["-c", script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let stdin = child.stdin.take().expect("stdin");
+        let lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+        Self {
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    /// The next line it prints ("" once it has ended).
+    pub fn line(&mut self) -> String {
+        self.lines.next().and_then(Result::ok).unwrap_or_default()
+    }
+
+    /// Lets it go on past its next `sys.stdin.readline()`.
+    pub fn go(&mut self) {
+        writeln!(self.stdin, "go").expect("script stdin");
+    }
+
+    /// Waits for it to end; returns its exit status and stderr.
+    pub fn finish(mut self) -> (std::process::ExitStatus, String) {
+        drop(self.stdin);
+        let status = self.child.wait().expect("wait for the script");
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        (status, err)
+    }
+}
+
 /// Path of a file under the repository's `tests/` folder.
 pub fn repo_tests_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -7,8 +7,7 @@ mod common;
 
 use common::*;
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// The last GTID sequence number server `server_id` wrote on `db`.
@@ -202,28 +201,21 @@ fn a_write_the_dead_server_never_read_runs_on_the_new_source() {
          except pymysql.err.MySQLError as e:\n    print('error', e.args)\n",
         p1.port
     );
-    let mut client = Command::new("python3")
-        .args(["-c", &script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let mut stdin = client.stdin.take().expect("stdin");
-    let mut lines = BufReader::new(client.stdout.take().expect("stdout")).lines();
-    assert_eq!(lines.next().and_then(Result::ok).as_deref(), Some("1"));
+    let mut client = Scripted::start(&script);
+    assert_eq!(client.line(), "1");
 
     m1.signal(SIGSTOP);
-    writeln!(stdin, "go").expect("stdin");
+    client.go();
     std::thread::sleep(Duration::from_millis(150));
     m1.kill();
-    let answer = lines.next().and_then(Result::ok).unwrap_or_default();
+    let answer = client.line();
     assert_eq!(
         answer,
         "ok",
         "the unread write failed\nproxy log:\n{}",
         p1.log()
     );
-    let _ = client.wait();
+    let _ = client.finish();
     assert_eq!(active_of(&p1, "dh1"), "mysql_11");
     assert_eq!(
         m11.sql("SELECT COUNT(*) FROM app.acks WHERE id = 2"),

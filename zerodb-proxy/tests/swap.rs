@@ -173,17 +173,8 @@ fn backend_connection_closed_between_statements() {
          cur.execute('SELECT COUNT(*) FROM k'); print('rows', cur.fetchone()[0])\n",
         port = proxy.port
     );
-    let mut client = Command::new("python3")
-        .args(["-c", &script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let mut stdin = client.stdin.take().expect("stdin");
-    let mut lines = BufReader::new(client.stdout.take().expect("stdout")).lines();
-    let mut next = || lines.next().and_then(Result::ok).unwrap_or_default();
-    let id: u64 = next().parse().expect("proxy connection id");
+    let mut client = Scripted::start(&script);
+    let id: u64 = client.line().parse().expect("proxy connection id");
 
     // The backend thread that serves this session, from the proxy's list.
     let backend_thread = || -> u64 {
@@ -201,24 +192,28 @@ fn backend_connection_closed_between_statements() {
     };
     let first = backend_thread();
     kill(first);
-    writeln!(stdin, "go").expect("stdin");
+    client.go();
     assert_eq!(
-        next(),
+        client.line(),
         "timeout 1234",
         "state replayed on the new connection"
     );
     assert_ne!(backend_thread(), first, "the session was not rebound");
-    assert_eq!(next(), "in trx");
+    assert_eq!(client.line(), "in trx");
 
     kill(backend_thread());
-    writeln!(stdin, "go").expect("stdin");
-    assert_eq!(next(), "error 9103", "a transaction on a closed connection");
-    assert_eq!(next(), "rows 1", "only the write outside the transaction");
-    let out = client.wait_with_output().expect("client");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    client.go();
+    assert_eq!(
+        client.line(),
+        "error 9103",
+        "a transaction on a closed connection"
     );
+    assert_eq!(
+        client.line(),
+        "rows 1",
+        "only the write outside the transaction"
+    );
+    let (status, stderr) = client.finish();
+    assert!(status.success(), "{stderr}");
     assert_eq!(db.sql("SELECT COUNT(*) FROM app.k"), "1");
 }

@@ -368,8 +368,6 @@ impl MysqlOps {
     }
 }
 
-/// Ends every client session but this one (replication and system
-/// threads stay); returns how many it ended.
 /// Whether this server takes part in semi-synchronous replication (either
 /// side enabled). Servers without the variables (no plugin) do not.
 async fn semi_sync_in_use(c: &mut Conn) -> bool {
@@ -383,6 +381,8 @@ async fn semi_sync_in_use(c: &mut Conn) -> bool {
         == Some(1)
 }
 
+/// Ends every client session but this one (replication and system
+/// threads stay); returns how many it ended.
 async fn end_sessions(c: &mut Conn) -> Result<usize, mysql_async::Error> {
     let ids: Vec<u64> = c
         .query(

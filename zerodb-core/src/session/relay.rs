@@ -25,8 +25,10 @@ pub(super) enum RelayError {
     /// The client went away; the backend connection is mid-response.
     Client,
     /// The backend failed. `mid_packet`: the client holds part of a packet.
-    /// `unread`: the server reset the connection before answering, which
-    /// it does only when it closed with the command still unread.
+    /// `unread`: the server reset the connection before any byte of an
+    /// answer, which it does only when it closed with the command still
+    /// unread. (Whether a whole packet had already been relayed is the
+    /// session's to check: the client's sequence id moved.)
     Backend {
         error: BackendError,
         mid_packet: bool,
@@ -35,7 +37,7 @@ pub(super) enum RelayError {
 }
 
 /// Whether a read or write failure is the peer resetting the connection.
-pub(super) fn is_reset(e: &std::io::Error) -> bool {
+fn is_reset(e: &std::io::Error) -> bool {
     matches!(
         e.kind(),
         std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
@@ -69,8 +71,6 @@ pub(super) async fn relay(
     let mut parser = ResponseParser::new(kind, backend.deprecate_eof());
     backend.broken = true;
     let mut backend_seq = 0u8;
-    // Whether any packet of the answer arrived.
-    let mut fed_any = false;
     loop {
         let mut pos = 0;
         let mut step = Step::More;
@@ -81,7 +81,6 @@ pub(super) async fn relay(
                 if end > buf.len() {
                     break;
                 }
-                fed_any = true;
                 let first_of_prepare = parser.prepare_ok().is_none();
                 step = match parser.feed(&buf[pos + 4..end]) {
                     Ok(s) => s,
@@ -151,14 +150,14 @@ pub(super) async fn relay(
             },
         };
         if let Some((reason, reset)) = lost {
-            let answered = !parser.at_packet_start() || !backend.conn.rbuf.is_empty();
+            let partial = !parser.at_packet_start() || !backend.conn.rbuf.is_empty();
             return Err(RelayError::Backend {
                 error: BackendError::Lost {
                     addr: backend.addr.clone(),
                     reason,
                 },
-                mid_packet: answered,
-                unread: reset && !answered && !fed_any,
+                mid_packet: partial,
+                unread: reset && !partial,
             });
         }
     }
