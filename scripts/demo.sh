@@ -78,6 +78,10 @@ token: $TOKEN
 state_dir: $demo/keeper-state
 session_timeout: 2s
 cooldown: 10s
+# Every server of the demo shares this machine: its load average says how
+# busy the machine is (a build, a browser), not the target server. Judge a
+# target by the statements it is running instead.
+load_measure: threads_running
 datahosts:
   - name: dh1
     user: zerodb
