@@ -78,10 +78,6 @@ token: $TOKEN
 state_dir: $demo/keeper-state
 session_timeout: 2s
 cooldown: 10s
-# Every server of the demo shares this machine: its load average says how
-# busy the machine is (a build, a browser), not the target server. Judge a
-# target by the statements it is running instead.
-load_measure: threads_running
 datahosts:
   - name: dh1
     user: zerodb
@@ -99,6 +95,10 @@ admin: 127.0.0.1:$4
 token: $TOKEN
 keeper: 127.0.0.1:$KEEPER_PORT
 datasource: {name: $1, addr: "127.0.0.1:$2", user: zerodb, password: zerodb-pw}
+# Every server of the demo shares this machine: its load average says how
+# busy the machine is (a build, a browser), not this server. The keeper's
+# safe_load check judges a target by the client statements it runs instead.
+load_measure: threads_running
 YAML
 }
 agent_yaml mysql_1 "$PRIMARY_PORT" 7801 9801

@@ -225,22 +225,24 @@ pub fn agent_port() -> u16 {
 }
 
 pub fn start_agent(bins: &Bins, db: &MariaDb, port: u16, keeper_port: u16) -> Agent {
-    start_agent_with(bins, db, port, keeper_port, "")
+    start_agent_with(bins, db, port, keeper_port, "", "")
 }
 
-/// [`start_agent`] with more keys under `datasource` (e.g. `binlog_index`).
+/// [`start_agent`] with more keys under `datasource` (e.g. `binlog_index`)
+/// and at the top level (`extra`, one `key: value` per line).
 pub fn start_agent_with(
     bins: &Bins,
     db: &MariaDb,
     port: u16,
     keeper_port: u16,
     datasource_extra: &str,
+    extra: &str,
 ) -> Agent {
     let admin = free_port();
     let y = format!(
         "listen: 127.0.0.1:{port}\nadmin: 127.0.0.1:{admin}\ntoken: {TOKEN}\nkeeper: 127.0.0.1:{keeper_port}\n\
          heartbeat_interval: 200ms\ntimeout: 800ms\n\
-         datasource: {{name: {}, addr: \"{}\", user: {BACKEND_USER}, password: {BACKEND_PASSWORD}{datasource_extra}}}\n",
+         datasource: {{name: {}, addr: \"{}\", user: {BACKEND_USER}, password: {BACKEND_PASSWORD}{datasource_extra}}}\n{extra}",
         db.name,
         db.addr()
     );

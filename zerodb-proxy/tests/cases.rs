@@ -238,7 +238,7 @@ fn agent_cases_refuse_until_the_binlog_end_can_be_read_from_disk() {
         ", binlog_index: \"{}\"",
         m1.data.join("mysql-bin.index").display()
     );
-    let mut a1 = start_agent_with(&bins, &m1, a1p, keeper.port, &index);
+    let mut a1 = start_agent_with(&bins, &m1, a1p, keeper.port, &index, "");
     let mut a11 = start_agent(&bins, &m11, a11p, keeper.port);
     let p1 = start_member(&bins, "p1", keeper.port, &dhs, strict);
     wait_registered(&keeper, 1);

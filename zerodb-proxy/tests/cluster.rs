@@ -483,3 +483,55 @@ fn planned_switchover_pauses_writers_without_errors() {
     assert!(d["phases_ms"]["hold"].is_u64(), "{d}");
     assert_eq!(m1.sql("SELECT @@read_only"), "1");
 }
+
+/// With `load_measure: threads_running`, what the keeper's `safe_load`
+/// check reads is the client statements a server runs: 0 on an idle
+/// replica and an idle source (MySQL's `Threads_running` says 3 and 2 there,
+/// counting replication threads and its own query, which would make any
+/// `safe_load` below 3 refuse every switch), and one per running statement.
+#[test]
+fn threads_running_load_counts_client_statements_only() {
+    let bins = bins();
+    let (m1, m11) = pair(&[], &[]);
+    let raw = m11.sql("SHOW GLOBAL STATUS LIKE 'Threads_running'");
+    assert_eq!(
+        raw, "Threads_running\t3",
+        "an idle replica: this query, Slave_IO, Slave_SQL"
+    );
+    let extra = "load_measure: threads_running\n";
+    let no_keeper = free_port();
+    let a1 = start_agent_with(&bins, &m1, agent_port(), no_keeper, "", extra);
+    let a11 = start_agent_with(&bins, &m11, agent_port(), no_keeper, "", extra);
+    let load = |a: &Agent| a.json("/status")["load"].as_f64();
+    wait_for("idle loads of 0", Duration::from_secs(10), || {
+        load(&a1) == Some(0.0) && load(&a11) == Some(0.0)
+    });
+    let sleepers: Vec<_> = (0..2)
+        .map(|_| {
+            let port = m11.port;
+            std::thread::spawn(move || {
+                mariadb_cli(
+                    port,
+                    BACKEND_USER,
+                    BACKEND_PASSWORD,
+                    "app",
+                    "SELECT SLEEP(4)",
+                )
+            })
+        })
+        .collect();
+    wait_for("two running statements", Duration::from_secs(3), || {
+        load(&a11) == Some(2.0)
+    });
+    for s in sleepers {
+        let out = s.join().expect("sleeper");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    wait_for("idle again", Duration::from_secs(10), || {
+        load(&a11) == Some(0.0)
+    });
+}

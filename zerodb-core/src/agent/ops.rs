@@ -30,9 +30,18 @@ pub enum LoadMeasure {
     /// The machine's 1-minute load average divided by its CPUs.
     #[default]
     Loadavg,
-    /// MySQL's `Threads_running`.
+    /// Client statements the server is running: `Threads_running` without
+    /// the replication threads (an idle replica has two, a source one per
+    /// replica) and without the query that counts them.
     ThreadsRunning,
 }
+
+/// Counts the threads running client statements (see
+/// [`LoadMeasure::ThreadsRunning`]).
+const CLIENT_THREADS_RUNNING: &str = "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+     WHERE COMMAND NOT IN ('Sleep', 'Daemon', 'Binlog Dump', 'Binlog Dump GTID', \
+     'Slave_IO', 'Slave_SQL', 'Slave_worker') \
+     AND USER <> 'system user' AND ID <> CONNECTION_ID()";
 
 /// One server, reached over SQL.
 #[derive(Debug)]
@@ -130,9 +139,7 @@ impl MysqlOps {
                     )
                     .await
                     .unwrap_or(None);
-                let running: Option<(String, u64)> = c
-                    .query_first("SHOW GLOBAL STATUS LIKE 'Threads_running'")
-                    .await?;
+                let running: Option<u64> = c.query_first(CLIENT_THREADS_RUNNING).await?;
                 // A timed-out statement leaves the connection unusable:
                 // stop asking there.
                 let master = match tokio::time::timeout(slow, c.query_first::<Row, _>("SHOW MASTER STATUS")).await {
@@ -157,7 +164,7 @@ impl MysqlOps {
                     let p = resolve(&index, datadir.as_deref());
                     *self.binlog_index.lock().unwrap_or_else(|e| e.into_inner()) = Some(p);
                 }
-                r.threads_running = running.map(|(_, n)| n);
+                r.threads_running = running;
                 r.binlog_end = master.and_then(|m| {
                     Some(BinlogPos {
                         file: col(&m, "File")?,
