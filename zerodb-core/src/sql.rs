@@ -112,16 +112,18 @@ pub fn parse_use(sql: &[u8]) -> Option<Vec<u8>> {
     skip_noise(rest).is_empty().then_some(name)
 }
 
-/// `KILL [HARD|SOFT] [CONNECTION|QUERY] <thread id>`.
+/// `KILL [HARD|SOFT] [CONNECTION|QUERY] <thread id>`, or `CONNECTION_ID()`
+/// for the session itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Kill {
     pub query_only: bool,
     pub id: u64,
 }
 
-/// Parses a KILL statement; `Some(Err(()))` is a KILL form the proxy cannot
-/// translate (`KILL QUERY ID n`, `KILL USER u`).
-pub fn parse_kill(sql: &[u8]) -> Option<Result<Kill, ()>> {
+/// Parses a KILL statement, `own` being the session's own id (what
+/// `CONNECTION_ID()` names); `Some(Err(()))` is a KILL form the proxy
+/// cannot translate (`KILL QUERY ID n`, `KILL USER u`).
+pub fn parse_kill(sql: &[u8], own: u64) -> Option<Result<Kill, ()>> {
     let (w, mut rest) = next_word(sql);
     if !w.eq_ignore_ascii_case(b"KILL") {
         return None;
@@ -141,10 +143,22 @@ pub fn parse_kill(sql: &[u8]) -> Option<Result<Kill, ()>> {
             break;
         }
     }
-    let (w, r) = next_word(rest);
-    let id = std::str::from_utf8(w)
-        .ok()
-        .and_then(|t| t.parse::<u64>().ok());
+    let (w, mut r) = next_word(rest);
+    let id = if w.eq_ignore_ascii_case(b"CONNECTION_ID") {
+        let args = skip_noise(r);
+        let close = args.strip_prefix(b"(").map(skip_noise);
+        match close.and_then(|c| c.strip_prefix(b")")) {
+            Some(after) => {
+                r = after;
+                Some(own)
+            }
+            None => None,
+        }
+    } else {
+        std::str::from_utf8(w)
+            .ok()
+            .and_then(|t| t.parse::<u64>().ok())
+    };
     Some(match id {
         Some(id) if skip_noise(r).is_empty() => Ok(Kill { query_only, id }),
         _ => Err(()),
@@ -275,6 +289,11 @@ fn assignment_key(a: &[u8]) -> Option<String> {
 /// Replaces each `CONNECTION_ID()` outside strings and comments with `id`,
 /// keeping the column name when it is a whole select item. `None` when there
 /// is nothing to replace.
+///
+/// The replacement, `CAST(<id in 10 digits> AS UNSIGNED)`, has the type
+/// MariaDB gives `CONNECTION_ID()` (INT UNSIGNED NOT NULL, display width
+/// 10): a bare literal would make `CREATE TABLE … AS SELECT
+/// CONCAT(CONNECTION_ID())` a VARCHAR as wide as this id's digits.
 pub fn rewrite_connection_id(sql: &[u8], id: u32) -> Option<Vec<u8>> {
     const NAME: &[u8] = b"connection_id";
     // Fast path: no '(' preceded by the name.
@@ -338,16 +357,17 @@ pub fn rewrite_connection_id(sql: &[u8], id: u32) -> Option<Vec<u8>> {
                             && (tail.is_empty()
                                 || tail[0] == b','
                                 || next.eq_ignore_ascii_case(b"FROM"));
+                        let value = format!("CAST({id:010} AS UNSIGNED)");
                         if whole_item {
                             out.extend_from_slice(
                                 format!(
-                                    "{id} AS `{}`",
+                                    "{value} AS `{}`",
                                     String::from_utf8_lossy(&sql[i..i + consumed])
                                 )
                                 .as_bytes(),
                             );
                         } else {
-                            out.extend_from_slice(id.to_string().as_bytes());
+                            out.extend_from_slice(value.as_bytes());
                         }
                         i += consumed;
                         changed = true;
@@ -394,29 +414,45 @@ mod tests {
     #[test]
     fn kill_forms() {
         assert_eq!(
-            parse_kill(b"KILL 12"),
+            parse_kill(b"KILL 12", 99),
             Some(Ok(Kill {
                 query_only: false,
                 id: 12
             }))
         );
         assert_eq!(
-            parse_kill(b"kill query 7"),
+            parse_kill(b"kill query 7", 99),
             Some(Ok(Kill {
                 query_only: true,
                 id: 7
             }))
         );
         assert_eq!(
-            parse_kill(b"KILL HARD CONNECTION 3;"),
+            parse_kill(b"KILL HARD CONNECTION 3;", 99),
             Some(Ok(Kill {
                 query_only: false,
                 id: 3
             }))
         );
-        assert_eq!(parse_kill(b"KILL USER bob"), Some(Err(())));
-        assert_eq!(parse_kill(b"KILL QUERY ID 5"), Some(Err(())));
-        assert_eq!(parse_kill(b"SELECT 1"), None);
+        assert_eq!(
+            parse_kill(b"KILL CONNECTION_ID()", 99),
+            Some(Ok(Kill {
+                query_only: false,
+                id: 99
+            }))
+        );
+        assert_eq!(
+            parse_kill(b"kill query connection_id ( ) ;", 99),
+            Some(Ok(Kill {
+                query_only: true,
+                id: 99
+            }))
+        );
+        assert_eq!(parse_kill(b"KILL CONNECTION_ID", 99), Some(Err(())));
+        assert_eq!(parse_kill(b"KILL CONNECTION_ID() + 1", 99), Some(Err(())));
+        assert_eq!(parse_kill(b"KILL USER bob", 99), Some(Err(())));
+        assert_eq!(parse_kill(b"KILL QUERY ID 5", 99), Some(Err(())));
+        assert_eq!(parse_kill(b"SELECT 1", 99), None);
     }
 
     #[test]
@@ -461,15 +497,19 @@ mod tests {
     fn connection_id_rewrite() {
         assert_eq!(
             rewrite_connection_id(b"SELECT CONNECTION_ID()", 42).unwrap(),
-            b"SELECT 42 AS `CONNECTION_ID()`".to_vec()
+            b"SELECT CAST(0000000042 AS UNSIGNED) AS `CONNECTION_ID()`".to_vec()
         );
         assert_eq!(
             rewrite_connection_id(b"select 1, connection_id() from dual", 7).unwrap(),
-            b"select 1, 7 AS `connection_id()` from dual".to_vec()
+            b"select 1, CAST(0000000007 AS UNSIGNED) AS `connection_id()` from dual".to_vec()
         );
         assert_eq!(
             rewrite_connection_id(b"SELECT * FROM t WHERE id = CONNECTION_ID()", 7).unwrap(),
-            b"SELECT * FROM t WHERE id = 7".to_vec()
+            b"SELECT * FROM t WHERE id = CAST(0000000007 AS UNSIGNED)".to_vec()
+        );
+        assert_eq!(
+            rewrite_connection_id(b"SELECT CONNECTION_ID()", u32::MAX).unwrap(),
+            b"SELECT CAST(4294967295 AS UNSIGNED) AS `CONNECTION_ID()`".to_vec()
         );
         assert_eq!(rewrite_connection_id(b"SELECT 'CONNECTION_ID()'", 7), None);
         assert_eq!(rewrite_connection_id(b"SELECT 1", 7), None);
@@ -480,7 +520,7 @@ mod tests {
         fn lexers_never_panic(s in proptest::collection::vec(any::<u8>(), 0..80)) {
             let _ = first_keyword(&s);
             let _ = parse_use(&s);
-            let _ = parse_kill(&s);
+            let _ = parse_kill(&s, 1);
             let _ = parse_set(&s);
             let _ = rewrite_connection_id(&s, 1);
         }

@@ -55,6 +55,27 @@ fn connection_id_and_kill_speak_proxy_ids() {
         1,
         "the backend has no thread with the proxy's id: {out}"
     );
+    // ... with CONNECTION_ID()'s own type (INT UNSIGNED, width 10), which a
+    // table created from it shows.
+    let direct = db.sql("CREATE TABLE app.d AS SELECT CONCAT(CONNECTION_ID()) c, CONNECTION_ID() i; SHOW CREATE TABLE app.d");
+    let proxied = proxy.sql("CREATE TABLE p AS SELECT CONCAT(CONNECTION_ID()) c, CONNECTION_ID() i; SHOW CREATE TABLE p");
+    assert!(
+        direct.contains("`c` varchar(10)") && direct.contains("`i` int(10) unsigned NOT NULL"),
+        "{direct}"
+    );
+    let columns = |create: &str| create.split_once('(').map(|(_, c)| c.to_string());
+    assert_eq!(columns(&proxied), columns(&direct));
+
+    // KILL CONNECTION_ID() ends the session itself, as on MariaDB (1927).
+    let out = proxy.cli(
+        APP_USER,
+        APP_PASSWORD,
+        "app",
+        "KILL CONNECTION_ID(); SELECT 'still here'",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("1927"), "{stderr}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("still here"));
 
     // KILL QUERY <proxy id> from another session cancels a running statement,
     // as Ctrl-C in the mariadb client does.

@@ -623,12 +623,12 @@ impl Session {
         let kw = sql::first_keyword(sql_text);
         match &kw[..] {
             [b'K', b'I', b'L', b'L', 0, ..] => {
-                if let Some(k) = sql::parse_kill(sql_text) {
+                if let Some(k) = sql::parse_kill(sql_text, self.id().into()) {
                     let k = k.map_err(|()| {
                         ClientError::new(
                             1235,
                             "42000",
-                            "zeroDB supports KILL [CONNECTION|QUERY] <connection id> only",
+                            "zeroDB supports KILL [CONNECTION|QUERY] <connection id> | CONNECTION_ID() only",
                         )
                     })?;
                     return self.kill(k.id, k.query_only).await;
