@@ -413,46 +413,27 @@ mod tests {
 
     #[test]
     fn kill_forms() {
-        assert_eq!(
-            parse_kill(b"KILL 12", 99),
-            Some(Ok(Kill {
-                query_only: false,
-                id: 12
-            }))
-        );
-        assert_eq!(
-            parse_kill(b"kill query 7", 99),
-            Some(Ok(Kill {
-                query_only: true,
-                id: 7
-            }))
-        );
-        assert_eq!(
-            parse_kill(b"KILL HARD CONNECTION 3;", 99),
-            Some(Ok(Kill {
-                query_only: false,
-                id: 3
-            }))
-        );
-        assert_eq!(
-            parse_kill(b"KILL CONNECTION_ID()", 99),
-            Some(Ok(Kill {
-                query_only: false,
-                id: 99
-            }))
-        );
-        assert_eq!(
-            parse_kill(b"kill query connection_id ( ) ;", 99),
-            Some(Ok(Kill {
-                query_only: true,
-                id: 99
-            }))
-        );
-        assert_eq!(parse_kill(b"KILL CONNECTION_ID", 99), Some(Err(())));
-        assert_eq!(parse_kill(b"KILL CONNECTION_ID() + 1", 99), Some(Err(())));
-        assert_eq!(parse_kill(b"KILL USER bob", 99), Some(Err(())));
-        assert_eq!(parse_kill(b"KILL QUERY ID 5", 99), Some(Err(())));
-        assert_eq!(parse_kill(b"SELECT 1", 99), None);
+        let kill = |query_only, id| Some(Ok(Kill { query_only, id }));
+        let cases: &[(&[u8], Option<Result<Kill, ()>>)] = &[
+            (b"KILL 12", kill(false, 12)),
+            (b"kill query 7", kill(true, 7)),
+            (b"KILL HARD CONNECTION 3;", kill(false, 3)),
+            (b"KILL CONNECTION_ID()", kill(false, 99)),
+            (b"kill query connection_id ( ) ;", kill(true, 99)),
+            (b"KILL CONNECTION_ID", Some(Err(()))),
+            (b"KILL CONNECTION_ID() + 1", Some(Err(()))),
+            (b"KILL USER bob", Some(Err(()))),
+            (b"KILL QUERY ID 5", Some(Err(()))),
+            (b"SELECT 1", None),
+        ];
+        for (sql, want) in cases {
+            assert_eq!(
+                parse_kill(sql, 99),
+                *want,
+                "{}",
+                String::from_utf8_lossy(sql)
+            );
+        }
     }
 
     #[test]
