@@ -81,6 +81,7 @@ pub enum BackendError {
     Server {
         addr: String,
         code: u16,
+        state: String,
         message: String,
     },
 }
@@ -142,6 +143,22 @@ pub struct BackendConn {
     plugin: AuthPlugin<'static>,
 }
 
+impl Drop for BackendConn {
+    /// Says goodbye (COM_QUIT) on a connection in a known state, without
+    /// waiting: a dropped connection would otherwise count in the server's
+    /// `Aborted_clients` and log "Aborted connection … Got an error reading
+    /// communication packets" each time the pool trims, a probe ends or a
+    /// KILL is sent.
+    fn drop(&mut self) {
+        if !self.broken && self.conn.wbuf.is_empty() {
+            let _ = self
+                .conn
+                .stream
+                .try_write(&[1, 0, 0, 0, crate::protocol::cmd::QUIT]);
+        }
+    }
+}
+
 impl BackendConn {
     /// Connects and logs in, with the flags and collation of `key`.
     pub async fn connect(p: &ConnectParams, key: BackendKey) -> Result<Self, BackendError> {
@@ -156,11 +173,11 @@ impl BackendConn {
         let mut conn = Conn::new(stream);
         let login = async {
             let greeting = read(&mut conn, &p.addr).await?;
-            if let Some((code, message)) = parse_err(&greeting.payload) {
+            if let Some(e) = parse_err(&greeting.payload) {
                 return Err(BackendError::Login {
                     addr: p.addr.clone(),
-                    code,
-                    message,
+                    code: e.code,
+                    message: e.message,
                 });
             }
             let hs = ParseBuf(&greeting.payload)
@@ -364,17 +381,18 @@ impl BackendConn {
 #[derive(Clone, Debug, Default)]
 pub struct Outcome {
     pub status: Option<u16>,
-    pub error: Option<(u16, String)>,
+    pub error: Option<packets::ErrPacket>,
     pub prepare: Option<crate::protocol::response::PrepareOk>,
 }
 
 impl Outcome {
     fn into_result(self, addr: &str) -> Result<Outcome, BackendError> {
         match self.error {
-            Some((code, message)) => Err(BackendError::Server {
+            Some(e) => Err(BackendError::Server {
                 addr: addr.to_string(),
-                code,
-                message,
+                code: e.code,
+                state: e.state,
+                message: e.message,
             }),
             None => Ok(self),
         }
@@ -396,11 +414,11 @@ async fn finish_auth(
         let reply = match pkt.payload.first() {
             Some(0x00) => return Ok(()),
             Some(0xff) => {
-                let (code, message) = parse_err(&pkt.payload).unwrap_or_default();
+                let e = parse_err(&pkt.payload).unwrap_or_default();
                 return Err(BackendError::Login {
                     addr: addr.to_string(),
-                    code,
-                    message,
+                    code: e.code,
+                    message: e.message,
                 });
             }
             Some(0xfe) => {

@@ -4,25 +4,37 @@
 //! react as they would to a server. Situations only a proxy meets use codes
 //! in the 9100 range (ProxySQL likewise answers with its own 9xxx codes).
 
+use std::borrow::Cow;
+
 /// An error sent to a client as an ERR packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientError {
     pub code: u16,
-    pub state: &'static str,
+    pub state: Cow<'static, str>,
     pub message: String,
 }
 
 impl ClientError {
-    pub fn new(code: u16, state: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(code: u16, state: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
         Self {
             code,
-            state,
+            state: state.into(),
             message: message.into(),
         }
     }
 
+    /// A server's error, passed on as the server sent it.
+    pub fn from_server(e: crate::protocol::packets::ErrPacket) -> Self {
+        Self::new(e.code, e.state, e.message)
+    }
+
     pub fn packet(&self) -> Vec<u8> {
-        crate::protocol::packets::err(self.code, self.state, &self.message)
+        crate::protocol::packets::err(self.code, &self.state, &self.message)
+    }
+
+    /// The session was ended by `KILL` (MySQL's ER_CONNECTION_KILLED).
+    pub fn connection_killed() -> Self {
+        Self::new(1927, "70100", "Connection was killed")
     }
 
     pub fn access_denied(user: &str, host: &str, with_password: bool) -> Self {

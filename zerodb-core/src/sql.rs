@@ -294,8 +294,15 @@ fn assignment_key(a: &[u8]) -> Option<String> {
 /// MariaDB gives `CONNECTION_ID()` (INT UNSIGNED NOT NULL, display width
 /// 10): a bare literal would make `CREATE TABLE … AS SELECT
 /// CONCAT(CONNECTION_ID())` a VARCHAR as wide as this id's digits.
+///
+/// DDL (`CREATE`, `ALTER`) is left alone: a column default, view, trigger
+/// or stored program runs later, in whatever session uses it, so it must
+/// keep the function.
 pub fn rewrite_connection_id(sql: &[u8], id: u32) -> Option<Vec<u8>> {
     const NAME: &[u8] = b"connection_id";
+    if matches!(&first_keyword(sql)[..6], b"CREATE" | b"ALTER\0") {
+        return None;
+    }
     // Fast path: no '(' preceded by the name.
     let mut hit = false;
     for (i, _) in sql.iter().enumerate().filter(|(_, c)| **c == b'(') {
@@ -414,7 +421,8 @@ mod tests {
     #[test]
     fn kill_forms() {
         let kill = |query_only, id| Some(Ok(Kill { query_only, id }));
-        let cases: &[(&[u8], Option<Result<Kill, ()>>)] = &[
+        type Case = (&'static [u8], Option<Result<Kill, ()>>);
+        let cases: &[Case] = &[
             (b"KILL 12", kill(false, 12)),
             (b"kill query 7", kill(true, 7)),
             (b"KILL HARD CONNECTION 3;", kill(false, 3)),
@@ -493,6 +501,13 @@ mod tests {
             b"SELECT CAST(4294967295 AS UNSIGNED) AS `CONNECTION_ID()`".to_vec()
         );
         assert_eq!(rewrite_connection_id(b"SELECT 'CONNECTION_ID()'", 7), None);
+        for ddl in [
+            "CREATE TABLE t (a INT DEFAULT CONNECTION_ID())",
+            "alter table t alter a set default connection_id()",
+            "CREATE VIEW v AS SELECT CONNECTION_ID()",
+        ] {
+            assert_eq!(rewrite_connection_id(ddl.as_bytes(), 7), None, "{ddl}");
+        }
         assert_eq!(rewrite_connection_id(b"SELECT 1", 7), None);
     }
 

@@ -49,10 +49,16 @@ fn err_code(frames: &[u8]) -> Option<u16> {
 /// Logs in through the proxy and returns the raw socket (greeting, response
 /// and OK consumed by zerodb-core's own client).
 fn logged_in(rt: &tokio::runtime::Runtime, port: u16) -> TcpStream {
-    let conn = rt
+    let mut conn = rt
         .block_on(BackendConn::connect(&params(port), BackendKey::default()))
         .expect("login");
-    let std = conn.conn.stream.into_std().expect("into_std");
+    // The socket goes on as a blocking one of its own (a duplicate
+    // descriptor); the client is dropped without its goodbye.
+    use std::os::fd::AsFd as _;
+    let fd = conn.conn.stream.as_fd().try_clone_to_owned().expect("dup");
+    conn.broken = true;
+    drop(conn);
+    let std = TcpStream::from(fd);
     std.set_nonblocking(false).expect("blocking");
     std.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");

@@ -7,7 +7,7 @@
 //!
 //! CI runs the lists in `tests/conformance/`. `ZERODB_CONFORMANCE=full` runs
 //! every test of MTR's `main` suite and every client test instead (long) and
-//! writes the counts to `target/conformance/report-full.md`;
+//! writes the counts to `target/conformance/full/report.md`;
 //! `ZERODB_CONFORMANCE=main.select,main.insert` runs just those MTR tests.
 
 mod common;
@@ -129,8 +129,16 @@ fn proxy_in_front_of(db: &MariaDb) -> Proxy {
     ))
 }
 
+/// Where a run keeps its MTR logs and report: `target/conformance/` for the
+/// CI lists, `…/full/` and `…/chosen/` for the other runs, so that one run
+/// does not overwrite the logs of another going on at the same time.
 fn report_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/conformance");
+    let mut dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/conformance");
+    match std::env::var("ZERODB_CONFORMANCE").as_deref() {
+        Ok("full") => dir.push("full"),
+        Ok(s) if !s.is_empty() => dir.push("chosen"),
+        _ => {}
+    }
     let _ = std::fs::create_dir_all(&dir);
     dir
 }
@@ -567,10 +575,7 @@ fn mariadb_suites_pass_through_the_proxy() {
         }
     }
     eprintln!("{report}");
-    let _ = std::fs::write(
-        report_dir().join(if full { "report-full.md" } else { "report.md" }),
-        &report,
-    );
+    let _ = std::fs::write(report_dir().join("report.md"), &report);
     assert!(
         regressions.is_empty(),
         "pass directly, fail through zerodb-proxy: {regressions:?}\n{report}\nproxy log: {}",

@@ -102,18 +102,30 @@ pub fn eof_status(p: &[u8]) -> Option<u16> {
     Some(u16::from_le_bytes([*p.get(3)?, *p.get(4)?]))
 }
 
-/// Error code and message of an ERR packet.
-pub fn parse_err(p: &[u8]) -> Option<(u16, String)> {
+/// The fields of an ERR packet.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ErrPacket {
+    pub code: u16,
+    /// The SQLSTATE (`HY000` when the packet has none).
+    pub state: String,
+    pub message: String,
+}
+
+/// Parses an ERR packet.
+pub fn parse_err(p: &[u8]) -> Option<ErrPacket> {
     if p.first() != Some(&0xff) || p.len() < 3 {
         return None;
     }
     let code = u16::from_le_bytes([p[1], p[2]]);
-    let msg = if p.get(3) == Some(&b'#') {
-        p.get(9..).unwrap_or_default()
-    } else {
-        &p[3..]
+    let (state, msg) = match p.get(3..9) {
+        Some([b'#', state @ ..]) => (String::from_utf8_lossy(state).into_owned(), &p[9..]),
+        _ => ("HY000".to_string(), &p[3..]),
     };
-    Some((code, String::from_utf8_lossy(msg).into_owned()))
+    Some(ErrPacket {
+        code,
+        state,
+        message: String::from_utf8_lossy(msg).into_owned(),
+    })
 }
 
 /// Whether a response packet is an ERR packet.
@@ -163,7 +175,11 @@ mod tests {
     #[test]
     fn err_round_trip() {
         let p = err(1045, "28000", "Access denied");
-        assert_eq!(parse_err(&p), Some((1045, "Access denied".to_string())));
+        let e = parse_err(&p).unwrap();
+        assert_eq!(
+            (e.code, e.state.as_str(), e.message.as_str()),
+            (1045, "28000", "Access denied")
+        );
         assert_eq!(&p[3..9], b"#28000");
     }
 

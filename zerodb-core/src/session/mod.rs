@@ -577,11 +577,20 @@ impl Session {
                     .as_ref()
                     .map(|b| b.ds.name.clone())
                     .unwrap_or_default();
-                tracing::warn!(session = self.id(), datasource = %name, error = %error, "backend lost mid-statement");
+                let killed = self.handle.is_killed();
+                if !killed {
+                    tracing::warn!(session = self.id(), datasource = %name, error = %error, "backend lost mid-statement");
+                }
                 let in_trans = self.st.in_transaction();
                 self.lose_backend(format!("the connection to datasource '{name}' was lost"));
                 if mid_packet {
                     // The client holds half a packet: nothing valid can follow.
+                    return Err(Fail::Close);
+                }
+                if killed {
+                    // `KILL` of this session ended its backend connection
+                    // first: the client learns why, as from MySQL.
+                    let _ = self.reply_err(ClientError::connection_killed()).await;
                     return Err(Fail::Close);
                 }
                 if in_trans {
@@ -863,6 +872,11 @@ impl Session {
         if h.user() != self.user {
             return Err(ClientError::not_owner(target).into());
         }
+        if !query_only {
+            // Marked first: the session's statement, ended by the backend
+            // KILL below, must end in "killed", not in "datasource lost".
+            h.kill();
+        }
         if let Some((ds, thread)) = h.backend() {
             let stmt = if query_only {
                 format!("KILL QUERY {thread}")
@@ -877,14 +891,9 @@ impl Session {
                 Err(e) => tracing::warn!(error = %e, "cannot reach the backend to KILL"),
             }
         }
-        if !query_only {
-            h.kill();
-            if h.id == self.id() {
-                let _ = self
-                    .reply_err(ClientError::new(1927, "70100", "Connection was killed"))
-                    .await;
-                return Err(Fail::Close);
-            }
+        if !query_only && h.id == self.id() {
+            let _ = self.reply_err(ClientError::connection_killed()).await;
+            return Err(Fail::Close);
         }
         self.reply_ok().await
     }

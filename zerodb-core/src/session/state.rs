@@ -93,9 +93,12 @@ pub(super) enum ReplayError {
 impl From<BackendError> for ReplayError {
     fn from(e: BackendError) -> Self {
         match e {
-            BackendError::Server { code, message, .. } => {
-                ReplayError::Server(ClientError::new(code, "HY000", message))
-            }
+            BackendError::Server {
+                code,
+                state,
+                message,
+                ..
+            } => ReplayError::Server(ClientError::new(code, state, message)),
             other => ReplayError::Backend(other),
         }
     }
@@ -146,10 +149,8 @@ impl SessionState {
     pub async fn replay(&mut self, conn: &mut BackendConn) -> Result<(), ReplayError> {
         if let Some(db) = &self.schema {
             let out = conn.init_db(db).await?;
-            if let Some((code, message)) = out.error {
-                return Err(ReplayError::Server(ClientError::new(
-                    code, "42000", message,
-                )));
+            if let Some(e) = out.error {
+                return Err(ReplayError::Server(ClientError::from_server(e)));
             }
         }
         if let Some(on) = self.multi_statements {
@@ -164,8 +165,8 @@ impl SessionState {
             let mut p = vec![cmd::QUERY];
             p.extend_from_slice(&sql);
             let out = conn.command(ResponseKind::Query, &p).await?;
-            if let Some((code, message)) = out.error {
-                tracing::warn!(code, %message, "replaying a SET failed; continuing");
+            if let Some(e) = out.error {
+                tracing::warn!(code = e.code, message = %e.message, "replaying a SET failed; continuing");
             }
         }
         if self.status & status::AUTOCOMMIT == 0 {
