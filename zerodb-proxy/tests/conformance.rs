@@ -266,7 +266,12 @@ fn restarts_the_server(test: &str) -> bool {
     ];
     let name = test.trim_start_matches("main.");
     let file = Path::new(MTR_DIR).join("main").join(format!("{name}.test"));
-    std::fs::read_to_string(file).is_ok_and(|t| MARKS.iter().any(|m| t.contains(m)))
+    std::fs::read_to_string(file).is_ok_and(|t| {
+        MARKS.iter().any(|m| t.contains(m))
+            || t.lines()
+                .map(|l| l.trim().trim_start_matches("--send").trim_start())
+                .any(|l| l == "shutdown;" || l == "shutdown")
+    })
 }
 
 /// One side of a run (direct, or through the proxy): tests in batches on a
