@@ -374,15 +374,27 @@ impl Side {
     }
 
     /// Puts the server back as it was set up; the `test` schema is made
-    /// anew. Statements that fail (a variable that cannot be set back) are
-    /// skipped.
+    /// anew. XA transactions a test left prepared are rolled back first:
+    /// they outlive their connection and hold their tables' locks. A
+    /// statement that fails (a variable that cannot be set back) or waits
+    /// for a lock longer than 10 s is skipped.
     fn restore(&self) {
-        let now = Baseline::read(&self.db);
-        let mut sql = self.baseline.restore_from(&now);
+        let prepared = self
+            .db
+            .try_sql("XA RECOVER FORMAT='SQL'")
+            .unwrap_or_default();
+        let mut sql: Vec<String> = prepared
+            .lines()
+            .filter_map(|l| l.split('\t').nth(3))
+            .map(|xid| format!("XA ROLLBACK {xid}"))
+            .collect();
+        sql.extend(self.baseline.restore_from(&Baseline::read(&self.db)));
         sql.push("DROP DATABASE IF EXISTS test".into());
         sql.push("CREATE DATABASE test CHARACTER SET latin1".into());
         for q in sql {
-            let _ = self.db.try_sql(&q);
+            let _ = self
+                .db
+                .try_sql(&format!("SET SESSION lock_wait_timeout = 10; {q}"));
         }
     }
 
