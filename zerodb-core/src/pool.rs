@@ -97,6 +97,18 @@ pub struct PooledConn {
     pool: Arc<Pool>,
 }
 
+impl PooledConn {
+    /// Closes the connection (with COM_QUIT) instead of giving it back. For
+    /// a session that ends inside a transaction: a reset rolls an ordinary
+    /// transaction back, but an `XA PREPARE`d one stays attached to the
+    /// connection and would hold the next session in its PREPARED state.
+    /// Closing detaches it, as a client's disconnect does on a direct
+    /// connection, so `XA RECOVER` and `XA COMMIT` elsewhere find it.
+    pub fn close(mut self) {
+        self.conn.take();
+    }
+}
+
 impl std::fmt::Debug for PooledConn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PooledConn")

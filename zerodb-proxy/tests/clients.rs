@@ -318,3 +318,31 @@ fn schemas_route_to_their_datahost() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("9105"), "{err}");
 }
+
+/// A client that disconnects with an `XA PREPARE`d transaction leaves it
+/// to be recovered, as on a direct connection: the server lists it in `XA
+/// RECOVER` and any connection may commit it. (A pooled connection given
+/// back with a reset would keep it attached, holding its locks and leaving
+/// the next session in the PREPARED state.)
+#[test]
+fn a_prepared_xa_transaction_outlives_its_client() {
+    let db = MariaDb::start("m1", 1);
+    let proxy = start_proxy(&one_datahost_config(&[&db]));
+    proxy.sql("CREATE TABLE xa_t (a INT) ENGINE=InnoDB");
+    proxy.sql("XA START 'x1'; INSERT INTO xa_t VALUES (1); XA END 'x1'; XA PREPARE 'x1'");
+    wait_for("the session to end", Duration::from_secs(5), || {
+        proxy.status()["sessions"] == 0
+    });
+    // Detached: a connection of the server's own commits it.
+    assert!(db.sql("XA RECOVER").contains("x1"));
+    db.sql("XA COMMIT 'x1'");
+    assert_eq!(db.sql("SELECT COUNT(*) FROM app.xa_t"), "1");
+    // Sessions through the proxy start outside any transaction.
+    for _ in 0..3 {
+        assert_eq!(
+            proxy.sql("SELECT @@in_transaction; INSERT INTO xa_t VALUES (2)"),
+            "0"
+        );
+    }
+    assert_eq!(db.sql("SELECT COUNT(*) FROM app.xa_t"), "4");
+}

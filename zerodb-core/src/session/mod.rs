@@ -62,6 +62,11 @@ pub async fn run(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         Ok(Err(())) => {}
         Err(_) => tracing::debug!(session = id, %peer, "login timed out"),
     }
+    if s.st.in_transaction() {
+        if let Some(b) = s.backend.take() {
+            b.conn.close();
+        }
+    }
     let _ = s.client.stream.shutdown().await;
     tracing::debug!(
         session = id,
