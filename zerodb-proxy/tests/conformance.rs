@@ -7,7 +7,8 @@
 //!
 //! CI runs the lists in `tests/conformance/`. `ZERODB_CONFORMANCE=full` runs
 //! every test of MTR's `main` suite and every client test instead (long) and
-//! writes the counts to `target/conformance/full/report.md`;
+//! writes the counts to `target/conformance/full/report.md` (`full-text`:
+//! the same with the text protocol only);
 //! `ZERODB_CONFORMANCE=main.select,main.insert` runs just those MTR tests.
 
 mod common;
@@ -135,7 +136,7 @@ fn proxy_in_front_of(db: &MariaDb) -> Proxy {
 fn report_dir() -> PathBuf {
     let mut dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/conformance");
     match std::env::var("ZERODB_CONFORMANCE").as_deref() {
-        Ok("full") => dir.push("full"),
+        Ok("full" | "full-text") => dir.push("full"),
         Ok(s) if !s.is_empty() => dir.push("chosen"),
         _ => {}
     }
@@ -520,7 +521,14 @@ fn mariadb_suites_pass_through_the_proxy() {
         "Debian's mariadb-test package is needed (scripts/deps.sh installs it)"
     );
     let chosen = std::env::var("ZERODB_CONFORMANCE").unwrap_or_default();
-    let full = chosen == "full";
+    // `full-text`: the whole suite with the text protocol only (half the
+    // time of `full`).
+    let full = chosen == "full" || chosen == "full-text";
+    let protocols: &[bool] = if chosen == "full-text" {
+        &[false]
+    } else {
+        &[false, true]
+    };
     let excluded = exclusions();
     let mut report = String::from("| run | direct pass / fail / skipped | through zeroDB pass / fail / skipped | regressions |\n|---|---|---|---|\n");
     let mut notes = String::new();
@@ -539,7 +547,7 @@ fn mariadb_suites_pass_through_the_proxy() {
     } else {
         (read_list("fast.list"), 1)
     };
-    for ps in [false, true] {
+    for &ps in protocols {
         let label = if ps {
             "mariadb-test-run --ps-protocol"
         } else {
