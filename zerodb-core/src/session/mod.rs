@@ -768,6 +768,17 @@ impl Session {
     async fn prepare(&mut self, payload: Vec<u8>) -> Result<(), Fail> {
         let text = &payload[1..];
         self.check_hooks(text)?;
+        if sql::first_keyword(text).starts_with(b"KILL\0") {
+            // Its ids are the proxy's, which only the text protocol
+            // translates; clients (mysqltest, Connector/J) take 1295 as
+            // "send it as a plain query".
+            return Err(ClientError::new(
+                1295,
+                "HY000",
+                "This command is not supported in the prepared statement protocol yet",
+            )
+            .into());
+        }
         let sql_text = sql::rewrite_connection_id(text, self.id()).unwrap_or_else(|| text.to_vec());
         let mut req = Vec::with_capacity(sql_text.len() + 1);
         req.push(cmd::STMT_PREPARE);
