@@ -346,3 +346,20 @@ fn a_prepared_xa_transaction_outlives_its_client() {
     }
     assert_eq!(db.sql("SELECT COUNT(*) FROM app.xa_t"), "4");
 }
+
+/// `SHOW PROFILES` survives a connection reset on MariaDB, statement texts
+/// included: a pooled connection must not carry one client's profile to the
+/// next.
+#[test]
+fn profiles_do_not_leak_to_the_next_session() {
+    let db = MariaDb::start("m1", 1);
+    let proxy = start_proxy(&one_datahost_config(&[&db]));
+    proxy.sql("SET profiling = 1; SELECT 'secret of session A'");
+    wait_for("the session to end", Duration::from_secs(5), || {
+        proxy.status()["sessions"] == 0
+    });
+    for _ in 0..3 {
+        let seen = proxy.sql("SET profiling = 1; SHOW PROFILES");
+        assert!(!seen.contains("secret"), "{seen}");
+    }
+}

@@ -62,11 +62,7 @@ pub async fn run(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         Ok(Err(())) => {}
         Err(_) => tracing::debug!(session = id, %peer, "login timed out"),
     }
-    if s.st.in_transaction() {
-        if let Some(b) = s.backend.take() {
-            b.conn.close();
-        }
-    }
+    s.release_backend();
     let _ = s.client.stream.shutdown().await;
     tracing::debug!(
         session = id,
@@ -499,9 +495,14 @@ impl Session {
         self.lose_backend(why);
     }
 
-    /// Gives the backend connection back to its pool (it is reset there).
+    /// Gives the backend connection back to its pool (it is reset there),
+    /// or closes it when it must not serve another session.
     fn release_backend(&mut self) {
-        self.backend = None;
+        if let Some(b) = self.backend.take() {
+            if !self.st.connection_reusable() {
+                b.conn.close();
+            }
+        }
         self.handle.set_backend(None);
     }
 

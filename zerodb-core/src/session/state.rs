@@ -109,6 +109,16 @@ impl SessionState {
         self.status & status::IN_TRANS != 0
     }
 
+    /// Whether the server connection may serve another session once this
+    /// one lets it go. Not after an open transaction (an `XA PREPARE`d one
+    /// survives a reset and would hold the next session), nor once the
+    /// session turned `profiling` on: MariaDB keeps `SHOW PROFILES` history,
+    /// statement texts included, across COM_RESET_CONNECTION and
+    /// COM_CHANGE_USER, so the next client could read this one's statements.
+    pub fn connection_reusable(&self) -> bool {
+        !self.in_transaction() && !self.vars.iter().any(|(k, _)| k == "profiling")
+    }
+
     /// State that ties the session to its current server connection beyond
     /// a transaction.
     pub fn pinned(&self) -> bool {
