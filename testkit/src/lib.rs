@@ -496,6 +496,14 @@ impl Proxy {
         self.json("/status")
     }
 
+    /// Waits until no client session is open (its backend connection has
+    /// been given back or closed).
+    pub fn wait_idle(&self) {
+        crate::cluster::wait_for("the sessions to end", Duration::from_secs(5), || {
+            self.status()["sessions"] == 0
+        });
+    }
+
     /// Swaps dh1's active datasource through the admin API.
     pub fn swap(&self, datasource: &str, epoch: u64) -> (u16, String) {
         self.http_post(

@@ -300,9 +300,6 @@ fn assignment_key(a: &[u8]) -> Option<String> {
 /// keep the function.
 pub fn rewrite_connection_id(sql: &[u8], id: u32) -> Option<Vec<u8>> {
     const NAME: &[u8] = b"connection_id";
-    if matches!(&first_keyword(sql)[..6], b"CREATE" | b"ALTER\0") {
-        return None;
-    }
     // Fast path: no '(' preceded by the name.
     let mut hit = false;
     for (i, _) in sql.iter().enumerate().filter(|(_, c)| **c == b'(') {
@@ -311,7 +308,7 @@ pub fn rewrite_connection_id(sql: &[u8], id: u32) -> Option<Vec<u8>> {
             break;
         }
     }
-    if !hit {
+    if !hit || matches!(&first_keyword(sql)[..6], b"CREATE" | b"ALTER\0") {
         return None;
     }
     let mut out = Vec::with_capacity(sql.len() + 16);

@@ -330,9 +330,7 @@ fn a_prepared_xa_transaction_outlives_its_client() {
     let proxy = start_proxy(&one_datahost_config(&[&db]));
     proxy.sql("CREATE TABLE xa_t (a INT) ENGINE=InnoDB");
     proxy.sql("XA START 'x1'; INSERT INTO xa_t VALUES (1); XA END 'x1'; XA PREPARE 'x1'");
-    wait_for("the session to end", Duration::from_secs(5), || {
-        proxy.status()["sessions"] == 0
-    });
+    proxy.wait_idle();
     // Detached: a connection of the server's own commits it.
     assert!(db.sql("XA RECOVER").contains("x1"));
     db.sql("XA COMMIT 'x1'");
@@ -355,9 +353,7 @@ fn profiles_do_not_leak_to_the_next_session() {
     let db = MariaDb::start("m1", 1);
     let proxy = start_proxy(&one_datahost_config(&[&db]));
     proxy.sql("SET profiling = 1; SELECT 'secret of session A'");
-    wait_for("the session to end", Duration::from_secs(5), || {
-        proxy.status()["sessions"] == 0
-    });
+    proxy.wait_idle();
     for _ in 0..3 {
         let seen = proxy.sql("SET profiling = 1; SHOW PROFILES");
         assert!(!seen.contains("secret"), "{seen}");

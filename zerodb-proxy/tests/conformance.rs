@@ -130,15 +130,40 @@ fn proxy_in_front_of(db: &MariaDb) -> Proxy {
     ))
 }
 
+/// What `ZERODB_CONFORMANCE` asks for.
+enum Run {
+    /// Unset: the lists in `tests/conformance/` (CI).
+    Lists,
+    /// `full` (both protocols) or `full-text`: all of `main`, every client
+    /// test.
+    Full { ps: bool },
+    /// `main.a,main.b`: just those MTR tests.
+    Chosen(Vec<String>),
+}
+
+impl Run {
+    fn from_env() -> Self {
+        match std::env::var("ZERODB_CONFORMANCE")
+            .unwrap_or_default()
+            .as_str()
+        {
+            "" => Run::Lists,
+            "full" => Run::Full { ps: true },
+            "full-text" => Run::Full { ps: false },
+            chosen => Run::Chosen(chosen.split(',').map(str::to_string).collect()),
+        }
+    }
+}
+
 /// Where a run keeps its MTR logs and report: `target/conformance/` for the
 /// CI lists, `…/full/` and `…/chosen/` for the other runs, so that one run
 /// does not overwrite the logs of another going on at the same time.
 fn report_dir() -> PathBuf {
     let mut dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/conformance");
-    match std::env::var("ZERODB_CONFORMANCE").as_deref() {
-        Ok("full" | "full-text") => dir.push("full"),
-        Ok(s) if !s.is_empty() => dir.push("chosen"),
-        _ => {}
+    match Run::from_env() {
+        Run::Full { .. } => dir.push("full"),
+        Run::Chosen(_) => dir.push("chosen"),
+        Run::Lists => {}
     }
     let _ = std::fs::create_dir_all(&dir);
     dir
@@ -520,32 +545,28 @@ fn mariadb_suites_pass_through_the_proxy() {
         Path::new(MTR_DIR).join("mariadb-test-run.pl").exists(),
         "Debian's mariadb-test package is needed (scripts/deps.sh installs it)"
     );
-    let chosen = std::env::var("ZERODB_CONFORMANCE").unwrap_or_default();
-    // `full-text`: the whole suite with the text protocol only (half the
-    // time of `full`).
-    let full = chosen == "full" || chosen == "full-text";
-    let protocols: &[bool] = if chosen == "full-text" {
-        &[false]
-    } else {
-        &[false, true]
-    };
+    let run = Run::from_env();
     let excluded = exclusions();
     let mut report = String::from("| run | direct pass / fail / skipped | through zeroDB pass / fail / skipped | regressions |\n|---|---|---|---|\n");
     let mut notes = String::new();
     let mut regressions = BTreeSet::new();
-    let (tests, batch) = if full {
-        let (restarting, tests): (Vec<String>, Vec<String>) = main_suite()
-            .into_iter()
-            .partition(|t| restarts_the_server(t));
-        notes.push_str(&format!(
-            "\nNot run: {} tests that shut down, kill or restart the server, which `--extern` cannot give back.\n",
-            restarting.len()
-        ));
-        (tests, 40)
-    } else if !chosen.is_empty() {
-        (chosen.split(',').map(str::to_string).collect(), 1)
-    } else {
-        (read_list("fast.list"), 1)
+    let protocols: &[bool] = match run {
+        Run::Full { ps: false } => &[false],
+        _ => &[false, true],
+    };
+    let (tests, batch, client_tests) = match run {
+        Run::Full { .. } => {
+            let (restarting, tests): (Vec<String>, Vec<String>) = main_suite()
+                .into_iter()
+                .partition(|t| restarts_the_server(t));
+            notes.push_str(&format!(
+                "\nNot run: {} tests that shut down, kill or restart the server, which `--extern` cannot give back.\n",
+                restarting.len()
+            ));
+            (tests, 40, client_tests_all())
+        }
+        Run::Chosen(tests) => (tests, 1, Vec::new()),
+        Run::Lists => (read_list("fast.list"), 1, read_list("client_tests.list")),
     };
     for &ps in protocols {
         let label = if ps {
@@ -564,13 +585,6 @@ fn mariadb_suites_pass_through_the_proxy() {
         ));
     }
 
-    let client_tests = if full {
-        client_tests_all()
-    } else if !chosen.is_empty() {
-        Vec::new()
-    } else {
-        read_list("client_tests.list")
-    };
     let (db, _) = mtr_server("client_tests");
     let proxy = proxy_in_front_of(&db);
     let (mut d_pass, mut p_pass, mut reg) = (0, 0, Vec::new());
