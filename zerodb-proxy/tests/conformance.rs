@@ -502,15 +502,28 @@ fn side_by_side(
         count(&direct, Outcome::Pass) > 0,
         "{label}: nothing passed directly; is the server set up like MTR's?"
     );
+    let suspects: Vec<&String> = direct
+        .iter()
+        .filter(|(t, o)| {
+            **o == Outcome::Pass
+                && proxied.get(*t) != Some(&Outcome::Pass)
+                && !excluded.contains_key(*t)
+        })
+        .map(|(t, _)| t)
+        .collect();
+    // Both sides re-run the suspects at the same time, each on its own
+    // server, as the batches were.
+    let (direct_alone, proxy_alone): (Vec<Outcome>, Vec<Outcome>) = std::thread::scope(|s| {
+        let d = s.spawn(|| suspects.iter().map(|t| direct_run.alone(t, ps)).collect());
+        let p = s.spawn(|| suspects.iter().map(|t| proxy_run.alone(t, ps)).collect());
+        (
+            d.join().expect("direct re-runs"),
+            p.join().expect("proxied re-runs"),
+        )
+    });
     let mut reg = Vec::new();
     let mut batch_only = Vec::new();
-    for (t, o) in &direct {
-        if *o != Outcome::Pass || proxied.get(t) == Some(&Outcome::Pass) || excluded.contains_key(t)
-        {
-            continue;
-        }
-        let p = proxy_run.alone(t, ps);
-        let d = direct_run.alone(t, ps);
+    for ((t, d), p) in suspects.iter().zip(direct_alone).zip(proxy_alone) {
         if d == Outcome::Pass && p != Outcome::Pass {
             reg.push(format!("{t}{}", if ps { " (ps)" } else { "" }));
         } else {
