@@ -314,14 +314,20 @@ impl BackendConn {
             .map_err(|e| lost(&self.addr, e.to_string()))?;
         let mut parser = ResponseParser::new(kind, self.deprecate_eof());
         let mut error = None;
+        let mut first_row = None;
         loop {
             let pkt = read(&mut self.conn, &self.addr).await?;
             if let Some(e) = parse_err(&pkt.payload) {
                 error = Some(e);
             }
+            let row = parser.expects_row();
             let step = parser
                 .feed(&pkt.payload)
                 .map_err(|e| protocol(&self.addr, e.to_string()))?;
+            // A packet that leaves the parser among the rows was a row.
+            if row && parser.expects_row() && first_row.is_none() {
+                first_row = Some(pkt.payload.to_vec());
+            }
             match step {
                 Step::More => {}
                 Step::Done => break,
@@ -340,6 +346,7 @@ impl BackendConn {
             status: parser.status(),
             error,
             prepare: parser.prepare_ok(),
+            first_row,
         })
     }
 
@@ -350,6 +357,24 @@ impl BackendConn {
         p.extend_from_slice(sql.as_bytes());
         let out = self.command(ResponseKind::Query, &p).await?;
         out.into_result(&self.addr)
+    }
+
+    /// Runs a query of the proxy's own and returns the first column of its
+    /// first row, as text (`None` for no row or NULL).
+    pub async fn query_value(&mut self, sql: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+        let mut p = Vec::with_capacity(sql.len() + 1);
+        p.push(crate::protocol::cmd::QUERY);
+        p.extend_from_slice(sql);
+        let out = self
+            .command(ResponseKind::Query, &p)
+            .await?
+            .into_result(&self.addr)?;
+        Ok(out.first_row.as_deref().and_then(|row| {
+            // A text row: each column a length-encoded string, 0xfb NULL.
+            let (len, at) = packets::read_lenenc(row).filter(|_| row.first() != Some(&0xfb))?;
+            row.get(at..at.checked_add(usize::try_from(len).ok()?)?)
+                .map(<[u8]>::to_vec)
+        }))
     }
 
     pub async fn ping(&mut self) -> Result<(), BackendError> {
@@ -383,6 +408,8 @@ pub struct Outcome {
     pub status: Option<u16>,
     pub error: Option<packets::ErrPacket>,
     pub prepare: Option<crate::protocol::response::PrepareOk>,
+    /// The first result set row, as the server sent it.
+    pub first_row: Option<Vec<u8>>,
 }
 
 impl Outcome {

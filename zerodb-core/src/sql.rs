@@ -112,18 +112,29 @@ pub fn parse_use(sql: &[u8]) -> Option<Vec<u8>> {
     skip_noise(rest).is_empty().then_some(name)
 }
 
-/// `KILL [HARD|SOFT] [CONNECTION|QUERY] <thread id>`, or `CONNECTION_ID()`
-/// for the session itself.
+/// `KILL [HARD|SOFT] [CONNECTION|QUERY] <target>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Kill {
+pub struct Kill<'a> {
     pub query_only: bool,
-    pub id: u64,
+    pub target: KillTarget<'a>,
+}
+
+/// Whom a KILL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KillTarget<'a> {
+    /// A connection id: a number, or `CONNECTION_ID()` for the session
+    /// itself.
+    Id(u64),
+    /// Any other expression (`@id`, `(SELECT …)`), which the server
+    /// evaluates as an integer.
+    Expr(&'a [u8]),
 }
 
 /// Parses a KILL statement, `own` being the session's own id (what
 /// `CONNECTION_ID()` names); `Some(Err(()))` is a KILL form the proxy
-/// cannot translate (`KILL QUERY ID n`, `KILL USER u`).
-pub fn parse_kill(sql: &[u8], own: u64) -> Option<Result<Kill, ()>> {
+/// cannot translate (`KILL QUERY ID n`, `KILL USER u`) or one without a
+/// target.
+pub fn parse_kill(sql: &[u8], own: u64) -> Option<Result<Kill<'_>, ()>> {
     let (w, mut rest) = next_word(sql);
     if !w.eq_ignore_ascii_case(b"KILL") {
         return None;
@@ -143,26 +154,35 @@ pub fn parse_kill(sql: &[u8], own: u64) -> Option<Result<Kill, ()>> {
             break;
         }
     }
-    let (w, mut r) = next_word(rest);
+    let (w, r) = next_word(rest);
+    if w.eq_ignore_ascii_case(b"USER") || (query_only && w.eq_ignore_ascii_case(b"ID")) {
+        return Some(Err(()));
+    }
     let id = if w.eq_ignore_ascii_case(b"CONNECTION_ID") {
         let args = skip_noise(r);
         let close = args.strip_prefix(b"(").map(skip_noise);
-        match close.and_then(|c| c.strip_prefix(b")")) {
-            Some(after) => {
-                r = after;
-                Some(own)
-            }
-            None => None,
-        }
+        close
+            .and_then(|c| c.strip_prefix(b")"))
+            .filter(|after| skip_noise(after).is_empty())
+            .map(|_| own)
     } else {
         std::str::from_utf8(w)
             .ok()
             .and_then(|t| t.parse::<u64>().ok())
+            .filter(|_| skip_noise(r).is_empty())
     };
-    Some(match id {
-        Some(id) if skip_noise(r).is_empty() => Ok(Kill { query_only, id }),
-        _ => Err(()),
-    })
+    let target = match id {
+        Some(id) => KillTarget::Id(id),
+        None => {
+            let expr = skip_noise(rest).trim_ascii_end();
+            let expr = expr.strip_suffix(b";").unwrap_or(expr).trim_ascii_end();
+            if expr.is_empty() {
+                return Some(Err(()));
+            }
+            KillTarget::Expr(expr)
+        }
+    };
+    Some(Ok(Kill { query_only, target }))
 }
 
 /// What a `SET` statement does to the session.
@@ -417,18 +437,40 @@ mod tests {
 
     #[test]
     fn kill_forms() {
-        let kill = |query_only, id| Some(Ok(Kill { query_only, id }));
-        type Case = (&'static [u8], Option<Result<Kill, ()>>);
+        let kill = |query_only, id| {
+            Some(Ok(Kill {
+                query_only,
+                target: KillTarget::Id(id),
+            }))
+        };
+        let expr = |query_only, e: &'static [u8]| {
+            Some(Ok(Kill {
+                query_only,
+                target: KillTarget::Expr(e),
+            }))
+        };
+        type Case = (&'static [u8], Option<Result<Kill<'static>, ()>>);
         let cases: &[Case] = &[
             (b"KILL 12", kill(false, 12)),
             (b"kill query 7", kill(true, 7)),
             (b"KILL HARD CONNECTION 3;", kill(false, 3)),
             (b"KILL CONNECTION_ID()", kill(false, 99)),
             (b"kill query connection_id ( ) ;", kill(true, 99)),
-            (b"KILL CONNECTION_ID", Some(Err(()))),
-            (b"KILL CONNECTION_ID() + 1", Some(Err(()))),
+            (b"KILL CONNECTION_ID", expr(false, b"CONNECTION_ID")),
+            (
+                b"KILL CONNECTION_ID() + 1",
+                expr(false, b"CONNECTION_ID() + 1"),
+            ),
+            (b"KILL QUERY @id ;", expr(true, b"@id")),
+            (b"KILL 1+1", expr(false, b"1+1")),
+            (
+                b"KILL (SELECT 1) + LASTVAL(s)",
+                expr(false, b"(SELECT 1) + LASTVAL(s)"),
+            ),
             (b"KILL USER bob", Some(Err(()))),
             (b"KILL QUERY ID 5", Some(Err(()))),
+            (b"KILL ;", Some(Err(()))),
+            (b"KILL", Some(Err(()))),
             (b"SELECT 1", None),
         ];
         for (sql, want) in cases {

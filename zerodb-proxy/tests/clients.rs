@@ -143,11 +143,14 @@ fn connection_id_and_kill_speak_proxy_ids() {
     assert_ne!(proxy_id.to_string(), victim, "ids must be the proxy's own");
     let aborted = || db.sql("SHOW GLOBAL STATUS LIKE 'Aborted_clients'");
     let aborted_before = aborted();
+    // The target is an expression, as MTR's tests write it (`KILL QUERY
+    // @id`): the server evaluates it in the session, the proxy translates
+    // the id it names.
     let out = proxy.cli(
         APP_USER,
         APP_PASSWORD,
         "app",
-        &format!("KILL QUERY {proxy_id}"),
+        &format!("SET @victim = {proxy_id} - 1; KILL QUERY @victim + 1"),
     );
     assert!(
         out.status.success(),
@@ -179,6 +182,14 @@ fn connection_id_and_kill_speak_proxy_ids() {
     // KILL of an unknown id is error 1094, as on MySQL.
     let out = proxy.cli(APP_USER, APP_PASSWORD, "app", "KILL 4000000000");
     assert!(String::from_utf8_lossy(&out.stderr).contains("1094"));
+    // An expression naming nobody (NULL is thread 0), and one the server
+    // cannot evaluate, fail as they do on MariaDB.
+    let out = proxy.cli(APP_USER, APP_PASSWORD, "app", "KILL @nobody");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("1094") && stderr.contains("id: 0"), "{stderr}");
+    let out = proxy.cli(APP_USER, APP_PASSWORD, "app", "KILL no_such_column");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("1054"), "{stderr}");
     // Another user's session cannot be killed: 1095.
     let port = proxy.port;
     let holder = std::thread::spawn(move || {

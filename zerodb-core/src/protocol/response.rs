@@ -130,6 +130,11 @@ impl ResponseParser {
         self.state == State::Done
     }
 
+    /// Whether the next frame fed is (the start of) a result set row.
+    pub fn expects_row(&self) -> bool {
+        self.state == State::Rows && !self.continuing
+    }
+
     /// Whether the frame being fed starts a logical packet (rather than
     /// continuing one over 16 MiB).
     pub fn at_packet_start(&self) -> bool {

@@ -643,10 +643,14 @@ impl Session {
                         ClientError::new(
                             1235,
                             "42000",
-                            "zeroDB supports KILL [CONNECTION|QUERY] <connection id> | CONNECTION_ID() only",
+                            "zeroDB supports KILL [CONNECTION|QUERY] <connection id expression> only",
                         )
                     })?;
-                    return self.kill(k.id, k.query_only).await;
+                    let id = match k.target {
+                        sql::KillTarget::Id(id) => id,
+                        sql::KillTarget::Expr(e) => self.kill_target(e).await?,
+                    };
+                    return self.kill(id, k.query_only).await;
                 }
             }
             [b'U', b'S', b'E', 0, ..] => {
@@ -878,6 +882,37 @@ impl Session {
             self.lose_backend("the connection to the datasource was lost".into());
         }
         Ok(())
+    }
+
+    /// The connection id a `KILL <expression>` names: the server evaluates
+    /// the expression in the session (its user variables, its
+    /// `CONNECTION_ID()`) as an integer, as its own KILL would.
+    async fn kill_target(&mut self, expr: &[u8]) -> Result<u64, Fail> {
+        let expr = sql::rewrite_connection_id(expr, self.id()).unwrap_or_else(|| expr.to_vec());
+        let mut q = b"SELECT CAST((".to_vec();
+        q.extend_from_slice(&expr);
+        q.extend_from_slice(b") AS UNSIGNED)");
+        self.ensure_backend().await?;
+        let Some(b) = self.backend.as_mut() else {
+            return Err(ClientError::no_datasource(&self.datahost.name, "?", "not bound").into());
+        };
+        match b.conn.query_value(&q).await {
+            // NULL, as on the server, is thread 0.
+            Ok(v) => Ok(v
+                .and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok())
+                .unwrap_or(0)),
+            Err(BackendError::Server {
+                code,
+                state,
+                message,
+                ..
+            }) => Err(ClientError::new(code, state, message).into()),
+            Err(e) => {
+                let name = b.ds.name.clone();
+                self.lose_backend(e.to_string());
+                Err(ClientError::backend_lost(&name, &e.to_string()).into())
+            }
+        }
     }
 
     /// `KILL [QUERY] id` and COM_PROCESS_KILL, in the proxy's ids.
