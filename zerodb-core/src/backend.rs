@@ -5,7 +5,7 @@ use crate::protocol::conn::ReadError;
 use crate::protocol::packets::{self, parse_err};
 use crate::protocol::{caps, Conn, ResponseKind, ResponseParser, Step};
 use mysql_common::auth::plugins::{AuthProc, ChallengeResponsePlugin, Context};
-use mysql_common::constants::CapabilityFlags;
+use mysql_common::constants::{CapabilityFlags, MariadbCapabilities};
 use mysql_common::io::ParseBuf;
 use mysql_common::packets::{AuthPlugin, HandshakePacket, HandshakeResponse};
 use mysql_common::proto::MySerialize;
@@ -26,13 +26,16 @@ pub struct BackendKey {
     pub caps: u32,
     /// The client's handshake collation id.
     pub collation: u8,
+    /// The MariaDB flags agreed with the client (`caps::mariadb`).
+    pub mariadb_caps: u32,
 }
 
 impl BackendKey {
-    pub fn new(client_caps: u32, collation: u8) -> Self {
+    pub fn new(client_caps: u32, collation: u8, mariadb_caps: u32) -> Self {
         Self {
             caps: client_caps & caps::SESSION_SHAPING,
             collation,
+            mariadb_caps: mariadb_caps & caps::mariadb::OFFERED,
         }
     }
 }
@@ -48,6 +51,7 @@ impl Default for BackendKey {
                 | caps::PS_MULTI_RESULTS
                 | caps::DEPRECATE_EOF,
             collation: 45,
+            mariadb_caps: 0,
         }
     }
 }
@@ -121,6 +125,8 @@ impl Context for AuthCtx<'_> {
 pub struct ServerInfo {
     pub version: String,
     pub capabilities: u32,
+    /// MariaDB's extended flags (`caps::mariadb`); 0 from MySQL.
+    pub mariadb_capabilities: u32,
 }
 
 /// One authenticated connection to a datasource.
@@ -187,6 +193,22 @@ impl BackendConn {
             if server_caps & caps::PROTOCOL_41 == 0 {
                 return Err(protocol(&p.addr, "server predates protocol 4.1".into()));
             }
+            let server_mariadb_caps = if server_caps & caps::LONG_PASSWORD == 0 {
+                hs.mariadb_ext_capabilities().bits()
+            } else {
+                0
+            };
+            // Responses are relayed as bytes: the server must speak exactly
+            // as the client was told it would.
+            if key.mariadb_caps & !server_mariadb_caps != 0 {
+                return Err(protocol(
+                    &p.addr,
+                    format!(
+                        "the server lacks MariaDB capabilities {:#x} the client agreed with the proxy",
+                        key.mariadb_caps & !server_mariadb_caps
+                    ),
+                ));
+            }
             let nonce = hs.nonce();
             let plugin = hs
                 .auth_plugin()
@@ -213,7 +235,10 @@ impl BackendConn {
                 CapabilityFlags::from_bits_retain(negotiated),
                 None,
                 16 << 20,
-            );
+            )
+            .with_mariadb_ext_capabilities(MariadbCapabilities::from_bits_truncate(
+                key.mariadb_caps,
+            ));
             let mut buf = Vec::new();
             response.serialize(&mut buf);
             // HandshakeResponse always asks for utf8mb4: put the client's
@@ -234,6 +259,7 @@ impl BackendConn {
                 server: ServerInfo {
                     version: hs.server_version_str().into_owned(),
                     capabilities: server_caps,
+                    mariadb_capabilities: server_mariadb_caps,
                 },
                 last_used: Instant::now(),
                 broken: false,

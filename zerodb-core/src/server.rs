@@ -154,6 +154,8 @@ pub struct Shared {
     pub server_version: ArcSwap<String>,
     /// Capability flags the backends offer (learned at start).
     pub backend_caps: AtomicU32,
+    /// MariaDB's extended flags the backends offer (learned at start).
+    pub backend_mariadb_caps: AtomicU32,
     pub health_events: broadcast::Sender<HealthEvent>,
     serving: AtomicBool,
     shutdown: watch::Sender<bool>,
@@ -223,6 +225,15 @@ impl Shared {
     pub fn offered_caps(&self) -> u32 {
         caps::OFFERED
             & (self.backend_caps.load(Ordering::Relaxed) | caps::PLUGIN_AUTH | caps::CONNECT_ATTRS)
+    }
+
+    /// The MariaDB flags offered to clients: only when the proxy presents
+    /// itself as MariaDB (`CLIENT_MYSQL` off, as its backends do).
+    pub fn offered_mariadb_caps(&self) -> u32 {
+        if self.offered_caps() & caps::LONG_PASSWORD != 0 {
+            return 0;
+        }
+        caps::mariadb::OFFERED & self.backend_mariadb_caps.load(Ordering::Relaxed)
     }
 }
 
@@ -299,6 +310,7 @@ impl Proxy {
                 hooks: Vec::new(),
                 server_version: ArcSwap::from_pointee(version),
                 backend_caps: AtomicU32::new(caps::OFFERED),
+                backend_mariadb_caps: AtomicU32::new(0),
                 health_events: broadcast::channel(256).0,
                 serving: AtomicBool::new(true),
                 shutdown: watch::channel(false).0,
@@ -345,6 +357,9 @@ async fn learn_backend(shared: &Shared) {
             shared
                 .backend_caps
                 .store(c.server.capabilities, Ordering::Relaxed);
+            shared
+                .backend_mariadb_caps
+                .store(c.server.mariadb_capabilities, Ordering::Relaxed);
             if shared.config.server_version.is_none() {
                 shared
                     .server_version

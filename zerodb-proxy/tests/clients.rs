@@ -38,6 +38,38 @@ fn mariadb_cli_queries_and_errors() {
         proxy.sql("USE other; SELECT x FROM o; SELECT DATABASE()"),
         "7\nother"
     );
+
+    // MariaDB's extended column metadata (a column's type name and format)
+    // is offered, and passes through as the server sent it: the CLI shows
+    // `(type=point)` and `(format=json)` through the proxy as it does
+    // directly.
+    let column_types = |port: u16, user: &str, password: &str| {
+        let out = Command::new("mariadb")
+            .args(["--no-defaults", "-h127.0.0.1", "--column-type-info", "-t"])
+            .arg(format!("-P{port}"))
+            .arg(format!("-u{user}"))
+            .arg(format!("-p{password}"))
+            .args(["app", "-e", "SELECT * FROM g"])
+            .output()
+            .expect("run mariadb");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with("Type:"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    proxy.sql("CREATE TABLE g (p POINT, j JSON); INSERT INTO g VALUES (POINT(1, 2), '{}')");
+    let direct = column_types(db.port, BACKEND_USER, BACKEND_PASSWORD);
+    assert!(
+        direct.contains("(type=point)") && direct.contains("(format=json)"),
+        "{direct}"
+    );
+    assert_eq!(column_types(proxy.port, APP_USER, APP_PASSWORD), direct);
 }
 
 #[test]
@@ -186,7 +218,10 @@ fn connection_id_and_kill_speak_proxy_ids() {
     // cannot evaluate, fail as they do on MariaDB.
     let out = proxy.cli(APP_USER, APP_PASSWORD, "app", "KILL @nobody");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("1094") && stderr.contains("id: 0"), "{stderr}");
+    assert!(
+        stderr.contains("1094") && stderr.contains("id: 0"),
+        "{stderr}"
+    );
     let out = proxy.cli(APP_USER, APP_PASSWORD, "app", "KILL no_such_column");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("1054"), "{stderr}");

@@ -153,6 +153,22 @@ pub mod caps {
         | DEPRECATE_EOF;
 
     /// What the proxy needs from every backend, whatever the client asked.
+    /// (`LONG_PASSWORD` is `CLIENT_MYSQL` on MariaDB, whose servers clear
+    /// it to say they exchange [`mariadb`] flags.)
     pub const REQUIRED: u32 =
         LONG_PASSWORD | PROTOCOL_41 | TRANSACTIONS | SECURE_CONNECTION | PLUGIN_AUTH;
+
+    /// MariaDB's extended capability flags (`MARIADB_CLIENT_*`), carried in
+    /// the last 4 reserved bytes of both handshake packets when
+    /// `CLIENT_MYSQL` is off.
+    pub mod mariadb {
+        pub const EXTENDED_METADATA: u32 = 0x0000_0008;
+
+        /// What the proxy offers (intersected with what the backends offer):
+        /// extended column metadata (a column's type name and format, such
+        /// as `point` or `json`), which changes only column definitions,
+        /// relayed as bytes. Not progress reports, bulk execution or
+        /// metadata caching, which change the responses' shape.
+        pub const OFFERED: u32 = EXTENDED_METADATA;
+    }
 }

@@ -32,7 +32,8 @@ impl Session {
         p.extend_from_slice(&status::AUTOCOMMIT.to_le_bytes());
         p.extend_from_slice(&((offered >> 16) as u16).to_le_bytes());
         p.push(auth::SALT_LEN as u8 + 1);
-        p.extend_from_slice(&[0; 10]);
+        p.extend_from_slice(&[0; 6]);
+        p.extend_from_slice(&self.shared.offered_mariadb_caps().to_le_bytes());
         p.extend_from_slice(&self.salt[8..]);
         p.push(0);
         p.extend_from_slice(method.name().as_bytes());
@@ -134,6 +135,7 @@ impl Session {
             None => Some(Method::Native),
         };
         let collation = parsed.collation();
+        let mariadb_caps = parsed.mariadb_ext_capabilities().bits();
         drop(parsed);
         let had_password = !response.is_empty();
         if !self.authenticate(&user, method, response).await? {
@@ -144,7 +146,11 @@ impl Session {
                 .await;
         }
         self.client_caps = client_caps & self.shared.offered_caps();
-        self.key = BackendKey::new(self.client_caps, collation);
+        self.key = BackendKey::new(
+            self.client_caps,
+            collation,
+            mariadb_caps & self.shared.offered_mariadb_caps(),
+        );
         self.user = user;
         self.handle.set_user(&self.user);
         if let Some(db) = db {
@@ -188,7 +194,7 @@ impl Session {
         self.user = req.user;
         self.handle.set_user(&self.user);
         if let Some(c) = req.collation {
-            self.key = BackendKey::new(self.client_caps, c);
+            self.key = BackendKey::new(self.client_caps, c, self.key.mariadb_caps);
         }
         self.release_backend();
         self.st = Default::default();
