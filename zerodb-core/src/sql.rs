@@ -185,6 +185,17 @@ pub fn parse_kill(sql: &[u8], own: u64) -> Option<Result<Kill<'_>, ()>> {
     Some(Ok(Kill { query_only, target }))
 }
 
+/// Whether a KILL target expression uses a table or a sequence, which
+/// MariaDB refuses (1970) rather than evaluates: told by its words, a
+/// subquery's `FROM` or a sequence function. A constant subquery
+/// (`(SELECT 1)`) is evaluated, as by the server. Not seen: a stored
+/// function call, which the server would refuse too.
+pub fn kill_target_uses_tables(expr: &[u8]) -> bool {
+    ["FROM", "NEXTVAL", "LASTVAL", "SETVAL", "VALUE"]
+        .iter()
+        .any(|k| contains_keyword(expr, k))
+}
+
 /// What a `SET` statement does to the session.
 #[derive(Debug, PartialEq, Eq)]
 pub enum SetEffect {
@@ -479,6 +490,26 @@ mod tests {
                 *want,
                 "{}",
                 String::from_utf8_lossy(sql)
+            );
+        }
+    }
+
+    #[test]
+    fn kill_targets_that_use_tables() {
+        for (expr, uses) in [
+            (&b"@id"[..], false),
+            (b"(SELECT 1) + 1", false),
+            (b"('x' IN (SELECT 1)) MOD 44", false),
+            (b"(SELECT COUNT(*) FROM mysql.user)", true),
+            (b"( SELECT 1 ) + LASTVAL(s)", true),
+            (b"NEXT VALUE FOR s", true),
+            (b"@from_id", false),
+        ] {
+            assert_eq!(
+                kill_target_uses_tables(expr),
+                uses,
+                "{}",
+                String::from_utf8_lossy(expr)
             );
         }
     }

@@ -225,6 +225,15 @@ fn connection_id_and_kill_speak_proxy_ids() {
     let out = proxy.cli(APP_USER, APP_PASSWORD, "app", "KILL no_such_column");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("1054"), "{stderr}");
+    // A target reading a table is refused, as by MariaDB, not evaluated.
+    let out = proxy.cli(
+        APP_USER,
+        APP_PASSWORD,
+        "app",
+        "KILL (SELECT COUNT(*) FROM mysql.user)",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("1970"), "{stderr}");
     // Another user's session cannot be killed: 1095.
     let port = proxy.port;
     let holder = std::thread::spawn(move || {

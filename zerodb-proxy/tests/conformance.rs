@@ -36,12 +36,35 @@ fn read_list(name: &str) -> Vec<String> {
         .collect()
 }
 
+/// `exclusions.txt`: `<test> <reason>` lines. A reason many tests share is
+/// written once as `@name <text>`; an entry's reason starting with `@name`
+/// stands for that text (and may add its own details after it).
 fn exclusions() -> BTreeMap<String, String> {
-    read_list("exclusions.txt")
+    let split = |l: &str| match l.split_once(char::is_whitespace) {
+        Some((a, b)) => (a.to_string(), b.trim().to_string()),
+        None => (l.to_string(), String::new()),
+    };
+    let (shared, entries): (Vec<String>, Vec<String>) = read_list("exclusions.txt")
         .into_iter()
-        .map(|l| match l.split_once(char::is_whitespace) {
-            Some((t, why)) => (t.to_string(), why.trim().to_string()),
-            None => (l, String::new()),
+        .partition(|l| l.starts_with('@'));
+    let shared: BTreeMap<String, String> = shared.iter().map(|l| split(l)).collect();
+    entries
+        .iter()
+        .map(|l| {
+            let (test, why) = split(l);
+            let (name, rest) = split(&why);
+            let why = match shared.get(&name) {
+                Some(text) if rest.is_empty() => text.clone(),
+                Some(text) => format!("{text} ({rest})"),
+                None => {
+                    assert!(
+                        !name.starts_with('@'),
+                        "exclusions.txt: {name} is not defined"
+                    );
+                    why
+                }
+            };
+            (test, why)
         })
         .collect()
 }

@@ -888,6 +888,14 @@ impl Session {
     /// the expression in the session (its user variables, its
     /// `CONNECTION_ID()`) as an integer, as its own KILL would.
     async fn kill_target(&mut self, expr: &[u8]) -> Result<u64, Fail> {
+        if sql::kill_target_uses_tables(expr) {
+            return Err(ClientError::new(
+                1970,
+                "42000",
+                "KILL does not support subqueries or stored functions",
+            )
+            .into());
+        }
         let expr = sql::rewrite_connection_id(expr, self.id()).unwrap_or_else(|| expr.to_vec());
         let mut q = b"SELECT CAST((".to_vec();
         q.extend_from_slice(&expr);
