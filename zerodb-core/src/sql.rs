@@ -321,10 +321,13 @@ fn assignment_key(a: &[u8]) -> Option<String> {
 /// keeping the column name when it is a whole select item. `None` when there
 /// is nothing to replace.
 ///
-/// The replacement, `CAST(<id in 10 digits> AS UNSIGNED)`, has the type
-/// MariaDB gives `CONNECTION_ID()` (INT UNSIGNED NOT NULL, display width
-/// 10): a bare literal would make `CREATE TABLE … AS SELECT
-/// CONCAT(CONNECTION_ID())` a VARCHAR as wide as this id's digits.
+/// The replacement, `COALESCE(CAST(<id in 10 digits> AS UNSIGNED),
+/// CONNECTION_ID())`, has the type MariaDB gives `CONNECTION_ID()` (INT
+/// UNSIGNED NOT NULL, display width 10): a bare literal would make `CREATE
+/// TABLE … AS SELECT CONCAT(CONNECTION_ID())` a VARCHAR as wide as this
+/// id's digits. The function stays in the text, never evaluated, so the
+/// query cache still refuses to cache the statement as it would the
+/// original.
 ///
 /// DDL (`CREATE`, `ALTER`) is left alone: a column default, view, trigger
 /// or stored program runs later, in whatever session uses it, so it must
@@ -392,7 +395,8 @@ pub fn rewrite_connection_id(sql: &[u8], id: u32) -> Option<Vec<u8>> {
                             && (tail.is_empty()
                                 || tail[0] == b','
                                 || next.eq_ignore_ascii_case(b"FROM"));
-                        let value = format!("CAST({id:010} AS UNSIGNED)");
+                        let value =
+                            format!("COALESCE(CAST({id:010} AS UNSIGNED), CONNECTION_ID())");
                         if whole_item {
                             out.extend_from_slice(
                                 format!(
@@ -556,19 +560,22 @@ mod tests {
     fn connection_id_rewrite() {
         assert_eq!(
             rewrite_connection_id(b"SELECT CONNECTION_ID()", 42).unwrap(),
-            b"SELECT CAST(0000000042 AS UNSIGNED) AS `CONNECTION_ID()`".to_vec()
+            b"SELECT COALESCE(CAST(0000000042 AS UNSIGNED), CONNECTION_ID()) AS `CONNECTION_ID()`"
+                .to_vec()
         );
         assert_eq!(
             rewrite_connection_id(b"select 1, connection_id() from dual", 7).unwrap(),
-            b"select 1, CAST(0000000007 AS UNSIGNED) AS `connection_id()` from dual".to_vec()
+            b"select 1, COALESCE(CAST(0000000007 AS UNSIGNED), CONNECTION_ID()) AS `connection_id()` from dual".to_vec()
         );
         assert_eq!(
             rewrite_connection_id(b"SELECT * FROM t WHERE id = CONNECTION_ID()", 7).unwrap(),
-            b"SELECT * FROM t WHERE id = CAST(0000000007 AS UNSIGNED)".to_vec()
+            b"SELECT * FROM t WHERE id = COALESCE(CAST(0000000007 AS UNSIGNED), CONNECTION_ID())"
+                .to_vec()
         );
         assert_eq!(
             rewrite_connection_id(b"SELECT CONNECTION_ID()", u32::MAX).unwrap(),
-            b"SELECT CAST(4294967295 AS UNSIGNED) AS `CONNECTION_ID()`".to_vec()
+            b"SELECT COALESCE(CAST(4294967295 AS UNSIGNED), CONNECTION_ID()) AS `CONNECTION_ID()`"
+                .to_vec()
         );
         assert_eq!(rewrite_connection_id(b"SELECT 'CONNECTION_ID()'", 7), None);
         for ddl in [
