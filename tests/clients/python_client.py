@@ -130,12 +130,27 @@ cur = mc.cursor()
 cur.execute("SELECT DATABASE()")
 assert cur.fetchone()[0] == db
 ok("change_user with the right password")
+cur.execute("SET @v = 7")
 try:
     mc.cmd_change_user(username=user, password="wrong", database=db)
     raise AssertionError("change_user with a wrong password succeeded")
 except mysql.connector.Error as e:
     assert e.errno == 1045, e
 ok("change_user with a wrong password refused with 1045")
+# As on MariaDB, the session goes on, in its schema, otherwise reset.
+cur = mc.cursor()
+cur.execute("SELECT DATABASE(), @v")
+assert tuple(cur.fetchone()) == (db, None)
+ok("the session goes on after a refused change_user, reset")
+# After three refusals, no more tries (MariaDB's MDEV-3915): 1047, even
+# with the right password.
+for attempt, right in [(2, False), (3, False), (4, True)]:
+    try:
+        mc.cmd_change_user(username=user, password=password if right else "wrong", database=db)
+        raise AssertionError(f"change_user attempt {attempt} succeeded")
+    except mysql.connector.Error as e:
+        assert e.errno == (1047 if attempt > 3 else 1045), (attempt, e)
+ok("after three refused change_users the fourth is refused with 1047")
 try:
     mc.close()
 except Exception:

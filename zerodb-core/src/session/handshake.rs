@@ -14,6 +14,9 @@ use mysql_common::packets::HandshakeResponse;
 /// authentication succeeded.
 const FAST_AUTH_SUCCESS: u8 = 0x03;
 
+/// Failed COM_CHANGE_USERs after which a session gets no more tries.
+const MAX_FAILED_CHANGE_USERS: u8 = 3;
+
 impl Session {
     fn greeting(&self) -> Vec<u8> {
         let offered = self.shared.offered_caps();
@@ -168,8 +171,16 @@ impl Session {
 
     /// COM_CHANGE_USER: the new user is authenticated like a login (never a
     /// free OK); on success the session starts afresh on a reset backend
-    /// connection. On failure the connection is closed, as MySQL does.
+    /// connection. On failure it is answered 1045 and the session goes on
+    /// as its old user in its old schema, otherwise reset, as on MariaDB;
+    /// after three failures every COM_CHANGE_USER is refused (MariaDB's
+    /// guard against guessing passwords, MDEV-3915).
     pub(super) async fn change_user(&mut self, payload: Vec<u8>) -> Flow {
+        if self.failed_change_users >= MAX_FAILED_CHANGE_USERS {
+            return self
+                .reply_err(ClientError::new(1047, "08S01", "Unknown command"))
+                .await;
+        }
         let Some(req) = ChangeUser::parse(&payload[1..], self.client_caps) else {
             let _ = self
                 .reply_err(ClientError::malformed("COM_CHANGE_USER"))
@@ -180,16 +191,21 @@ impl Session {
             Some(name) => Method::from_name(name),
             None => Some(Method::Native),
         };
+        let with_password = !req.auth.is_empty();
         let ok = match self.authenticate(&req.user, method, req.auth).await {
             Ok(ok) => ok,
             Err(()) => return Flow::Close,
         };
         if !ok {
+            self.failed_change_users += 1;
+            tracing::info!(session = self.id(), user = %req.user, peer = %self.peer, "change_user refused");
+            metrics::counter!("zerodb_login_failures_total", "code" => "1045").increment(1);
+            self.release_backend();
+            self.st.reset();
             let host = self.peer.ip().to_string();
-            let _ = self
-                .reply_err(ClientError::access_denied(&req.user, &host, true))
+            return self
+                .reply_err(ClientError::access_denied(&req.user, &host, with_password))
                 .await;
-            return Flow::Close;
         }
         self.user = req.user;
         self.handle.set_user(&self.user);

@@ -56,6 +56,7 @@ pub async fn run(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         seq: 0,
         backend: None,
         st: SessionState::default(),
+        failed_change_users: 0,
     };
     match tokio::time::timeout(LOGIN_TIMEOUT, s.handshake()).await {
         Ok(Ok(())) => s.serve().await,
@@ -142,6 +143,8 @@ struct Session {
     datahost: Arc<DataHost>,
     backend: Option<Bound>,
     st: SessionState,
+    /// COM_CHANGE_USERs refused so far on this connection.
+    failed_change_users: u8,
 }
 
 impl Session {
