@@ -225,6 +225,31 @@ fn connection_id_and_kill_speak_proxy_ids() {
     let out = proxy.cli(APP_USER, APP_PASSWORD, "app", "KILL no_such_column");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("1054"), "{stderr}");
+    // A prepared KILL is run by the proxy too, in its ids, at each
+    // execution: an unknown id is 1094 (the server would have been asked
+    // to kill whichever of its threads has that number); executed again,
+    // the same; and KILL QUERY of the session's own id succeeds.
+    let script = format!(
+        "import mysql.connector\n\
+         c = mysql.connector.connect(host='127.0.0.1', port={}, user='{APP_USER}', password='{APP_PASSWORD}', database='app', use_pure=True)\n\
+         cur = c.cursor(prepared=True)\n\
+         for _ in range(2):\n    try:\n        cur.execute('KILL 4000000000'); print('killed?')\n    except mysql.connector.Error as e:\n        print('refused', e.errno)\n\
+         cur.execute('SELECT CONNECTION_ID()'); own = cur.fetchone()[0]\n\
+         cur.execute(f'KILL QUERY {{own}}'); print('own query killed')\n\
+         cur.execute('SELECT 1'); print('after', cur.fetchone()[0])\n",
+        proxy.port
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout,
+        "refused 1094\nrefused 1094\nown query killed\nafter 1\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A target reading a table is refused, as by MariaDB, not evaluated.
     let out = proxy.cli(
         APP_USER,

@@ -44,6 +44,17 @@ impl Session {
         p
     }
 
+    /// The client's host as MariaDB names it in "Access denied for user
+    /// 'u'@'host'": `localhost` for a loopback address (the server's name
+    /// for it without asking DNS), the address otherwise.
+    fn client_host(&self) -> String {
+        if self.peer.ip().is_loopback() {
+            "localhost".into()
+        } else {
+            self.peer.ip().to_string()
+        }
+    }
+
     /// Sends an error during login and gives up on the connection.
     async fn refuse(&mut self, e: ClientError) -> Result<(), ()> {
         metrics::counter!("zerodb_login_failures_total", "code" => e.code.to_string()).increment(1);
@@ -142,7 +153,7 @@ impl Session {
         drop(parsed);
         let had_password = !response.is_empty();
         if !self.authenticate(&user, method, response).await? {
-            let host = self.peer.ip().to_string();
+            let host = self.client_host();
             tracing::info!(session = self.id(), %user, peer = %self.peer, "login refused");
             return self
                 .refuse(ClientError::access_denied(&user, &host, had_password))
@@ -202,7 +213,7 @@ impl Session {
             metrics::counter!("zerodb_login_failures_total", "code" => "1045").increment(1);
             self.release_backend();
             self.st.reset();
-            let host = self.peer.ip().to_string();
+            let host = self.client_host();
             return self
                 .reply_err(ClientError::access_denied(&req.user, &host, with_password))
                 .await;

@@ -642,18 +642,7 @@ impl Session {
         match &kw[..] {
             [b'K', b'I', b'L', b'L', 0, ..] => {
                 if let Some(k) = sql::parse_kill(sql_text, self.id().into()) {
-                    let k = k.map_err(|()| {
-                        ClientError::new(
-                            1235,
-                            "42000",
-                            "zeroDB supports KILL [CONNECTION|QUERY] <connection id expression> only",
-                        )
-                    })?;
-                    let id = match k.target {
-                        sql::KillTarget::Id(id) => id,
-                        sql::KillTarget::Expr(e) => self.kill_target(e).await?,
-                    };
-                    return self.kill(id, k.query_only).await;
+                    return self.kill_statement(k).await;
                 }
             }
             [b'U', b'S', b'E', 0, ..] => {
@@ -777,15 +766,7 @@ impl Session {
         let text = &payload[1..];
         self.check_hooks(text)?;
         if sql::first_keyword(text).starts_with(b"KILL\0") {
-            // Its ids are the proxy's, which only the text protocol
-            // translates; clients (mysqltest, Connector/J) take 1295 as
-            // "send it as a plain query".
-            return Err(ClientError::new(
-                1295,
-                "HY000",
-                "This command is not supported in the prepared statement protocol yet",
-            )
-            .into());
+            return self.prepare_kill(text.to_vec()).await;
         }
         let sql_text = sql::rewrite_connection_id(text, self.id()).unwrap_or_else(|| text.to_vec());
         let mut req = Vec::with_capacity(sql_text.len() + 1);
@@ -814,6 +795,21 @@ impl Session {
     async fn statement(&mut self, command: u8, mut payload: Vec<u8>) -> Result<(), Fail> {
         let what = cmd::name(command);
         let id = u32_at(&payload, 1).ok_or_else(|| ClientError::malformed(what))?;
+        if let Some(text) = self.st.kills.get(&id).cloned() {
+            return match command {
+                cmd::STMT_EXECUTE => match sql::parse_kill(&text, self.id().into()) {
+                    Some(k) => self.kill_statement(k).await,
+                    None => Err(ClientError::unknown_statement(id, what).into()),
+                },
+                cmd::STMT_RESET => self.reply_ok().await,
+                _ => Err(ClientError::new(
+                    1421,
+                    "HY000",
+                    format!("The statement ({id}) has no open cursor."),
+                )
+                .into()),
+            };
+        }
         if !self.st.stmts.contains_key(&id) {
             return Err(ClientError::unknown_statement(id, what).into());
         }
@@ -859,6 +855,9 @@ impl Session {
         let Some(id) = u32_at(&payload, 1) else {
             return Ok(());
         };
+        if command == cmd::STMT_CLOSE && self.st.kills.remove(&id).is_some() {
+            return Ok(());
+        }
         let Some(stmt) = self.st.stmts.get(&id) else {
             return Ok(());
         };
@@ -885,6 +884,47 @@ impl Session {
             self.lose_backend("the connection to the datasource was lost".into());
         }
         Ok(())
+    }
+
+    /// `KILL …` in the proxy's ids, from a query or a prepared statement.
+    async fn kill_statement(&mut self, k: Result<sql::Kill<'_>, ()>) -> Result<(), Fail> {
+        let k = k.map_err(|()| {
+            ClientError::new(
+                1235,
+                "42000",
+                "zeroDB supports KILL [CONNECTION|QUERY] <connection id expression> only",
+            )
+        })?;
+        let id = match k.target {
+            sql::KillTarget::Id(id) => id,
+            sql::KillTarget::Expr(e) => self.kill_target(e).await?,
+        };
+        self.kill(id, k.query_only).await
+    }
+
+    /// COM_STMT_PREPARE of a KILL: its ids are the proxy's, so the proxy
+    /// keeps the statement and runs it itself at each execution, as it runs
+    /// a KILL query; no server sees it. One with parameters (`KILL ?`) is
+    /// refused with 1295, which clients take as "send it as a query".
+    async fn prepare_kill(&mut self, text: Vec<u8>) -> Result<(), Fail> {
+        if text.contains(&b'?') {
+            return Err(ClientError::new(
+                1295,
+                "HY000",
+                "This command is not supported in the prepared statement protocol yet",
+            )
+            .into());
+        }
+        let id = self.st.next_statement_id();
+        self.st.kills.insert(id, text);
+        // PREPARE_OK: no columns, no parameters, no warnings.
+        let mut ok = vec![0x00];
+        ok.extend_from_slice(&id.to_le_bytes());
+        ok.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0]);
+        match self.reply(&ok).await {
+            Flow::Continue => Ok(()),
+            Flow::Close => Err(Fail::Close),
+        }
     }
 
     /// The connection id a `KILL <expression>` names: the server evaluates

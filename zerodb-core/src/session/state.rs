@@ -60,6 +60,9 @@ pub(super) struct SessionState {
     /// `SET` assignments in effect, by what they assign, oldest first.
     pub vars: Vec<(String, Vec<u8>)>,
     pub stmts: BTreeMap<u32, Stmt>,
+    /// Prepared KILL statements, by client statement id: the proxy runs
+    /// them itself (their ids are its own), so no server holds them.
+    pub kills: BTreeMap<u32, Vec<u8>>,
     next_stmt: u32,
     pub open_cursors: HashSet<u32>,
     pub long_data: HashSet<u32>,
@@ -76,6 +79,7 @@ impl Default for SessionState {
             multi_statements: None,
             vars: Vec::new(),
             stmts: BTreeMap::new(),
+            kills: BTreeMap::new(),
             next_stmt: 0,
             open_cursors: HashSet::new(),
             long_data: HashSet::new(),
