@@ -296,10 +296,10 @@ fn main_suite() -> Vec<String> {
     names
 }
 
-/// What a test's own text shows it does to the server that `--extern`
-/// cannot undo: it shuts the server down, kills or crashes it, or restarts
-/// it with other options. Such tests would take the server away from every
-/// test after them; neither run gets them.
+/// What a test's text, and the files it sources, show it does to the
+/// server that `--extern` cannot undo: it shuts the server down, kills or
+/// crashes it, or restarts it with other options. Such tests would take the
+/// server away from every test after them; neither run gets them.
 fn restarts_the_server(test: &str) -> bool {
     const MARKS: &[&str] = &[
         "restart_mysqld",
@@ -314,13 +314,43 @@ fn restarts_the_server(test: &str) -> bool {
         "rpl_restart_server",
     ];
     let name = test.trim_start_matches("main.");
-    let file = Path::new(MTR_DIR).join("main").join(format!("{name}.test"));
-    std::fs::read_to_string(file).is_ok_and(|t| {
-        MARKS.iter().any(|m| t.contains(m))
-            || t.lines()
-                .map(|l| l.trim().trim_start_matches("--send").trim_start())
-                .any(|l| l == "shutdown;" || l == "shutdown")
-    })
+    let mut files = vec![Path::new(MTR_DIR).join("main").join(format!("{name}.test"))];
+    let mut seen = BTreeSet::new();
+    while let Some(file) = files.pop() {
+        if !seen.insert(file.clone()) {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        // Comments say what other files do ("--shutdown_server" in an
+        // example), not what this one does.
+        let text: String = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .flat_map(|l| [l, "\n"])
+            .collect();
+        let shuts_down = text
+            .lines()
+            .map(|l| l.trim().trim_start_matches("--send").trim_start())
+            .any(|l| l == "shutdown;" || l == "shutdown");
+        if shuts_down || MARKS.iter().any(|m| text.contains(m)) {
+            return true;
+        }
+        // `--source path` and `source path;`, with MTR's own paths
+        // (relative to its directory or to the test's suite).
+        for line in text.lines() {
+            let l = line.trim().trim_start_matches("--");
+            if let Some(path) = l.strip_prefix("source ") {
+                let path = path.trim().trim_end_matches(';').trim();
+                if !path.contains('$') {
+                    files.push(Path::new(MTR_DIR).join(path));
+                    files.push(Path::new(MTR_DIR).join("main").join(path));
+                }
+            }
+        }
+    }
+    false
 }
 
 /// One side of a run (direct, or through the proxy): tests in batches on a
