@@ -385,24 +385,6 @@ impl BackendConn {
         out.into_result(&self.addr)
     }
 
-    /// Runs a query of the proxy's own and returns the first column of its
-    /// first row, as text (`None` for no row or NULL).
-    pub async fn query_value(&mut self, sql: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
-        let mut p = Vec::with_capacity(sql.len() + 1);
-        p.push(crate::protocol::cmd::QUERY);
-        p.extend_from_slice(sql);
-        let out = self
-            .command(ResponseKind::Query, &p)
-            .await?
-            .into_result(&self.addr)?;
-        Ok(out.first_row.as_deref().and_then(|row| {
-            // A text row: each column a length-encoded string, 0xfb NULL.
-            let (len, at) = packets::read_lenenc(row).filter(|_| row.first() != Some(&0xfb))?;
-            row.get(at..at.checked_add(usize::try_from(len).ok()?)?)
-                .map(<[u8]>::to_vec)
-        }))
-    }
-
     pub async fn ping(&mut self) -> Result<(), BackendError> {
         let out = self
             .command(ResponseKind::Single, &[crate::protocol::cmd::PING])
@@ -439,6 +421,18 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// The first column of the first row, as text (`None` for no row or
+    /// NULL).
+    pub fn first_value(&self) -> Option<&[u8]> {
+        let row = self.first_row.as_deref()?;
+        // A text row: each column a length-encoded string, 0xfb NULL.
+        if row.first() == Some(&0xfb) {
+            return None;
+        }
+        let (len, at) = packets::read_lenenc(row)?;
+        row.get(at..at.checked_add(usize::try_from(len).ok()?)?)
+    }
+
     fn into_result(self, addr: &str) -> Result<Outcome, BackendError> {
         match self.error {
             Some(e) => Err(BackendError::Server {
@@ -526,5 +520,23 @@ fn lost(addr: &str, reason: String) -> BackendError {
     BackendError::Lost {
         addr: addr.to_string(),
         reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_value_of_a_text_row() {
+        let outcome = |row: &[u8]| Outcome {
+            first_row: Some(row.to_vec()),
+            ..Outcome::default()
+        };
+        assert_eq!(outcome(b"\x0212\x01x").first_value(), Some(&b"12"[..]));
+        assert_eq!(outcome(b"\xfb\x01x").first_value(), None);
+        assert_eq!(outcome(b"\x05ab").first_value(), None, "truncated");
+        assert_eq!(outcome(b"").first_value(), None);
+        assert_eq!(Outcome::default().first_value(), None);
     }
 }

@@ -940,24 +940,29 @@ impl Session {
             .into());
         }
         let expr = sql::rewrite_connection_id(expr, self.id()).unwrap_or_else(|| expr.to_vec());
-        let mut q = b"SELECT CAST((".to_vec();
+        let mut q = vec![cmd::QUERY];
+        q.extend_from_slice(b"SELECT CAST((");
         q.extend_from_slice(&expr);
         q.extend_from_slice(b") AS UNSIGNED)");
         self.ensure_backend().await?;
         let Some(b) = self.backend.as_mut() else {
             return Err(ClientError::no_datasource(&self.datahost.name, "?", "not bound").into());
         };
-        match b.conn.query_value(&q).await {
-            // NULL, as on the server, is thread 0.
-            Ok(v) => Ok(v
-                .and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok())
-                .unwrap_or(0)),
-            Err(BackendError::Server {
-                code,
-                state,
-                message,
-                ..
-            }) => Err(ClientError::new(code, state, message).into()),
+        match b.conn.command(ResponseKind::Query, &q).await {
+            Ok(out) => {
+                // A SELECT can open a transaction (autocommit off).
+                if let Some(s) = out.status {
+                    self.st.status = s;
+                }
+                if let Some(e) = out.error {
+                    return Err(ClientError::from_server(e).into());
+                }
+                // NULL, as on the server, is thread 0.
+                Ok(out
+                    .first_value()
+                    .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+                    .unwrap_or(0))
+            }
             Err(e) => {
                 let name = b.ds.name.clone();
                 self.lose_backend(e.to_string());
