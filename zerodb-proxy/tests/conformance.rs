@@ -9,7 +9,8 @@
 //! every test of MTR's `main` suite and every client test instead (long) and
 //! writes the counts to `target/conformance/full/report.md` (`full-text`:
 //! the same with the text protocol only);
-//! `ZERODB_CONFORMANCE=main.select,main.insert` runs just those MTR tests.
+//! `ZERODB_CONFORMANCE=main.select,test_fetch_seek` runs just those MTR and
+//! client tests, `ZERODB_CONFORMANCE=client-tests` every client test alone.
 
 mod common;
 
@@ -160,7 +161,9 @@ enum Run {
     /// `full` (both protocols) or `full-text`: all of `main`, every client
     /// test.
     Full { ps: bool },
-    /// `main.a,main.b`: just those MTR tests.
+    /// `client-tests`: every client test, no MTR test.
+    ClientTests,
+    /// `main.a,test_b`: just those MTR tests and client tests.
     Chosen(Vec<String>),
 }
 
@@ -173,6 +176,7 @@ impl Run {
             "" => Run::Lists,
             "full" => Run::Full { ps: true },
             "full-text" => Run::Full { ps: false },
+            "client-tests" => Run::ClientTests,
             chosen => Run::Chosen(chosen.split(',').map(str::to_string).collect()),
         }
     }
@@ -185,7 +189,7 @@ fn report_dir() -> PathBuf {
     let mut dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/conformance");
     match Run::from_env() {
         Run::Full { .. } => dir.push("full"),
-        Run::Chosen(_) => dir.push("chosen"),
+        Run::Chosen(_) | Run::ClientTests => dir.push("chosen"),
         Run::Lists => {}
     }
     let _ = std::fs::create_dir_all(&dir);
@@ -631,10 +635,15 @@ fn mariadb_suites_pass_through_the_proxy() {
             ));
             (tests, 40, client_tests_all())
         }
-        Run::Chosen(tests) => (tests, 1, Vec::new()),
+        Run::ClientTests => (Vec::new(), 1, client_tests_all()),
+        Run::Chosen(names) => {
+            let (mtr, client): (Vec<String>, Vec<String>) =
+                names.into_iter().partition(|t| t.contains('.'));
+            (mtr, 1, client)
+        }
         Run::Lists => (read_list("fast.list"), 1, read_list("client_tests.list")),
     };
-    for &ps in protocols {
+    for &ps in protocols.iter().filter(|_| !tests.is_empty()) {
         let label = if ps {
             "mariadb-test-run --ps-protocol"
         } else {

@@ -159,6 +159,9 @@ impl Session {
                 .refuse(ClientError::access_denied(&user, &host, had_password))
                 .await;
         }
+        if let Some(e) = refused_client_charset(collation) {
+            return self.refuse(e).await;
+        }
         self.client_caps = client_caps & self.shared.offered_caps();
         self.key = BackendKey::new(
             self.client_caps,
@@ -207,16 +210,23 @@ impl Session {
             Ok(ok) => ok,
             Err(()) => return Flow::Close,
         };
-        if !ok {
+        let refused = if ok {
+            req.collation.and_then(refused_client_charset)
+        } else {
+            Some(ClientError::access_denied(
+                &req.user,
+                &self.client_host(),
+                with_password,
+            ))
+        };
+        if let Some(e) = refused {
             self.failed_change_users += 1;
-            tracing::info!(session = self.id(), user = %req.user, peer = %self.peer, "change_user refused");
-            metrics::counter!("zerodb_login_failures_total", "code" => "1045").increment(1);
+            tracing::info!(session = self.id(), user = %req.user, peer = %self.peer, code = e.code, "change_user refused");
+            metrics::counter!("zerodb_login_failures_total", "code" => e.code.to_string())
+                .increment(1);
             self.release_backend();
             self.st.reset();
-            let host = self.client_host();
-            return self
-                .reply_err(ClientError::access_denied(&req.user, &host, with_password))
-                .await;
+            return self.reply_err(e).await;
         }
         self.user = req.user;
         self.handle.set_user(&self.user);
@@ -241,6 +251,24 @@ impl Session {
             }
         }
     }
+}
+
+/// The error MariaDB gives a client whose handshake collation belongs to a
+/// character set it cannot speak in (ucs2, utf16, utf16le, utf32: not
+/// ASCII-compatible), if `collation` is one.
+fn refused_client_charset(collation: u8) -> Option<ClientError> {
+    let charset = match collation {
+        35 | 90 | 128..=151 | 159 => "ucs2",
+        54 | 55 | 101..=124 => "utf16",
+        56 | 62 => "utf16le",
+        60 | 61 | 160..=183 => "utf32",
+        _ => return None,
+    };
+    Some(ClientError::new(
+        1231,
+        "42000",
+        format!("Variable 'character_set_client' can't be set to the value of '{charset}'"),
+    ))
 }
 
 /// The fields of a COM_CHANGE_USER (after the command byte).
@@ -281,5 +309,37 @@ impl ChangeUser {
             collation,
             plugin,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refused_client_charset;
+
+    #[test]
+    fn charsets_a_client_cannot_speak_in() {
+        for (collation, refused) in [
+            (8, None),
+            (33, None),
+            (45, None),
+            (63, None),
+            (35, Some("ucs2")),
+            (159, Some("ucs2")),
+            (152, None),
+            (101, Some("utf16")),
+            (62, Some("utf16le")),
+            (183, Some("utf32")),
+            (184, None),
+        ] {
+            let e = refused_client_charset(collation);
+            assert_eq!(
+                e.as_ref().map(|e| e.code),
+                refused.map(|_| 1231),
+                "{collation}"
+            );
+            if let (Some(e), Some(name)) = (e, refused) {
+                assert!(e.message.ends_with(&format!("'{name}'")), "{}", e.message);
+            }
+        }
     }
 }

@@ -20,7 +20,7 @@ mod state;
 use crate::backend::{BackendConn, BackendError, BackendKey};
 use crate::errors::ClientError;
 use crate::hooks::StatementContext;
-use crate::pool::PooledConn;
+use crate::pool::{PoolError, PooledConn};
 use crate::protocol::conn::{Packet, ReadError};
 use crate::protocol::packets::{self, u32_at};
 use crate::protocol::{cmd, status, Conn, ResponseKind};
@@ -231,7 +231,10 @@ impl Session {
                 .forward(ResponseKind::FieldList, &payload, None)
                 .await
                 .map(drop),
-            cmd::STATISTICS => self
+            // COM_STATISTICS, COM_REFRESH (mysql_refresh: FLUSH …) and
+            // COM_DEBUG (mysql_dump_debug_info) act on the server as the
+            // session's backend user; each answers one packet.
+            cmd::STATISTICS | cmd::REFRESH | cmd::DEBUG => self
                 .forward(ResponseKind::Single, &payload, None)
                 .await
                 .map(drop),
@@ -393,6 +396,14 @@ impl Session {
             let ds = active.datasource.clone();
             match ds.pool.acquire(self.key).await {
                 Ok(c) => return Ok((ds, c)),
+                // The server refused the client's own handshake character
+                // set (a backend login carries it): the client's error, as
+                // it would be logging in directly.
+                Err(PoolError::Backend(BackendError::Login {
+                    code: code @ (1115 | 1231),
+                    message,
+                    ..
+                })) => return Err(ClientError::new(code, "42000", message)),
                 Err(e) => {
                     let waiting = self.shared.cluster.get().is_some()
                         && !self.shared.config.buffer.window.is_zero()
