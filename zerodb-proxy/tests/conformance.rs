@@ -425,12 +425,13 @@ impl Baseline {
             }
         }
         for (user, host) in now.users.difference(&self.users) {
-            let what = if host.is_empty() { "ROLE" } else { "USER" };
-            sql.push(format!(
-                "DROP {what} IF EXISTS {}@{}",
-                text(user),
-                text(host)
-            ));
+            // A role is a name without a host (`DROP ROLE 'r'@''` is a
+            // syntax error).
+            sql.push(if host.is_empty() {
+                format!("DROP ROLE IF EXISTS {}", text(user))
+            } else {
+                format!("DROP USER IF EXISTS {}@{}", text(user), text(host))
+            });
         }
         for schema in now.schemas.difference(&self.schemas) {
             sql.push(format!("DROP DATABASE IF EXISTS {}", ident(schema)));
