@@ -282,12 +282,17 @@ impl Session {
         self.reply(&e.packet()).await
     }
 
-    async fn reply_ok(&mut self) -> Result<(), Fail> {
-        let ok = packets::ok(0, 0, self.st.status, 0);
-        match self.reply(&ok).await {
+    /// Sends one packet of the proxy's own as a command's whole answer.
+    async fn answer(&mut self, payload: &[u8]) -> Result<(), Fail> {
+        match self.reply(payload).await {
             Flow::Continue => Ok(()),
             Flow::Close => Err(Fail::Close),
         }
+    }
+
+    async fn reply_ok(&mut self) -> Result<(), Fail> {
+        let ok = packets::ok(0, 0, self.st.status, 0);
+        self.answer(&ok).await
     }
 
     fn check_hooks(&self, sql: &[u8]) -> Result<(), ClientError> {
@@ -932,10 +937,7 @@ impl Session {
         let mut ok = vec![0x00];
         ok.extend_from_slice(&id.to_le_bytes());
         ok.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0]);
-        match self.reply(&ok).await {
-            Flow::Continue => Ok(()),
-            Flow::Close => Err(Fail::Close),
-        }
+        self.answer(&ok).await
     }
 
     /// The connection id a `KILL <expression>` names: the server evaluates
