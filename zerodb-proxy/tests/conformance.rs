@@ -329,23 +329,14 @@ fn restarts_the_server(test: &str) -> bool {
         };
         // Comments say what other files do ("--shutdown_server" in an
         // example), not what this one does.
-        let text: String = text
-            .lines()
-            .filter(|l| !l.trim_start().starts_with('#'))
-            .flat_map(|l| [l, "\n"])
-            .collect();
-        let shuts_down = text
-            .lines()
-            .map(|l| l.trim().trim_start_matches("--send").trim_start())
-            .any(|l| l == "shutdown;" || l == "shutdown");
-        if shuts_down || MARKS.iter().any(|m| text.contains(m)) {
-            return true;
-        }
-        // `--source path` and `source path;`, with MTR's own paths
-        // (relative to its directory or to the test's suite).
-        for line in text.lines() {
-            let l = line.trim().trim_start_matches("--");
-            if let Some(path) = l.strip_prefix("source ") {
+        for line in text.lines().map(str::trim).filter(|l| !l.starts_with('#')) {
+            let stmt = line.trim_start_matches("--send").trim_start();
+            if stmt == "shutdown;" || stmt == "shutdown" || MARKS.iter().any(|m| line.contains(m)) {
+                return true;
+            }
+            // `--source path` and `source path;`, with MTR's own paths
+            // (relative to its directory or to the test's suite).
+            if let Some(path) = line.trim_start_matches("--").strip_prefix("source ") {
                 let path = path.trim().trim_end_matches(';').trim();
                 if !path.contains('$') {
                     files.push(Path::new(MTR_DIR).join(path));
@@ -696,4 +687,15 @@ fn mariadb_suites_pass_through_the_proxy() {
         "pass directly, fail through zerodb-proxy: {regressions:?}\n{report}\nproxy log: {}",
         proxy.dir.display()
     );
+}
+
+#[test]
+fn tests_that_restart_the_server_are_told_by_what_they_source() {
+    // Restarts from an include of the binlog suite, not its own text.
+    assert!(restarts_the_server("main.xa_prepared_binlog_off"));
+    assert!(restarts_the_server("main.shutdown"));
+    // Sources search_pattern_in_file.inc, whose comments show
+    // "--shutdown_server" as an example.
+    assert!(!restarts_the_server("main.view"));
+    assert!(!restarts_the_server("main.select"));
 }
