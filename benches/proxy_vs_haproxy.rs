@@ -219,7 +219,9 @@ fn idle_connections(proxy: &Proxy, n: usize) -> (u64, u64, usize) {
         }
         held
     });
-    std::thread::sleep(Duration::from_secs(2));
+    // Idle means idle: past the second after which a session gives its
+    // buffers back (the proxy checks once a second).
+    std::thread::sleep(Duration::from_secs(4));
     let after = rss_kib(proxy.pid());
     let opened = conns.len();
     drop(conns);

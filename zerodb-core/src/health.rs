@@ -48,9 +48,6 @@ pub struct Health {
     consecutive_successes: AtomicU32,
     last_rtt_us: AtomicU64,
     probes: AtomicU64,
-    /// Bumped each time the datasource is marked down, so statements
-    /// waiting on it can give up at once instead of hanging.
-    downs: tokio::sync::watch::Sender<u64>,
 }
 
 impl Default for Health {
@@ -62,7 +59,6 @@ impl Default for Health {
             consecutive_successes: AtomicU32::new(0),
             last_rtt_us: AtomicU64::new(0),
             probes: AtomicU64::new(0),
-            downs: tokio::sync::watch::channel(0).0,
         }
     }
 }
@@ -79,11 +75,6 @@ pub struct HealthSnapshot {
 impl Health {
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Acquire)
-    }
-
-    /// A receiver that changes when the datasource is next marked down.
-    pub fn watch_down(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.downs.subscribe()
     }
 
     pub fn consecutive_failures(&self) -> u32 {
@@ -116,7 +107,6 @@ impl Health {
             let f = self.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1;
             if self.is_up() && f >= cfg.fall {
                 self.up.store(false, Ordering::Release);
-                self.downs.send_modify(|n| *n += 1);
                 return Some(false);
             }
         }

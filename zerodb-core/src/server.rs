@@ -10,11 +10,11 @@ use crate::topology::{DataHost, Datasource, Topology};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tokio::sync::{broadcast, watch, Notify, Semaphore};
+use tokio::sync::{broadcast, watch, Semaphore};
 
 /// One live client session, as other sessions and the admin API see it.
 #[derive(Debug)]
@@ -25,10 +25,58 @@ pub struct SessionHandle {
     user: Mutex<String>,
     backend: Mutex<Option<(Arc<Datasource>, u32)>>,
     killed: AtomicBool,
-    kill: Notify,
+    /// Wakes the session's own waits: it was killed, the proxy is shutting
+    /// down, a datasource was marked down, or its buffers are due back.
+    attention: Attention,
     /// Running a statement, or inside a transaction.
     busy: AtomicBool,
+    /// When the session last finished a command (milliseconds after
+    /// `started`), or [`RUNNING`] / [`RELEASE`] / [`EMPTY`]: lets the
+    /// registry ask a session idle for long to give its buffers back.
+    last_done_ms: AtomicU64,
 }
+
+/// A flag with one waiter: the session's task. Waiting on it costs a
+/// couple of atomic operations and no lock, so every statement can afford
+/// it (a `Notify` would take its mutex twice per wait).
+#[derive(Debug, Default)]
+struct Attention {
+    raised: AtomicBool,
+    waker: futures_util::task::AtomicWaker,
+}
+
+impl Attention {
+    fn raise(&self) {
+        self.raised.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    fn poll(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        let take = || self.raised.swap(false, Ordering::AcqRel);
+        if self.raised.load(Ordering::Acquire) && take() {
+            return std::task::Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        // Raised between the first look and the registration.
+        if take() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    }
+}
+
+/// How long a session sits between commands before it gives its buffers
+/// back (and how often the registry looks).
+const IDLE_BUFFERS: Duration = Duration::from_millis(200);
+
+/// `last_done_ms` while a command runs.
+const RUNNING: u64 = u64::MAX;
+/// `last_done_ms` once the session should give its buffers back (a new
+/// session starts so: its login's buffers go at its first wait).
+const RELEASE: u64 = u64::MAX - 1;
+/// `last_done_ms` once it has, until its next command.
+const EMPTY: u64 = u64::MAX - 2;
 
 impl SessionHandle {
     pub fn user(&self) -> String {
@@ -54,7 +102,19 @@ impl SessionHandle {
     /// Asks the session to close at its next chance.
     pub fn kill(&self) {
         self.killed.store(true, Ordering::Release);
-        self.kill.notify_one();
+        self.attention.raise();
+    }
+
+    /// Wakes the session to look again at what it waits for (kept if it
+    /// is not waiting, so nothing is missed).
+    pub(crate) fn nudge(&self) {
+        self.attention.raise();
+    }
+
+    /// Resolves at the next kill or nudge (or at once, if one came since
+    /// the last wait). Callers check the reason themselves.
+    pub(crate) async fn attention(&self) {
+        std::future::poll_fn(|cx| self.attention.poll(cx)).await;
     }
 
     /// Whether the session is running a statement or is inside a
@@ -71,9 +131,33 @@ impl SessionHandle {
         self.killed.load(Ordering::Acquire)
     }
 
+    /// A command starts (`None`) or ended at `done`.
+    pub(crate) fn mark_command(&self, done: Option<Instant>) {
+        let v = done.map_or(RUNNING, |t| {
+            t.saturating_duration_since(self.started).as_millis() as u64
+        });
+        self.last_done_ms.store(v, Ordering::Relaxed);
+    }
+
+    /// Whether the registry found the session idle for long: it should
+    /// give its buffers back before it waits again.
+    pub(crate) fn buffers_due_back(&self) -> bool {
+        self.last_done_ms.load(Ordering::Relaxed) == RELEASE
+    }
+
+    /// Buffers given back: nothing more to ask until the next command.
+    pub(crate) fn buffers_given_back(&self) {
+        let _ = self.last_done_ms.compare_exchange(
+            RELEASE,
+            EMPTY,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
     pub(crate) async fn killed(&self) {
-        if !self.is_killed() {
-            self.kill.notified().await;
+        while !self.is_killed() {
+            self.attention().await;
         }
     }
 }
@@ -105,8 +189,9 @@ impl Registry {
             user: Mutex::new(String::new()),
             backend: Mutex::new(None),
             killed: AtomicBool::new(false),
-            kill: Notify::new(),
+            attention: Attention::default(),
             busy: AtomicBool::new(false),
+            last_done_ms: AtomicU64::new(RELEASE),
         });
         map.insert(id, h.clone());
         h
@@ -130,6 +215,33 @@ impl Registry {
 
     pub fn all(&self) -> Vec<Arc<SessionHandle>> {
         self.lock().values().cloned().collect()
+    }
+
+    /// Asks every session idle for longer than `idle` to give its buffers
+    /// back (a busy client keeps its buffers from one statement to the
+    /// next; an idle one holds none).
+    pub(crate) fn reclaim_idle_buffers(&self, idle: Duration) {
+        for s in self.lock().values() {
+            let done = s.last_done_ms.load(Ordering::Relaxed);
+            if done >= EMPTY {
+                continue;
+            }
+            let now = s.started.elapsed().as_millis() as u64;
+            if now.saturating_sub(done) >= idle.as_millis() as u64
+                && s.last_done_ms
+                    .compare_exchange(done, RELEASE, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                s.nudge();
+            }
+        }
+    }
+
+    /// Wakes every session to look at what changed.
+    pub(crate) fn nudge_all(&self) {
+        for s in self.lock().values() {
+            s.nudge();
+        }
     }
 }
 
@@ -157,8 +269,8 @@ pub struct Shared {
     /// MariaDB's extended flags the backends offer (learned at start).
     pub backend_mariadb_caps: AtomicU32,
     pub health_events: broadcast::Sender<HealthEvent>,
+    /// False once the proxy drains for shutdown.
     serving: AtomicBool,
-    shutdown: watch::Sender<bool>,
     /// Whether the client listener is open (SPEC §4 offline / online).
     online: watch::Sender<bool>,
     /// This proxy's part in a cluster, once it has joined one.
@@ -217,8 +329,10 @@ impl Shared {
         *self.online.borrow()
     }
 
-    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
-        self.shutdown.subscribe()
+    /// Whether the proxy is shutting down (sessions close between
+    /// statements; they are nudged when it starts).
+    pub(crate) fn draining(&self) -> bool {
+        !self.serving.load(Ordering::Acquire)
     }
 
     /// Capability flags offered to clients.
@@ -313,7 +427,6 @@ impl Proxy {
                 backend_mariadb_caps: AtomicU32::new(0),
                 health_events: broadcast::channel(256).0,
                 serving: AtomicBool::new(true),
-                shutdown: watch::channel(false).0,
                 online: watch::channel(true).0,
                 cluster: std::sync::OnceLock::new(),
             }),
@@ -415,6 +528,43 @@ impl BoundProxy {
                 });
             }
         }
+        // A statement waiting on a datasource the probes mark down gives up
+        // at once (its session is nudged, and sees the verdict).
+        let mut events = shared.health_events.subscribe();
+        let mut rx = bg_rx.clone();
+        let weak = Arc::downgrade(&shared);
+        tokio::spawn(async move {
+            loop {
+                let event = tokio::select! {
+                    e = events.recv() => e,
+                    _ = rx.changed() => return,
+                };
+                let down = match event {
+                    Ok(e) => !e.up,
+                    Err(broadcast::error::RecvError::Lagged(_)) => true,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                match weak.upgrade() {
+                    Some(shared) if down => shared.registry.nudge_all(),
+                    Some(_) => {}
+                    None => return,
+                }
+            }
+        });
+        let weak = Arc::downgrade(&shared);
+        let mut rx = bg_rx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(IDLE_BUFFERS);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => match weak.upgrade() {
+                        Some(shared) => shared.registry.reclaim_idle_buffers(IDLE_BUFFERS),
+                        None => return,
+                    },
+                    _ = rx.changed() => return,
+                }
+            }
+        });
         let limit = shared.config.max_connections;
         let permits = Arc::new(Semaphore::new(limit));
         tracing::info!(listen = %self.listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "accepting clients");
@@ -469,7 +619,7 @@ impl BoundProxy {
         }
         drop(listener);
         shared.serving.store(false, Ordering::Release);
-        let _ = shared.shutdown.send(true);
+        shared.registry.nudge_all();
         tracing::info!(sessions = shared.registry.len(), "draining");
         let deadline = Instant::now() + shared.config.shutdown_timeout;
         while permits.available_permits() < limit && Instant::now() < deadline {
@@ -484,5 +634,70 @@ impl BoundProxy {
         }
         let _ = stop_bg.send(true);
         tracing::info!("stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 1))
+    }
+
+    #[tokio::test]
+    async fn attention_raised_before_the_wait_is_kept_and_taken_once() {
+        let r = Registry::default();
+        let h = r.register(peer());
+        h.nudge();
+        tokio::time::timeout(Duration::from_secs(1), h.attention())
+            .await
+            .expect("a nudge before the wait is not lost");
+        let again = tokio::time::timeout(Duration::from_millis(50), h.attention()).await;
+        assert!(again.is_err(), "one nudge wakes one wait");
+    }
+
+    #[tokio::test]
+    async fn attention_wakes_a_waiting_session() {
+        let r = Registry::default();
+        let h = r.register(peer());
+        let waiter = tokio::spawn({
+            let h = h.clone();
+            async move { h.killed().await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // A nudge alone does not end `killed`; a kill does.
+        h.nudge();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished());
+        h.kill();
+        tokio::time::timeout(Duration::from_secs(1), waiter)
+            .await
+            .expect("kill wakes the waiter")
+            .expect("no panic");
+    }
+
+    #[test]
+    fn idle_sessions_are_asked_for_their_buffers_busy_ones_are_not() {
+        let r = Registry::default();
+        let fresh = r.register(peer());
+        let idle = r.register(peer());
+        let running = r.register(peer());
+        let recent = r.register(peer());
+        // A new session gives its login's buffers back at its first wait.
+        assert!(fresh.buffers_due_back());
+        fresh.buffers_given_back();
+        assert!(!fresh.buffers_due_back());
+
+        let long_ago = Instant::now() - Duration::from_secs(5);
+        idle.mark_command(Some(idle.started.max(long_ago)));
+        running.mark_command(None);
+        recent.mark_command(Some(Instant::now() + Duration::from_secs(10)));
+        std::thread::sleep(Duration::from_millis(30));
+        r.reclaim_idle_buffers(Duration::from_millis(20));
+        assert!(idle.buffers_due_back(), "idle past the limit");
+        assert!(!running.buffers_due_back(), "a command is running");
+        assert!(!recent.buffers_due_back(), "finished a command just now");
+        assert!(!fresh.buffers_due_back(), "holds nothing");
     }
 }

@@ -42,6 +42,9 @@ pub struct DataHost {
     buffered: std::sync::atomic::AtomicUsize,
     /// Held for a planned switchover until this instant (see [`DataHost::hold`]).
     held_until: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Whether `held_until` is set: every statement asks, and almost always
+    /// the answer is no, without a lock or a clock read.
+    held: std::sync::atomic::AtomicBool,
 }
 
 /// A place in a dataHost's statement buffer, given back on drop.
@@ -76,22 +79,31 @@ impl DataHost {
             swaps: tokio::sync::watch::channel(0).0,
             buffered: Default::default(),
             held_until: std::sync::Mutex::new(None),
+            held: Default::default(),
         })
     }
 
     /// Holds new statements (outside transactions) for up to `max`, or
     /// releases them (`None`); a swap releases them too.
     pub fn hold(&self, max: Option<std::time::Duration>) {
-        *self.held_until.lock().unwrap_or_else(|e| e.into_inner()) =
-            max.map(|m| std::time::Instant::now() + m);
+        self.set_held_until(max.map(|m| std::time::Instant::now() + m));
         self.swaps.send_modify(|n| *n += 1);
     }
 
+    fn set_held_until(&self, until: Option<std::time::Instant>) {
+        let mut held = self.held_until.lock().unwrap_or_else(|e| e.into_inner());
+        *held = until;
+        self.held
+            .store(until.is_some(), std::sync::atomic::Ordering::Release);
+    }
+
     pub fn is_held(&self) -> bool {
-        self.held_until
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some_and(|t| std::time::Instant::now() < t)
+        self.held.load(std::sync::atomic::Ordering::Acquire)
+            && self
+                .held_until
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some_and(|t| std::time::Instant::now() < t)
     }
 
     /// A receiver that changes on every swap of the active datasource.
@@ -232,7 +244,7 @@ impl Topology {
                 datasource: ds.clone(),
                 epoch,
             }));
-            *dh.held_until.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            dh.set_held_until(None);
             dh.swaps.send_modify(|n| *n += 1);
             if !Arc::ptr_eq(&old.datasource, &ds) {
                 old.datasource.pool.set_enabled(false);

@@ -52,8 +52,12 @@ impl Conn {
     }
 
     /// Reads more bytes into `rbuf`, at least `want` of room. Returns how
-    /// many arrived; `Closed` at end of stream.
+    /// many arrived; `Closed` at end of stream. A connection holding no
+    /// buffer waits for bytes before it takes one.
     pub async fn fill(&mut self, want: usize) -> Result<usize, ReadError> {
+        if self.rbuf.capacity() == 0 {
+            self.stream.readable().await?;
+        }
         self.rbuf.reserve(want.max(READ_CHUNK));
         let n = self.stream.read_buf(&mut self.rbuf).await?;
         if n == 0 {
@@ -130,9 +134,10 @@ impl Conn {
     /// Whether the peer closed or reset the connection, or sent something
     /// unasked (a server that kills a connection says so first), while it
     /// sat between commands. Never waits; with nothing pending, tokio's
-    /// readiness answers without a system call. Bytes read are kept.
+    /// readiness answers without a system call. Bytes read are kept, and
+    /// count again at the next call, so asking twice gives one answer.
     pub fn peer_gone(&mut self) -> bool {
-        !matches!(self.try_fill(), Ok(0))
+        !self.rbuf.is_empty() || !matches!(self.try_fill(), Ok(0))
     }
 
     /// Drops both buffers entirely if empty (for connections that wait long).

@@ -57,6 +57,7 @@ pub async fn run(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         backend: None,
         st: SessionState::default(),
         failed_change_users: 0,
+        metrics: StatementMetrics::new(),
     };
     match tokio::time::timeout(LOGIN_TIMEOUT, s.handshake()).await {
         Ok(Ok(())) => s.serve().await,
@@ -95,8 +96,6 @@ impl Drop for BusyOnDrop<'_> {
 struct Bound {
     conn: PooledConn,
     ds: Arc<Datasource>,
-    /// Changes when the health probes mark `ds` down.
-    down: tokio::sync::watch::Receiver<u64>,
 }
 
 /// What a command handler tells the loop.
@@ -145,6 +144,69 @@ struct Session {
     st: SessionState,
     /// COM_CHANGE_USERs refused so far on this connection.
     failed_change_users: u8,
+    metrics: StatementMetrics,
+}
+
+/// What every statement records: the handles are looked up once per
+/// session, and the counts are added up here and passed on now and then
+/// (every [`StatementMetrics::BATCH`] statements, after a second, when the
+/// session goes idle or ends), so statements on different cores do not
+/// fight over the shared counters' cache lines.
+struct StatementMetrics {
+    statements: metrics::Counter,
+    backend_errors: metrics::Counter,
+    seconds: metrics::Histogram,
+    pending_statements: u64,
+    pending_errors: u64,
+    flushed: Instant,
+}
+
+impl StatementMetrics {
+    const BATCH: u64 = 64;
+
+    fn new() -> Self {
+        Self {
+            statements: metrics::counter!("zerodb_statements_total"),
+            backend_errors: metrics::counter!("zerodb_backend_errors_total"),
+            seconds: metrics::histogram!("zerodb_statement_seconds"),
+            pending_statements: 0,
+            pending_errors: 0,
+            flushed: Instant::now(),
+        }
+    }
+
+    fn statement(&mut self, error: bool) {
+        self.pending_statements += 1;
+        self.pending_errors += u64::from(error);
+    }
+
+    /// A command took from `started` to `done`.
+    fn command(&mut self, started: Instant, done: Instant) {
+        self.seconds.record(done.saturating_duration_since(started));
+        if self.pending_statements >= Self::BATCH
+            || done.saturating_duration_since(self.flushed) >= Duration::from_secs(1)
+        {
+            self.flush(done);
+        }
+    }
+
+    fn flush(&mut self, now: Instant) {
+        if self.pending_statements > 0 {
+            self.statements.increment(self.pending_statements);
+        }
+        if self.pending_errors > 0 {
+            self.backend_errors.increment(self.pending_errors);
+        }
+        self.pending_statements = 0;
+        self.pending_errors = 0;
+        self.flushed = now;
+    }
+}
+
+impl Drop for StatementMetrics {
+    fn drop(&mut self) {
+        self.flush(Instant::now());
+    }
 }
 
 impl Session {
@@ -154,25 +216,27 @@ impl Session {
 
     async fn serve(&mut self) {
         let max = self.shared.config.max_allowed_packet;
-        let mut shutdown = self.shared.shutdown_signal();
         let handle = self.handle.clone();
         loop {
-            if self.client.rbuf.is_empty() {
-                // Between commands a session holds no buffer memory, so
-                // thousands of idle clients stay cheap.
+            if self.client.rbuf.is_empty() && handle.buffers_due_back() {
+                // A session idle for a while holds no buffer memory, so
+                // thousands of idle clients stay cheap; a busy one keeps
+                // its buffers from one command to the next.
                 self.client.release_buffers();
                 if let Some(b) = self.backend.as_mut() {
                     b.conn.conn.release_buffers();
                 }
+                handle.buffers_given_back();
+                self.metrics.flush(Instant::now());
             }
-            if handle.is_killed() || *shutdown.borrow() {
+            if handle.is_killed() || self.shared.draining() {
                 return;
             }
             let read = tokio::select! {
                 biased;
                 r = self.client.read_packet(max) => r,
-                _ = handle.killed() => return,
-                _ = shutdown.changed() => return,
+                // Killed, shutting down, or a nudge this loop looks past.
+                _ = handle.attention() => continue,
             };
             let pkt = match read {
                 Ok(p) => p,
@@ -203,7 +267,13 @@ impl Session {
                     .await;
                 return;
             }
-            if let Flow::Close = self.command(pkt).await {
+            let started = Instant::now();
+            handle.mark_command(None);
+            let flow = self.command(pkt).await;
+            let done = Instant::now();
+            self.metrics.command(started, done);
+            handle.mark_command(Some(done));
+            if let Flow::Close = flow {
                 return;
             }
         }
@@ -217,7 +287,6 @@ impl Session {
                 .reply_err(ClientError::malformed("empty command"))
                 .await;
         };
-        let started = Instant::now();
         self.handle.set_busy(true);
         let result = match command {
             cmd::QUIT => return Flow::Close,
@@ -254,7 +323,6 @@ impl Session {
             }
             other => Err(ClientError::unknown_command(other).into()),
         };
-        metrics::histogram!("zerodb_statement_seconds").record(started.elapsed().as_secs_f64());
         self.handle
             .set_busy(self.st.in_transaction() && self.backend.is_some());
         match result {
@@ -320,12 +388,23 @@ impl Session {
         if let Some(why) = &self.st.doomed {
             return Err(ClientError::transaction_lost(why));
         }
+        let held = self.datahost.is_held() && !self.st.in_transaction();
+        if let Some(b) = self.backend.as_mut() {
+            // The common case, decided without cloning the active
+            // datasource's `Arc` (a cache line all sessions share).
+            if !held
+                && b.ds.health.is_up()
+                && self.datahost.is_active(&b.ds)
+                && !b.conn.conn.peer_gone()
+            {
+                return Ok(());
+            }
+        }
         let mut active = self.datahost.active();
         // A datasource the probes marked down gets no new statement: it may
         // be paused rather than dead, and what it would run when it resumes
         // could be lost to a switch. Outside a transaction the statement
         // waits for the switch instead (buffering).
-        let held = self.datahost.is_held() && !self.st.in_transaction();
         if held || !active.datasource.health.is_up() {
             if self.backend.is_some() && !held {
                 self.lose_backend(format!(
@@ -381,8 +460,7 @@ impl Session {
         self.handle.set_backend(Some((ds.clone(), conn.thread_id)));
         metrics::counter!("zerodb_session_binds_total", "datasource" => ds.name.clone())
             .increment(1);
-        let down = ds.health.watch_down();
-        self.backend = Some(Bound { conn, ds, down });
+        self.backend = Some(Bound { conn, ds });
         Ok(())
     }
 
@@ -558,7 +636,7 @@ impl Session {
                     &mut self.client,
                     &mut self.seq,
                     &mut b.conn,
-                    &mut b.down,
+                    (&self.handle, &b.ds.health),
                     kind,
                     prepare_id,
                     self.shared.config.max_allowed_packet,
@@ -580,10 +658,7 @@ impl Session {
                 if let Some(s) = r.status {
                     self.st.status = s;
                 }
-                metrics::counter!("zerodb_statements_total").increment(1);
-                if r.error {
-                    metrics::counter!("zerodb_backend_errors_total").increment(1);
-                }
+                self.metrics.statement(r.error);
                 Ok(r)
             }
             Err(RelayError::Client) => {
@@ -857,9 +932,14 @@ impl Session {
         let r = self.forward(kind, &payload, None).await?;
         let cursor_open = r.status.is_some_and(|s| s & status::CURSOR_EXISTS != 0)
             && r.status.is_some_and(|s| s & status::LAST_ROW_SENT == 0);
-        self.st.long_data.remove(&id);
+        // (Most sessions never use either set: skip hashing the id.)
+        if !self.st.long_data.is_empty() {
+            self.st.long_data.remove(&id);
+        }
         if command == cmd::STMT_RESET || !cursor_open || r.error {
-            self.st.open_cursors.remove(&id);
+            if !self.st.open_cursors.is_empty() {
+                self.st.open_cursors.remove(&id);
+            }
         } else if command == cmd::STMT_EXECUTE {
             self.st.open_cursors.insert(id);
         }

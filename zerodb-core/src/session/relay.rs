@@ -6,10 +6,12 @@
 //! packet of their own, never decoded, never re-encoded.
 
 use crate::backend::{BackendConn, BackendError};
+use crate::health::Health;
 use crate::protocol::conn::ReadError;
 use crate::protocol::frame::FrameHeader;
 use crate::protocol::response::ResponseError;
 use crate::protocol::{Conn, ResponseKind, ResponseParser, Step};
+use crate::server::SessionHandle;
 use bytes::Buf;
 use tokio::io::AsyncWriteExt;
 
@@ -57,13 +59,14 @@ fn protocol_error(addr: &str, e: ResponseError) -> BackendError {
 ///
 /// While waiting for the backend it also watches two things, so a session
 /// never hangs on a server that is gone: the datasource being marked down
-/// by the health probes (`down` changes), and the client going away (its
-/// socket reaching end of stream; bytes it pipelines meanwhile are kept).
+/// by the health probes (`health` says so when the session is nudged), and
+/// the client going away (its socket reaching end of stream; bytes it
+/// pipelines meanwhile are kept).
 pub(super) async fn relay(
     client: &mut Conn,
     seq: &mut u8,
     backend: &mut BackendConn,
-    down: &mut tokio::sync::watch::Receiver<u64>,
+    (session, health): (&SessionHandle, &Health),
     kind: ResponseKind,
     prepare_id: Option<u32>,
     max_packet: usize,
@@ -121,7 +124,6 @@ pub(super) async fn relay(
         match step {
             Step::Done => {
                 backend.broken = false;
-                backend.last_used = std::time::Instant::now();
                 return Ok(Relayed {
                     status: parser.status(),
                     error: parser.saw_error(),
@@ -142,7 +144,7 @@ pub(super) async fn relay(
                 let reset = matches!(&e, ReadError::Io(io) if is_reset(io));
                 (e.to_string(), reset)
             }),
-            _ = down.changed() => Some(("the datasource was marked down by health probes".to_string(), false)),
+            () = session.attention() => (!health.is_up()).then(|| ("the datasource was marked down by health probes".to_string(), false)),
             // Readiness first, so that waiting costs the client no buffer.
             r = client.stream.readable() => match r.map_err(ReadError::from).and_then(|()| client.try_fill()) {
                 Ok(_) => None,
