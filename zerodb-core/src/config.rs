@@ -90,6 +90,10 @@ pub struct ProxyConfig {
     pub health: HealthConfig,
     /// Most client connections at once; more are refused with error 1040.
     pub max_connections: usize,
+    /// Session threads, each with its own event loop (see
+    /// [`crate::workers`]). Absent: one per CPU. `0`: sessions run on the
+    /// runtime that calls [`crate::server::BoundProxy::run`].
+    pub workers: Option<usize>,
     /// Largest client packet accepted (bytes).
     pub max_allowed_packet: usize,
     /// Version string sent to clients; default: the backend's own.
@@ -250,6 +254,7 @@ impl Default for ProxyConfig {
             pool: PoolConfig::default(),
             health: HealthConfig::default(),
             max_connections: 10_000,
+            workers: None,
             max_allowed_packet: 64 << 20,
             server_version: None,
             auth_plugin: crate::auth::NATIVE.into(),
@@ -264,7 +269,7 @@ impl Default for ProxyConfig {
     }
 }
 
-const PROXY_KEYS: [&str; 17] = [
+const PROXY_KEYS: [&str; 18] = [
     "name",
     "listen",
     "admin",
@@ -273,6 +278,7 @@ const PROXY_KEYS: [&str; 17] = [
     "pool",
     "health",
     "max_connections",
+    "workers",
     "max_allowed_packet",
     "server_version",
     "auth_plugin",

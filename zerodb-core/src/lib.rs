@@ -13,6 +13,7 @@
 //! * [`session`] — one client session: relay, state tracking, replay on a
 //!   swap, prepared statements, KILL;
 //! * [`server`] — the accept loop, session registry and graceful shutdown;
+//! * [`workers`] — session threads, each with its own event loop;
 //! * [`admin`] — the HTTP surface (`/health`, `/status`, `/metrics`);
 //! * [`config`], [`policy`] — configuration, with the seed's policy keys;
 //! * [`decision`] — the keeper's decision on a switch request (pure);
@@ -42,3 +43,4 @@ pub mod server;
 pub mod session;
 pub mod sql;
 pub mod topology;
+pub mod workers;

@@ -229,10 +229,12 @@ impl Pool {
         let started = Instant::now();
         loop {
             if let Some(Idle { mut conn, permit }) = self.pop_idle(key) {
-                if conn
-                    .change_user(&self.params.user, &self.params.password)
-                    .await
-                    .is_err()
+                // Polled from here on by the borrower's own thread.
+                if conn.conn.rehome().is_err()
+                    || conn
+                        .change_user(&self.params.user, &self.params.password)
+                        .await
+                        .is_err()
                 {
                     metrics::counter!("zerodb_pool_stale_total", "datasource" => self.name.clone())
                         .increment(1);

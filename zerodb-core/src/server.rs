@@ -7,6 +7,7 @@ use crate::health::{self, HealthEvent};
 use crate::hooks::StatementHook;
 use crate::protocol::caps;
 use crate::topology::{DataHost, Datasource, Topology};
+use crate::workers::Workers;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -462,6 +463,24 @@ impl Proxy {
     }
 }
 
+/// The session threads `config` asks for (`None`: sessions run on the
+/// caller's runtime, as asked or because threads could not start).
+fn start_workers(config: &ProxyConfig) -> Option<Workers> {
+    let n = config.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    if n == 0 {
+        return None;
+    }
+    match Workers::start(n) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::error!(error = %e, threads = n, "cannot start session threads; sessions run on the main runtime");
+            None
+        }
+    }
+}
+
 async fn learn_backend(shared: &Shared) {
     let active = shared.topology.default_datahost().active();
     let params = active.datasource.pool.params();
@@ -565,9 +584,14 @@ impl BoundProxy {
                 }
             }
         });
+        let workers = start_workers(&shared.config);
         let limit = shared.config.max_connections;
         let permits = Arc::new(Semaphore::new(limit));
-        tracing::info!(listen = %self.listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "accepting clients");
+        tracing::info!(
+            listen = %self.listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            session_threads = workers.as_ref().map_or(0, Workers::len),
+            "accepting clients"
+        );
         tokio::pin!(stop);
         let mut online = shared.online.subscribe();
         let mut listener = Some(self.listener);
@@ -604,10 +628,20 @@ impl BoundProxy {
                     match permits.clone().try_acquire_owned() {
                         Ok(permit) => {
                             let shared = shared.clone();
-                            tokio::spawn(async move {
+                            let session = move |stream| async move {
                                 crate::session::run(shared, stream, peer).await;
                                 drop(permit);
-                            });
+                            };
+                            match &workers {
+                                Some(w) => {
+                                    if let Err(e) = w.spawn(stream, session) {
+                                        tracing::warn!(%peer, error = %e, "cannot hand a client to a session thread");
+                                    }
+                                }
+                                None => {
+                                    tokio::spawn(session(stream));
+                                }
+                            }
                         }
                         Err(_) => {
                             metrics::counter!("zerodb_client_refused_total").increment(1);
@@ -631,6 +665,9 @@ impl BoundProxy {
                 sessions = left,
                 "shutdown timeout: cutting remaining sessions"
             );
+        }
+        if let Some(w) = workers {
+            w.stop().await;
         }
         let _ = stop_bg.send(true);
         tracing::info!("stopped");

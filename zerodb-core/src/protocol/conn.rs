@@ -18,6 +18,12 @@ pub struct Conn {
     pub rbuf: BytesMut,
     /// Bytes queued for writing.
     pub wbuf: BytesMut,
+    /// The runtime whose event loop polls `stream`.
+    runtime: Option<tokio::runtime::Id>,
+}
+
+fn current_runtime() -> Option<tokio::runtime::Id> {
+    tokio::runtime::Handle::try_current().ok().map(|h| h.id())
 }
 
 /// Why a packet could not be read.
@@ -48,7 +54,24 @@ impl Conn {
             stream,
             rbuf: BytesMut::new(),
             wbuf: BytesMut::new(),
+            runtime: current_runtime(),
         }
+    }
+
+    /// Moves the socket to the event loop of the runtime this is called
+    /// on, if another one polls it (a pooled connection opened by the
+    /// pool's upkeep, or by a session on another thread, would otherwise
+    /// be woken through that thread). The socket is duplicated, the copy
+    /// registered here, the original deregistered and closed.
+    pub fn rehome(&mut self) -> io::Result<()> {
+        let here = current_runtime();
+        if here.is_none() || here == self.runtime {
+            return Ok(());
+        }
+        let fd = std::os::fd::AsFd::as_fd(&self.stream).try_clone_to_owned()?;
+        self.stream = TcpStream::from_std(std::net::TcpStream::from(fd))?;
+        self.runtime = here;
+        Ok(())
     }
 
     /// Reads more bytes into `rbuf`, at least `want` of room. Returns how
