@@ -325,6 +325,13 @@ impl BackendConn {
         self.caps & caps::DEPRECATE_EOF != 0
     }
 
+    /// A parser for the response to a `kind` command on this connection,
+    /// in the shape its capabilities give responses.
+    pub fn response_parser(&self, kind: ResponseKind) -> ResponseParser {
+        ResponseParser::new(kind, self.deprecate_eof())
+            .with_cache_metadata(self.key.mariadb_caps & caps::mariadb::CACHE_METADATA != 0)
+    }
+
     /// Sends one command and reads its whole response, keeping only the
     /// final status and any error. For the proxy's own statements (session
     /// replay, reset, ping), never for relayed ones.
@@ -338,7 +345,7 @@ impl BackendConn {
             .send(0, payload)
             .await
             .map_err(|e| lost(&self.addr, e.to_string()))?;
-        let mut parser = ResponseParser::new(kind, self.deprecate_eof());
+        let mut parser = self.response_parser(kind);
         let mut error = None;
         let mut first_row = None;
         loop {

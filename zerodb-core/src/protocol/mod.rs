@@ -165,12 +165,21 @@ pub mod caps {
     /// `CLIENT_MYSQL` is off.
     pub mod mariadb {
         pub const EXTENDED_METADATA: u32 = 0x0000_0008;
+        pub const CACHE_METADATA: u32 = 0x0000_0010;
 
         /// What the proxy offers (intersected with what the backends offer):
-        /// extended column metadata (a column's type name and format, such
-        /// as `point` or `json`), which changes only column definitions,
-        /// relayed as bytes. Not progress reports, bulk execution or
-        /// metadata caching, which change the responses' shape.
-        pub const OFFERED: u32 = EXTENDED_METADATA;
+        /// - extended column metadata (a column's type name and format,
+        ///   such as `point` or `json`), which changes only column
+        ///   definitions, relayed as bytes;
+        /// - metadata caching: a result set's column count carries a flag,
+        ///   and when it is 0 the server sends no column definitions (a
+        ///   prepared statement executed again). `ResponseParser` reads the
+        ///   flag; a session moved to another datasource keeps the
+        ///   client's cache valid, as the statement is prepared again from
+        ///   the same text.
+        ///
+        /// Not progress reports or bulk execution, which change the
+        /// responses' shape in ways the proxy does not parse.
+        pub const OFFERED: u32 = EXTENDED_METADATA | CACHE_METADATA;
     }
 }

@@ -84,6 +84,8 @@ enum State {
 pub struct ResponseParser {
     kind: ResponseKind,
     deprecate_eof: bool,
+    /// MariaDB's metadata caching is on: see [`Self::with_cache_metadata`].
+    cache_metadata: bool,
     state: State,
     /// The previous frame was full: this one continues the same packet.
     continuing: bool,
@@ -102,12 +104,22 @@ impl ResponseParser {
         Self {
             kind,
             deprecate_eof,
+            cache_metadata: false,
             state,
             continuing: false,
             status: None,
             prepare: None,
             error: false,
         }
+    }
+
+    /// For a connection that agreed on MariaDB's metadata caching
+    /// (`caps::mariadb::CACHE_METADATA`): every column count is followed by
+    /// a byte saying whether column definitions follow. Without them, the
+    /// EOF that would end them is still sent unless EOF is deprecated.
+    pub fn with_cache_metadata(mut self, on: bool) -> Self {
+        self.cache_metadata = on;
+        self
     }
 
     /// Status flags of the last OK/EOF packet seen, if any.
@@ -284,12 +296,17 @@ impl ResponseParser {
                         let s = eof_status(p).ok_or(ResponseError::Malformed("EOF packet"))?;
                         return Ok(self.end_of_result(s));
                     }
-                    let (n, used) =
-                        read_lenenc(p).ok_or(ResponseError::Malformed("column count"))?;
-                    if n == 0 || used != p.len() {
-                        return Err(ResponseError::Malformed("column count"));
+                    let malformed = || ResponseError::Malformed("column count");
+                    let (n, used) = read_lenenc(p).ok_or_else(malformed)?;
+                    let defs = match (self.cache_metadata, p.get(used..)) {
+                        (false, Some([])) | (true, Some([1])) => n,
+                        (true, Some([0])) => 0,
+                        _ => return Err(malformed()),
+                    };
+                    if n == 0 {
+                        return Err(malformed());
                     }
-                    Ok(self.defs_then(n, After::Rows))
+                    Ok(self.defs_then(defs, After::Rows))
                 }
                 ResponseKind::Fetch | ResponseKind::FieldList => {
                     Err(ResponseError::Malformed("response start"))
@@ -347,6 +364,56 @@ mod tests {
         let mut p = ResponseParser::new(kind, deprecate);
         let steps = packets.iter().map(|x| p.feed(x).unwrap()).collect();
         (steps, p)
+    }
+
+    /// Byte for byte what MariaDB 10.11 answered a connection with
+    /// metadata caching on: a prepared statement's second execution skips
+    /// the column definitions (flag 0), and without deprecated EOF still
+    /// sends the EOF that would have ended them; a text result says 1.
+    #[test]
+    fn cached_metadata_skips_column_definitions() {
+        let row = b"\x00\x00\x06\x00\x00\x00\x00\x00\x00\x00\x01q".to_vec();
+        for deprecate in [true, false] {
+            let end = eof(0x0002, deprecate);
+            let mut skipped = vec![vec![2, 0]];
+            if !deprecate {
+                skipped.push(eof(0x0002, false));
+            }
+            skipped.extend([row.clone(), end.clone()]);
+            let mut sent = vec![vec![2, 1], coldef(), coldef()];
+            if !deprecate {
+                sent.push(eof(0x0002, false));
+            }
+            sent.extend([row.clone(), end.clone()]);
+            for (kind, pk) in [
+                (ResponseKind::Execute { cursor: false }, &skipped),
+                (ResponseKind::Execute { cursor: false }, &sent),
+                (ResponseKind::Query, &sent),
+            ] {
+                let mut p = ResponseParser::new(kind, deprecate).with_cache_metadata(true);
+                let steps: Vec<Step> = pk.iter().map(|x| p.feed(x).unwrap()).collect();
+                assert_eq!(
+                    steps.last(),
+                    Some(&Step::Done),
+                    "{deprecate} {kind:?} {pk:?}"
+                );
+                assert!(steps[..steps.len() - 1].iter().all(|s| *s == Step::More));
+                assert_eq!(p.status(), Some(0x0002));
+            }
+        }
+        // A cursor opened without the definitions: the EOF says so.
+        let mut p = ResponseParser::new(ResponseKind::Execute { cursor: true }, false)
+            .with_cache_metadata(true);
+        assert_eq!(p.feed(&[1, 0]), Ok(Step::More));
+        assert_eq!(p.feed(&eof(0x0042, false)), Ok(Step::Done));
+        // Without the flag byte, or with one the protocol does not know.
+        for bad in [&[2u8][..], &[2, 2], &[2, 1, 0]] {
+            let mut p = ResponseParser::new(ResponseKind::Query, true).with_cache_metadata(true);
+            assert!(p.feed(bad).is_err(), "{bad:?}");
+        }
+        // The flag where caching was not agreed on is garbage.
+        let mut p = ResponseParser::new(ResponseKind::Query, true);
+        assert!(p.feed(&[2, 1]).is_err());
     }
 
     fn coldef() -> Vec<u8> {
@@ -485,9 +552,10 @@ mod tests {
             kind in prop_oneof![Just(ResponseKind::Query), Just(ResponseKind::Execute { cursor: true }), Just(ResponseKind::Execute { cursor: false }), Just(ResponseKind::Fetch),
                                 Just(ResponseKind::FieldList), Just(ResponseKind::Prepare), Just(ResponseKind::Single)],
             deprecate in any::<bool>(),
+            cache_metadata in any::<bool>(),
             frames in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..24), 0..30),
         ) {
-            let mut p = ResponseParser::new(kind, deprecate);
+            let mut p = ResponseParser::new(kind, deprecate).with_cache_metadata(cache_metadata);
             for f in &frames {
                 if p.feed(f).is_err() { break; }
             }

@@ -10,7 +10,7 @@ use crate::health::Health;
 use crate::protocol::conn::ReadError;
 use crate::protocol::frame::FrameHeader;
 use crate::protocol::response::ResponseError;
-use crate::protocol::{Conn, ResponseKind, ResponseParser, Step};
+use crate::protocol::{Conn, ResponseKind, Step};
 use crate::server::SessionHandle;
 use bytes::Buf;
 use tokio::io::AsyncWriteExt;
@@ -71,7 +71,7 @@ pub(super) async fn relay(
     prepare_id: Option<u32>,
     max_packet: usize,
 ) -> Result<Relayed, RelayError> {
-    let mut parser = ResponseParser::new(kind, backend.deprecate_eof());
+    let mut parser = backend.response_parser(kind);
     backend.broken = true;
     let mut backend_seq = 0u8;
     loop {
