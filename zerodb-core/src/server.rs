@@ -463,6 +463,24 @@ impl Proxy {
     }
 }
 
+/// Runs `work` every `period` until `stop` changes or its sender is
+/// dropped (the background tasks of [`BoundProxy::run`] end with it).
+fn spawn_every<F, Fut>(period: Duration, mut stop: watch::Receiver<bool>, mut work: F)
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => work().await,
+                _ = stop.changed() => return,
+            }
+        }
+    });
+}
+
 /// The session threads `config` asks for (`None`: sessions run on the
 /// caller's runtime, as asked or because threads could not start).
 fn start_workers(config: &ProxyConfig) -> Option<Workers> {
@@ -535,15 +553,9 @@ impl BoundProxy {
                     bg_rx.clone(),
                 ));
                 let pool = ds.pool.clone();
-                let mut rx = bg_rx.clone();
-                tokio::spawn(async move {
-                    let mut tick = tokio::time::interval(Duration::from_secs(1));
-                    loop {
-                        tokio::select! {
-                            _ = tick.tick() => pool.maintain().await,
-                            _ = rx.changed() => return,
-                        }
-                    }
+                spawn_every(Duration::from_secs(1), bg_rx.clone(), move || {
+                    let pool = pool.clone();
+                    async move { pool.maintain().await }
                 });
             }
         }
@@ -551,38 +563,26 @@ impl BoundProxy {
         // at once (its session is nudged, and sees the verdict).
         let mut events = shared.health_events.subscribe();
         let mut rx = bg_rx.clone();
-        let weak = Arc::downgrade(&shared);
+        let nudged = shared.clone();
         tokio::spawn(async move {
             loop {
                 let event = tokio::select! {
                     e = events.recv() => e,
                     _ = rx.changed() => return,
                 };
-                let down = match event {
-                    Ok(e) => !e.up,
-                    Err(broadcast::error::RecvError::Lagged(_)) => true,
+                match event {
+                    Ok(e) if e.up => {}
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        nudged.registry.nudge_all()
+                    }
                     Err(broadcast::error::RecvError::Closed) => return,
-                };
-                match weak.upgrade() {
-                    Some(shared) if down => shared.registry.nudge_all(),
-                    Some(_) => {}
-                    None => return,
                 }
             }
         });
-        let weak = Arc::downgrade(&shared);
-        let mut rx = bg_rx.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(IDLE_BUFFERS);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => match weak.upgrade() {
-                        Some(shared) => shared.registry.reclaim_idle_buffers(IDLE_BUFFERS),
-                        None => return,
-                    },
-                    _ = rx.changed() => return,
-                }
-            }
+        let reclaiming = shared.clone();
+        spawn_every(IDLE_BUFFERS, bg_rx.clone(), move || {
+            reclaiming.registry.reclaim_idle_buffers(IDLE_BUFFERS);
+            std::future::ready(())
         });
         let workers = start_workers(&shared.config);
         let limit = shared.config.max_connections;

@@ -98,12 +98,17 @@ impl DataHost {
     }
 
     pub fn is_held(&self) -> bool {
-        self.held.load(std::sync::atomic::Ordering::Acquire)
-            && self
-                .held_until
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_some_and(|t| std::time::Instant::now() < t)
+        if !self.held.load(std::sync::atomic::Ordering::Acquire) {
+            return false;
+        }
+        let mut until = self.held_until.lock().unwrap_or_else(|e| e.into_inner());
+        if until.is_some_and(|t| std::time::Instant::now() < t) {
+            return true;
+        }
+        // A hold that ran out is over: later statements skip the lock again.
+        *until = None;
+        self.held.store(false, std::sync::atomic::Ordering::Release);
+        false
     }
 
     /// A receiver that changes on every swap of the active datasource.
