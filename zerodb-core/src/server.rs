@@ -53,8 +53,12 @@ impl Attention {
     }
 
     fn poll(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
-        let take = || self.raised.swap(false, Ordering::AcqRel);
-        if self.raised.load(Ordering::Acquire) && take() {
+        // Looked at before it is taken: the flag is almost never raised,
+        // and a plain load keeps the common wait free of a locked
+        // instruction.
+        let take =
+            || self.raised.load(Ordering::Acquire) && self.raised.swap(false, Ordering::AcqRel);
+        if take() {
             return std::task::Poll::Ready(());
         }
         self.waker.register(cx.waker());

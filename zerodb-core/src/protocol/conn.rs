@@ -79,7 +79,7 @@ impl Conn {
     /// buffer waits for bytes before it takes one.
     pub async fn fill(&mut self, want: usize) -> Result<usize, ReadError> {
         if self.rbuf.capacity() == 0 {
-            self.stream.readable().await?;
+            std::future::poll_fn(|cx| self.stream.poll_read_ready(cx)).await?;
         }
         self.rbuf.reserve(want.max(READ_CHUNK));
         let n = self.stream.read_buf(&mut self.rbuf).await?;
