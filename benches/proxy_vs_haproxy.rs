@@ -4,15 +4,15 @@
 //!
 //!     cargo bench -p zerodb-benches
 //!
-//! Settings (environment): ZERODB_BENCH_SECONDS (per run, default 10),
-//! ZERODB_BENCH_ROUNDS (3), ZERODB_BENCH_THREADS ("1,16,64"),
+//! Settings (environment): ZERODB_BENCH_SECONDS (per run, default 6),
+//! ZERODB_BENCH_ROUNDS (8), ZERODB_BENCH_THREADS ("1,16,64"),
 //! ZERODB_BENCH_WORKLOADS ("oltp_point_select,oltp_read_only"),
 //! ZERODB_BENCH_IDLE (idle connections for the memory figure, 5000; 0 skips).
 //! The table is printed and written to target/bench/proxy_vs_haproxy.md.
 
 mod common;
 
-use common::{env_or, median, release_binaries, workspace_root};
+use common::{env_or, median, quantile, release_binaries, workspace_root};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -234,10 +234,10 @@ fn main() {
         // `cargo bench -- --list` and test discovery: nothing to list.
         return;
     }
-    let seconds: u32 = env_or("ZERODB_BENCH_SECONDS", "10")
+    let seconds: u32 = env_or("ZERODB_BENCH_SECONDS", "6")
         .parse()
         .expect("seconds");
-    let rounds: usize = env_or("ZERODB_BENCH_ROUNDS", "3").parse().expect("rounds");
+    let rounds: usize = env_or("ZERODB_BENCH_ROUNDS", "8").parse().expect("rounds");
     let threads: Vec<u32> = env_or("ZERODB_BENCH_THREADS", "1,16,64")
         .split(',')
         .map(|t| t.trim().parse().expect("threads"))
@@ -318,8 +318,8 @@ fn main() {
 
     let mut md = String::new();
     md.push_str(
-        "| workload | threads | direct qps | HAProxy qps | zeroDB qps | HAProxy/direct | zeroDB/direct | zeroDB/HAProxy (median, min) | p95 ms direct / HAProxy / zeroDB | proxy CPU µs/query HAProxy / zeroDB |\n\
-         |---|---|---|---|---|---|---|---|---|---|\n",
+        "| workload | threads | direct qps | HAProxy qps | zeroDB qps | HAProxy/direct | zeroDB/direct | zeroDB/HAProxy per round: median (quartiles) | all rounds' queries, zeroDB/HAProxy | rounds zeroDB won | p95 ms direct / HAProxy / zeroDB | proxy CPU µs/query HAProxy / zeroDB |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for w in &workloads {
         for &t in &threads {
@@ -337,18 +337,24 @@ fn main() {
             let q = |v: &[Sample]| median(v.iter().map(|s| s.qps).collect());
             let p = |v: &[Sample]| median(v.iter().map(|s| s.p95_ms).collect());
             let c = |v: &[Sample]| median(v.iter().map(|s| s.cpu_us).collect());
-            // Ratios per round, then their median and minimum.
+            // Ratios per round (the two runs of a round are minutes apart
+            // at most), their median and quartiles, how many rounds
+            // zeroDB won, and all queries of zeroDB over all of HAProxy's.
             let zh: Vec<f64> = z.iter().zip(&h).map(|(a, b)| a.qps / b.qps).collect();
-            let zh_min = zh.iter().copied().fold(f64::INFINITY, f64::min);
+            let wins = zh.iter().filter(|r| **r >= 1.0).count();
+            let total = |v: &[Sample]| v.iter().map(|s| s.qps).sum::<f64>();
             md.push_str(&format!(
-                "| {w} | {t} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2}, {:.2} | {:.2} / {:.2} / {:.2} | {:.1} / {:.1} |\n",
+                "| {w} | {t} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} ({:.2}–{:.2}) | {:.2} | {wins}/{} | {:.2} / {:.2} / {:.2} | {:.1} / {:.1} |\n",
                 q(&d),
                 q(&h),
                 q(&z),
                 q(&h) / q(&d),
                 q(&z) / q(&d),
                 median(zh.clone()),
-                zh_min,
+                quantile(zh.clone(), 0.25),
+                quantile(zh.clone(), 0.75),
+                total(&z) / total(&h),
+                zh.len(),
                 p(&d),
                 p(&h),
                 p(&z),

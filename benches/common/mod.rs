@@ -30,13 +30,19 @@ pub fn release_binaries(packages: &[&str]) -> Vec<PathBuf> {
         .collect()
 }
 
-pub fn median(mut v: Vec<f64>) -> f64 {
+pub fn median(v: Vec<f64>) -> f64 {
+    quantile(v, 0.5)
+}
+
+/// The `q` quantile (0..=1) of `v`, interpolated between neighbours.
+pub fn quantile(mut v: Vec<f64>, q: f64) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    if v.is_empty() {
+        return f64::NAN;
     }
+    let at = q.clamp(0.0, 1.0) * (v.len() - 1) as f64;
+    let (lo, hi) = (at.floor() as usize, at.ceil() as usize);
+    v[lo] + (v[hi] - v[lo]) * (at - lo as f64)
 }
 
 pub fn env_or(name: &str, default: &str) -> String {
