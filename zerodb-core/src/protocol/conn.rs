@@ -79,7 +79,7 @@ impl Conn {
     /// buffer waits for bytes before it takes one.
     pub async fn fill(&mut self, want: usize) -> Result<usize, ReadError> {
         if self.rbuf.capacity() == 0 {
-            std::future::poll_fn(|cx| self.stream.poll_read_ready(cx)).await?;
+            self.read_ready().await?;
         }
         self.rbuf.reserve(want.max(READ_CHUNK));
         let n = self.stream.read_buf(&mut self.rbuf).await?;
@@ -87,6 +87,13 @@ impl Conn {
             return Err(ReadError::Closed);
         }
         Ok(n)
+    }
+
+    /// Waits until the socket has bytes (or end of stream) to read, without
+    /// reading them. Through the stream's own reader slot: tokio's
+    /// `readable()` would queue a waiter under a lock at every wait.
+    pub async fn read_ready(&self) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.stream.poll_read_ready(cx)).await
     }
 
     /// Reads what has already arrived, without waiting: `Closed` at end of

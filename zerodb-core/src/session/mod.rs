@@ -1137,7 +1137,7 @@ mod tests {
         let mut m = metrics::with_local_recorder(&recorder, StatementMetrics::new);
         let t0 = Instant::now();
         for i in 0..StatementMetrics::BATCH + 6 {
-            // 2 ms, 5 ms, ... between 1 and 10 ms: all in the second bucket.
+            // 2 to 5 ms, between 1 and 10 ms: all in the second bucket.
             let took = Duration::from_millis(2 + (i % 4) as u64);
             m.statement(false);
             m.command(t0, t0 + took);

@@ -146,9 +146,7 @@ pub(super) async fn relay(
             }),
             () = session.attention() => (!health.is_up()).then(|| ("the datasource was marked down by health probes".to_string(), false)),
             // Readiness first, so that waiting costs the client no buffer.
-            // (Polled through the stream's own reader slot: `readable()`
-            // would queue a waiter under a lock at every wait.)
-            r = std::future::poll_fn(|cx| client.stream.poll_read_ready(cx)) => match r.map_err(ReadError::from).and_then(|()| client.try_fill()) {
+            r = client.read_ready() => match r.map_err(ReadError::from).and_then(|()| client.try_fill()) {
                 Ok(_) => None,
                 Err(_) => return Err(RelayError::Client),
             },
