@@ -36,6 +36,10 @@ pub struct DataHost {
     pub schemas: Vec<String>,
     pub datasources: Vec<Arc<Datasource>>,
     active: ArcSwap<Active>,
+    /// Bumped after every store of `active`: a session that reads the
+    /// number it read when it bound still has the active datasource,
+    /// without loading the `ArcSwap` (see [`DataHost::generation`]).
+    generation: std::sync::atomic::AtomicU64,
     /// Bumped on every swap (buffered statements wait on it).
     swaps: tokio::sync::watch::Sender<u64>,
     /// Statements waiting for a usable active datasource.
@@ -76,6 +80,7 @@ impl DataHost {
                 datasource: first,
                 epoch,
             }),
+            generation: Default::default(),
             swaps: tokio::sync::watch::channel(0).0,
             buffered: Default::default(),
             held_until: std::sync::Mutex::new(None),
@@ -128,6 +133,14 @@ impl DataHost {
     #[inline]
     pub fn active(&self) -> Arc<Active> {
         self.active.load_full()
+    }
+
+    /// A number that changes whenever the active datasource may have. Read
+    /// it before looking at the active datasource: while it reads the same
+    /// later, that datasource is still the active one.
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Whether `ds` is the active datasource now (cheap: no refcount).
@@ -249,6 +262,8 @@ impl Topology {
                 datasource: ds.clone(),
                 epoch,
             }));
+            dh.generation
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
             dh.set_held_until(None);
             dh.swaps.send_modify(|n| *n += 1);
             if !Arc::ptr_eq(&old.datasource, &ds) {

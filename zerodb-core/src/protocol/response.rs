@@ -80,7 +80,7 @@ enum State {
 }
 
 /// Incremental parser of one response. See the module docs.
-#[derive(Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResponseParser {
     kind: ResponseKind,
     deprecate_eof: bool,
@@ -145,6 +145,17 @@ impl ResponseParser {
     /// Whether the next frame fed is (the start of) a result set row.
     pub fn expects_row(&self) -> bool {
         self.state == State::Rows && !self.continuing
+    }
+
+    /// Whether a frame of `len` payload bytes starting with `first` is a
+    /// result set row that needs no parsing: the parser expects a row and
+    /// the frame is a whole packet that starts with neither an ERR's 0xFF
+    /// nor the 0xFE of a terminator (or of a row over 16 MiB). Feeding such
+    /// a frame would change nothing, so a relay may skip it; that is most
+    /// frames of a large result.
+    #[inline]
+    pub fn is_plain_row(&self, first: u8, len: usize) -> bool {
+        self.state == State::Rows && !self.continuing && len != 0 && len < MAX_FRAME && first < 0xfe
     }
 
     /// Whether the frame being fed starts a logical packet (rather than
@@ -540,6 +551,22 @@ mod tests {
     }
 
     #[test]
+    fn rows_are_plain_terminators_errors_and_metadata_are_not() {
+        let mut p = ResponseParser::new(ResponseKind::Query, true);
+        assert!(!p.is_plain_row(1, 1), "a column count");
+        p.feed(&[1]).unwrap();
+        assert!(!p.is_plain_row(3, 4), "a column definition");
+        p.feed(b"\x03def").unwrap();
+        assert!(p.is_plain_row(0x01, 2), "a text row");
+        assert!(p.is_plain_row(0xfb, 1), "a row whose first column is NULL");
+        assert!(!p.is_plain_row(0xfe, 7), "the OK that ends it");
+        assert!(!p.is_plain_row(0xff, 9), "an ERR");
+        assert!(!p.is_plain_row(0x01, MAX_FRAME), "a row over 16 MiB");
+        p.feed(&[0xfe, 0, 0, 2, 0]).unwrap();
+        assert!(!p.is_plain_row(0x01, 2), "after the end");
+    }
+
+    #[test]
     fn frame_after_end_is_an_error() {
         let mut p = ResponseParser::new(ResponseKind::Single, false);
         assert_eq!(p.feed(&ok(0, 0, 2, 0)).unwrap(), Step::Done);
@@ -558,6 +585,54 @@ mod tests {
             let mut p = ResponseParser::new(kind, deprecate).with_cache_metadata(cache_metadata);
             for f in &frames {
                 if p.feed(f).is_err() { break; }
+            }
+        }
+
+        /// The relay skips feeding frames `is_plain_row` calls plain:
+        /// feeding one must say More and leave the parser as it was. Rows
+        /// come after a text result's metadata, or at once for a fetch.
+        #[test]
+        fn a_plain_row_is_one_feeding_would_not_change(
+            fetch in any::<bool>(),
+            deprecate in any::<bool>(),
+            frames in proptest::collection::vec(
+                prop_oneof![
+                    proptest::collection::vec(any::<u8>(), 0..24),
+                    Just(vec![0xfe, 0, 0, 2, 0]),
+                    Just(vec![0xfe, 0, 0, 2, 0, 0, 0]),
+                    Just(vec![0xff, 0x15, 0x04]),
+                ],
+                0..30,
+            ),
+        ) {
+            let (kind, prefix) = if fetch {
+                (ResponseKind::Fetch, vec![])
+            } else {
+                let mut prefix = vec![vec![1], b"\x03def".to_vec()];
+                if !deprecate {
+                    prefix.push(eof(0x0002, false));
+                }
+                (ResponseKind::Query, prefix)
+            };
+            let mut p = ResponseParser::new(kind, deprecate);
+            for f in &prefix {
+                prop_assert_eq!(p.feed(f), Ok(Step::More));
+            }
+            prop_assert!(p.expects_row());
+            for f in &frames {
+                let plain = f.first().is_some_and(|&b| p.is_plain_row(b, f.len()));
+                let before = p.clone();
+                match p.feed(f) {
+                    Ok(step) if plain => {
+                        prop_assert_eq!(step, Step::More);
+                        prop_assert_eq!(&p, &before);
+                    }
+                    Ok(_) => {}
+                    Err(_) => {
+                        prop_assert!(!plain);
+                        break;
+                    }
+                }
             }
         }
     }

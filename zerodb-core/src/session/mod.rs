@@ -96,6 +96,26 @@ impl Drop for BusyOnDrop<'_> {
 struct Bound {
     conn: PooledConn,
     ds: Arc<Datasource>,
+    /// The dataHost's [`DataHost::generation`] when `ds` was last seen
+    /// active.
+    generation: u64,
+}
+
+impl Bound {
+    /// Whether `ds` is still `dh`'s active datasource. While no swap
+    /// happened this is one atomic load, not a load of the `ArcSwap`
+    /// (whose debt slots every session on the thread shares).
+    fn still_active(&mut self, dh: &DataHost) -> bool {
+        let now = dh.generation();
+        if now == self.generation {
+            return true;
+        }
+        let active = dh.is_active(&self.ds);
+        if active {
+            self.generation = now;
+        }
+        active
+    }
 }
 
 /// What a command handler tells the loop.
@@ -407,12 +427,13 @@ impl Session {
             // datasource's `Arc` (a cache line all sessions share).
             if !held
                 && b.ds.health.is_up()
-                && self.datahost.is_active(&b.ds)
+                && b.still_active(&self.datahost)
                 && !b.conn.conn.peer_gone()
             {
                 return Ok(());
             }
         }
+        let generation = self.datahost.generation();
         let mut active = self.datahost.active();
         // A datasource the probes marked down gets no new statement: it may
         // be paused rather than dead, and what it would run when it resumes
@@ -473,7 +494,11 @@ impl Session {
         self.handle.set_backend(Some((ds.clone(), conn.thread_id)));
         metrics::counter!("zerodb_session_binds_total", "datasource" => ds.name.clone())
             .increment(1);
-        self.backend = Some(Bound { conn, ds });
+        self.backend = Some(Bound {
+            conn,
+            ds,
+            generation,
+        });
         Ok(())
     }
 
@@ -593,13 +618,14 @@ impl Session {
     /// statement may reach the old source after a switch) and refuse
     /// statements until the client ends the transaction.
     fn notice_switch_in_transaction(&mut self) {
-        let Some(b) = &self.backend else {
+        let Some(b) = self.backend.as_mut() else {
             return;
         };
-        if !self.st.in_transaction() || self.datahost.is_active(&b.ds) {
+        if !self.st.in_transaction() || b.still_active(&self.datahost) {
             return;
         }
-        let why = self.switch_reason(&b.ds, &self.datahost.active());
+        let from = b.ds.clone();
+        let why = self.switch_reason(&from, &self.datahost.active());
         tracing::info!(session = self.id(), %why, "transaction lost to a switch");
         metrics::counter!("zerodb_transactions_lost_total").increment(1);
         self.lose_backend(why);
@@ -630,7 +656,8 @@ impl Session {
         self.st.forget_server_side();
     }
 
-    /// Sends one command to the backend and relays the response.
+    /// Sends one command to the backend (bound first, moved if need be)
+    /// and relays the response.
     async fn forward(
         &mut self,
         kind: ResponseKind,
@@ -638,6 +665,18 @@ impl Session {
         prepare_id: Option<u32>,
     ) -> Result<Relayed, Fail> {
         self.ensure_backend().await?;
+        self.forward_bound(kind, payload, prepare_id).await
+    }
+
+    /// [`Self::forward`] on the backend the session is bound to now (for a
+    /// command whose payload names things of that backend's, such as a
+    /// statement id: binding again could move it to another one).
+    async fn forward_bound(
+        &mut self,
+        kind: ResponseKind,
+        payload: &[u8],
+        prepare_id: Option<u32>,
+    ) -> Result<Relayed, Fail> {
         let seq_before = self.seq;
         let Some(b) = self.backend.as_mut() else {
             return Err(ClientError::no_datasource(&self.datahost.name, "?", "not bound").into());
@@ -942,7 +981,7 @@ impl Session {
             cmd::STMT_FETCH => ResponseKind::Fetch,
             _ => ResponseKind::Single,
         };
-        let r = self.forward(kind, &payload, None).await?;
+        let r = self.forward_bound(kind, &payload, None).await?;
         let cursor_open = r.status.is_some_and(|s| s & status::CURSOR_EXISTS != 0)
             && r.status.is_some_and(|s| s & status::LAST_ROW_SENT == 0);
         // (Most sessions never use either set: skip hashing the id.)

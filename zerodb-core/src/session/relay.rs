@@ -84,6 +84,13 @@ pub(super) async fn relay(
                 if end > buf.len() {
                     break;
                 }
+                backend_seq = h.seq;
+                if h.len > 0 && parser.is_plain_row(buf[pos + 4], h.len) {
+                    buf[pos + 3] = *seq;
+                    *seq = seq.wrapping_add(1);
+                    pos = end;
+                    continue;
+                }
                 let first_of_prepare = parser.prepare_ok().is_none();
                 step = match parser.feed(&buf[pos + 4..end]) {
                     Ok(s) => s,
@@ -101,7 +108,6 @@ pub(super) async fn relay(
                 ) {
                     buf[pos + 5..pos + 9].copy_from_slice(&id.to_le_bytes());
                 }
-                backend_seq = h.seq;
                 buf[pos + 3] = *seq;
                 *seq = seq.wrapping_add(1);
                 pos = end;
