@@ -31,10 +31,11 @@ pub struct SessionHandle {
     attention: Attention,
     /// Running a statement, or inside a transaction.
     busy: AtomicBool,
-    /// When the session last finished a command (milliseconds after
-    /// `started`), or [`RUNNING`] / [`RELEASE`] / [`EMPTY`]: lets the
-    /// registry ask a session idle for long to give its buffers back.
-    last_done_ms: AtomicU64,
+    /// The registry's tick (see [`Registry::ticks`]) at which the session
+    /// last finished a command, or [`RUNNING`] / [`RELEASE`] / [`EMPTY`]:
+    /// lets the registry ask a session idle for long to give its buffers
+    /// back.
+    last_done: AtomicU64,
 }
 
 /// A flag with one waiter: the session's task. Waiting on it costs a
@@ -71,16 +72,17 @@ impl Attention {
     }
 }
 
-/// How long a session sits between commands before it gives its buffers
-/// back (and how often the registry looks).
-const IDLE_BUFFERS: Duration = Duration::from_millis(200);
+/// How often the registry looks for idle sessions: one tick of its coarse
+/// clock. A session idle for two ticks (200 to 400 ms) gives its buffers
+/// back.
+pub(crate) const TICK: Duration = Duration::from_millis(200);
 
-/// `last_done_ms` while a command runs.
+/// `last_done` while a command runs.
 const RUNNING: u64 = u64::MAX;
-/// `last_done_ms` once the session should give its buffers back (a new
+/// `last_done` once the session should give its buffers back (a new
 /// session starts so: its login's buffers go at its first wait).
 const RELEASE: u64 = u64::MAX - 1;
-/// `last_done_ms` once it has, until its next command.
+/// `last_done` once it has, until its next command.
 const EMPTY: u64 = u64::MAX - 2;
 
 impl SessionHandle {
@@ -136,28 +138,23 @@ impl SessionHandle {
         self.killed.load(Ordering::Acquire)
     }
 
-    /// A command starts (`None`) or ended at `done`.
-    pub(crate) fn mark_command(&self, done: Option<Instant>) {
-        let v = done.map_or(RUNNING, |t| {
-            t.saturating_duration_since(self.started).as_millis() as u64
-        });
-        self.last_done_ms.store(v, Ordering::Relaxed);
+    /// A command starts (`None`) or ended at the registry tick `done`.
+    pub(crate) fn mark_command(&self, done: Option<u64>) {
+        self.last_done
+            .store(done.unwrap_or(RUNNING), Ordering::Relaxed);
     }
 
     /// Whether the registry found the session idle for long: it should
     /// give its buffers back before it waits again.
     pub(crate) fn buffers_due_back(&self) -> bool {
-        self.last_done_ms.load(Ordering::Relaxed) == RELEASE
+        self.last_done.load(Ordering::Relaxed) == RELEASE
     }
 
     /// Buffers given back: nothing more to ask until the next command.
     pub(crate) fn buffers_given_back(&self) {
-        let _ = self.last_done_ms.compare_exchange(
-            RELEASE,
-            EMPTY,
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
+        let _ =
+            self.last_done
+                .compare_exchange(RELEASE, EMPTY, Ordering::Relaxed, Ordering::Relaxed);
     }
 
     pub(crate) async fn killed(&self) {
@@ -172,6 +169,10 @@ impl SessionHandle {
 pub struct Registry {
     sessions: Mutex<HashMap<u32, Arc<SessionHandle>>>,
     next_id: AtomicU32,
+    /// A coarse clock: how many times the registry looked for idle
+    /// sessions, once a [`TICK`]. Reading it is one load where a clock read
+    /// and the arithmetic on it would be a statement's largest cost.
+    ticks: AtomicU64,
 }
 
 impl Registry {
@@ -196,7 +197,7 @@ impl Registry {
             killed: AtomicBool::new(false),
             attention: Attention::default(),
             busy: AtomicBool::new(false),
-            last_done_ms: AtomicU64::new(RELEASE),
+            last_done: AtomicU64::new(RELEASE),
         });
         map.insert(id, h.clone());
         h
@@ -222,18 +223,23 @@ impl Registry {
         self.lock().values().cloned().collect()
     }
 
-    /// Asks every session idle for longer than `idle` to give its buffers
-    /// back (a busy client keeps its buffers from one statement to the
-    /// next; an idle one holds none).
-    pub(crate) fn reclaim_idle_buffers(&self, idle: Duration) {
+    /// The registry's coarse clock, in [`TICK`]s.
+    pub(crate) fn ticks(&self) -> u64 {
+        self.ticks.load(Ordering::Relaxed)
+    }
+
+    /// Advances the coarse clock by a tick and asks every session idle for
+    /// two ticks to give its buffers back (a busy client keeps its buffers
+    /// from one statement to the next; an idle one holds none).
+    pub(crate) fn reclaim_idle_buffers(&self) {
+        let now = self.ticks.fetch_add(1, Ordering::Relaxed) + 1;
         for s in self.lock().values() {
-            let done = s.last_done_ms.load(Ordering::Relaxed);
+            let done = s.last_done.load(Ordering::Relaxed);
             if done >= EMPTY {
                 continue;
             }
-            let now = s.started.elapsed().as_millis() as u64;
-            if now.saturating_sub(done) >= idle.as_millis() as u64
-                && s.last_done_ms
+            if now.saturating_sub(done) >= 2
+                && s.last_done
                     .compare_exchange(done, RELEASE, Ordering::Relaxed, Ordering::Relaxed)
                     .is_ok()
             {
@@ -584,8 +590,8 @@ impl BoundProxy {
             }
         });
         let reclaiming = shared.clone();
-        spawn_every(IDLE_BUFFERS, bg_rx.clone(), move || {
-            reclaiming.registry.reclaim_idle_buffers(IDLE_BUFFERS);
+        spawn_every(TICK, bg_rx.clone(), move || {
+            reclaiming.registry.reclaim_idle_buffers();
             std::future::ready(())
         });
         let workers = start_workers(&shared.config);
@@ -730,13 +736,13 @@ mod tests {
         fresh.buffers_given_back();
         assert!(!fresh.buffers_due_back());
 
-        let long_ago = Instant::now() - Duration::from_secs(5);
-        idle.mark_command(Some(idle.started.max(long_ago)));
+        idle.mark_command(Some(r.ticks()));
         running.mark_command(None);
-        recent.mark_command(Some(Instant::now() + Duration::from_secs(10)));
-        std::thread::sleep(Duration::from_millis(30));
-        r.reclaim_idle_buffers(Duration::from_millis(20));
-        assert!(idle.buffers_due_back(), "idle past the limit");
+        r.reclaim_idle_buffers();
+        assert!(!idle.buffers_due_back(), "idle for less than two ticks");
+        recent.mark_command(Some(r.ticks()));
+        r.reclaim_idle_buffers();
+        assert!(idle.buffers_due_back(), "idle for two ticks");
         assert!(!running.buffers_due_back(), "a command is running");
         assert!(!recent.buffers_due_back(), "finished a command just now");
         assert!(!fresh.buffers_due_back(), "holds nothing");

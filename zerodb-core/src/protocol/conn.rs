@@ -100,7 +100,10 @@ impl Conn {
     /// stream, `Ok(0)` when nothing is there. Reserves room only if there
     /// is something to read.
     pub fn try_fill(&mut self) -> Result<usize, ReadError> {
-        let mut probe = [0u8; 512];
+        // Enough to tell bytes from end of stream; more stay queued. (When
+        // nothing is there tokio answers without a system call, and this
+        // buffer's zeroing is the whole cost: keep it small.)
+        let mut probe = [0u8; 64];
         match self.stream.try_read(&mut probe) {
             Ok(0) => Err(ReadError::Closed),
             Ok(n) => {

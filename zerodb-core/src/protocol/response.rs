@@ -147,15 +147,15 @@ impl ResponseParser {
         self.state == State::Rows && !self.continuing
     }
 
-    /// Whether a frame of `len` payload bytes starting with `first` is a
-    /// result set row that needs no parsing: the parser expects a row and
-    /// the frame is a whole packet that starts with neither an ERR's 0xFF
-    /// nor the 0xFE of a terminator (or of a row over 16 MiB). Feeding such
-    /// a frame would change nothing, so a relay may skip it; that is most
-    /// frames of a large result.
+    /// Whether a frame of `len` payload bytes starting with `first`, fed
+    /// when the parser [expects a row](Self::expects_row), is a plain row:
+    /// a whole packet that starts with neither an ERR's 0xFF nor the 0xFE
+    /// of a terminator (or of a row over 16 MiB). Feeding it would change
+    /// nothing, so a relay may pass it without; that is most frames of a
+    /// large result.
     #[inline]
-    pub fn is_plain_row(&self, first: u8, len: usize) -> bool {
-        self.state == State::Rows && !self.continuing && len != 0 && len < MAX_FRAME && first < 0xfe
+    pub fn plain_row(first: u8, len: usize) -> bool {
+        len != 0 && len < MAX_FRAME && first < 0xfe
     }
 
     /// Whether the frame being fed starts a logical packet (rather than
@@ -553,17 +553,19 @@ mod tests {
     #[test]
     fn rows_are_plain_terminators_errors_and_metadata_are_not() {
         let mut p = ResponseParser::new(ResponseKind::Query, true);
-        assert!(!p.is_plain_row(1, 1), "a column count");
+        assert!(!p.expects_row(), "a column count");
         p.feed(&[1]).unwrap();
-        assert!(!p.is_plain_row(3, 4), "a column definition");
+        assert!(!p.expects_row(), "a column definition");
         p.feed(b"\x03def").unwrap();
-        assert!(p.is_plain_row(0x01, 2), "a text row");
-        assert!(p.is_plain_row(0xfb, 1), "a row whose first column is NULL");
-        assert!(!p.is_plain_row(0xfe, 7), "the OK that ends it");
-        assert!(!p.is_plain_row(0xff, 9), "an ERR");
-        assert!(!p.is_plain_row(0x01, MAX_FRAME), "a row over 16 MiB");
+        assert!(p.expects_row());
+        let plain = ResponseParser::plain_row;
+        assert!(plain(0x01, 2), "a text row");
+        assert!(plain(0xfb, 1), "a row whose first column is NULL");
+        assert!(!plain(0xfe, 7), "the OK that ends it");
+        assert!(!plain(0xff, 9), "an ERR");
+        assert!(!plain(0x01, MAX_FRAME), "a row over 16 MiB");
         p.feed(&[0xfe, 0, 0, 2, 0]).unwrap();
-        assert!(!p.is_plain_row(0x01, 2), "after the end");
+        assert!(!p.expects_row(), "after the end");
     }
 
     #[test]
@@ -620,7 +622,8 @@ mod tests {
             }
             prop_assert!(p.expects_row());
             for f in &frames {
-                let plain = f.first().is_some_and(|&b| p.is_plain_row(b, f.len()));
+                let plain = p.expects_row()
+                    && f.first().is_some_and(|&b| ResponseParser::plain_row(b, f.len()));
                 let before = p.clone();
                 match p.feed(f) {
                     Ok(step) if plain => {

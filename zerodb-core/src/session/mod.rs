@@ -183,11 +183,16 @@ struct StatementMetrics {
     /// Latencies of the commands since the last flush, in seconds.
     pending_seconds: [f64; Self::BATCH],
     pending_latencies: usize,
-    flushed: Instant,
+    /// The registry tick of the last flush.
+    flushed: u64,
 }
 
 impl StatementMetrics {
     const BATCH: usize = 64;
+    /// Registry ticks after which a busy session passes its counts on even
+    /// if its batch is not full: about a second.
+    const FLUSH_TICKS: u64 =
+        (Duration::from_secs(1).as_millis() / crate::server::TICK.as_millis()) as u64;
 
     fn new() -> Self {
         Self {
@@ -198,7 +203,7 @@ impl StatementMetrics {
             pending_errors: 0,
             pending_seconds: [0.0; Self::BATCH],
             pending_latencies: 0,
-            flushed: Instant::now(),
+            flushed: 0,
         }
     }
 
@@ -207,19 +212,18 @@ impl StatementMetrics {
         self.pending_errors += u64::from(error);
     }
 
-    /// A command took from `started` to `done`.
-    fn command(&mut self, started: Instant, done: Instant) {
+    /// A command took from `started` to `done`, which was at the registry
+    /// tick `tick`.
+    fn command(&mut self, started: Instant, done: Instant, tick: u64) {
         self.pending_seconds[self.pending_latencies] =
             done.saturating_duration_since(started).as_secs_f64();
         self.pending_latencies += 1;
-        if self.pending_latencies == Self::BATCH
-            || done.saturating_duration_since(self.flushed) >= Duration::from_secs(1)
-        {
-            self.flush(done);
+        if self.pending_latencies == Self::BATCH || tick >= self.flushed + Self::FLUSH_TICKS {
+            self.flush(tick);
         }
     }
 
-    fn flush(&mut self, now: Instant) {
+    fn flush(&mut self, tick: u64) {
         if self.pending_statements > 0 {
             self.statements.increment(self.pending_statements);
         }
@@ -232,13 +236,13 @@ impl StatementMetrics {
         self.pending_statements = 0;
         self.pending_errors = 0;
         self.pending_latencies = 0;
-        self.flushed = now;
+        self.flushed = tick;
     }
 }
 
 impl Drop for StatementMetrics {
     fn drop(&mut self) {
-        self.flush(Instant::now());
+        self.flush(self.flushed);
     }
 }
 
@@ -260,7 +264,7 @@ impl Session {
                     b.conn.conn.release_buffers();
                 }
                 handle.buffers_given_back();
-                self.metrics.flush(Instant::now());
+                self.metrics.flush(self.shared.registry.ticks());
             }
             if handle.is_killed() || self.shared.draining() {
                 return;
@@ -304,8 +308,9 @@ impl Session {
             handle.mark_command(None);
             let flow = self.command(pkt).await;
             let done = Instant::now();
-            self.metrics.command(started, done);
-            handle.mark_command(Some(done));
+            let tick = self.shared.registry.ticks();
+            self.metrics.command(started, done, tick);
+            handle.mark_command(Some(tick));
             if let Flow::Close = flow {
                 return;
             }
@@ -1179,24 +1184,41 @@ mod tests {
             // 2 to 5 ms, between 1 and 10 ms: all in the second bucket.
             let took = Duration::from_millis(2 + (i % 4) as u64);
             m.statement(false);
-            m.command(t0, t0 + took);
+            m.command(t0, t0 + took, 0);
         }
         assert_eq!(
             count(),
             Some(StatementMetrics::BATCH as u64),
             "a full batch is passed on"
         );
+        m.statement(false);
+        m.command(
+            t0,
+            t0 + Duration::from_millis(2),
+            StatementMetrics::FLUSH_TICKS,
+        );
+        assert_eq!(
+            count(),
+            Some(StatementMetrics::BATCH as u64 + 7),
+            "a second later, a batch that is not full is passed on too"
+        );
+        m.statement(false);
+        m.command(
+            t0,
+            t0 + Duration::from_millis(2),
+            StatementMetrics::FLUSH_TICKS,
+        );
         drop(m);
         let text = handle.render();
-        assert_eq!(count(), Some(StatementMetrics::BATCH as u64 + 6), "{text}");
+        assert_eq!(count(), Some(StatementMetrics::BATCH as u64 + 8), "{text}");
         assert!(
             text.contains("zerodb_statement_seconds_bucket{le=\"0.001\"} 0"),
             "{text}"
         );
         assert!(
-            text.contains("zerodb_statement_seconds_bucket{le=\"0.01\"} 70"),
+            text.contains("zerodb_statement_seconds_bucket{le=\"0.01\"} 72"),
             "{text}"
         );
-        assert!(text.contains("zerodb_statements_total 70"), "{text}");
+        assert!(text.contains("zerodb_statements_total 72"), "{text}");
     }
 }

@@ -8,8 +8,8 @@
 use crate::backend::{BackendConn, BackendError};
 use crate::health::Health;
 use crate::protocol::conn::ReadError;
-use crate::protocol::frame::FrameHeader;
-use crate::protocol::response::ResponseError;
+use crate::protocol::frame::{FrameHeader, HEADER_LEN};
+use crate::protocol::response::{ResponseError, ResponseParser};
 use crate::protocol::{Conn, ResponseKind, Step};
 use crate::server::SessionHandle;
 use bytes::Buf;
@@ -79,18 +79,18 @@ pub(super) async fn relay(
         let mut step = Step::More;
         {
             let buf = &mut backend.conn.rbuf;
-            while let Some(h) = FrameHeader::parse(&buf[pos..]) {
+            loop {
+                if parser.expects_row() {
+                    pos += pass_plain_rows(&mut buf[pos..], seq);
+                }
+                let Some(h) = FrameHeader::parse(&buf[pos..]) else {
+                    break;
+                };
                 let end = pos + h.total();
                 if end > buf.len() {
                     break;
                 }
                 backend_seq = h.seq;
-                if h.len > 0 && parser.is_plain_row(buf[pos + 4], h.len) {
-                    buf[pos + 3] = *seq;
-                    *seq = seq.wrapping_add(1);
-                    pos = end;
-                    continue;
-                }
                 let first_of_prepare = parser.prepare_ok().is_none();
                 step = match parser.feed(&buf[pos + 4..end]) {
                     Ok(s) => s,
@@ -171,6 +171,25 @@ pub(super) async fn relay(
     }
 }
 
+/// Gives the plain rows (see [`ResponseParser::plain_row`]) among the whole
+/// frames at the front of `frames` the client's next sequence ids, up to
+/// the first frame that is not one; returns how many bytes they take. The
+/// parser expects a row before each and needs to see none of them.
+fn pass_plain_rows(frames: &mut [u8], seq: &mut u8) -> usize {
+    let mut pos = 0;
+    while let [l0, l1, l2, _, first, ..] = frames[pos..] {
+        let len = usize::from(l0) | usize::from(l1) << 8 | usize::from(l2) << 16;
+        let end = pos + HEADER_LEN + len;
+        if end > frames.len() || !ResponseParser::plain_row(first, len) {
+            break;
+        }
+        frames[pos + 3] = *seq;
+        *seq = seq.wrapping_add(1);
+        pos = end;
+    }
+    pos
+}
+
 /// LOAD DATA LOCAL: relays the client's file packets (up to the empty one)
 /// to the backend.
 async fn local_infile(
@@ -202,5 +221,30 @@ async fn local_infile(
         if pkt.payload.is_empty() {
             return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_rows_are_passed_up_to_the_first_frame_that_is_not_one() {
+        // Two rows, then a terminator, then a row cut short.
+        let mut frames = vec![
+            2, 0, 0, 7, 0x01, b'a', //
+            3, 0, 0, 8, 0xfb, 0x01, b'b', //
+            7, 0, 0, 9, 0xfe, 0, 0, 2, 0, 0, 0, //
+            5, 0, 0, 10, 0x01,
+        ];
+        let mut seq = 1;
+        assert_eq!(pass_plain_rows(&mut frames, &mut seq), 13);
+        assert_eq!(seq, 3);
+        assert_eq!((frames[3], frames[9]), (1, 2), "the client's sequence ids");
+        assert_eq!(frames[16], 9, "the terminator is the parser's");
+        let mut cut = frames[24..].to_vec();
+        assert_eq!(pass_plain_rows(&mut cut, &mut seq), 0, "not whole");
+        assert_eq!(pass_plain_rows(&mut [0, 0, 0, 1], &mut seq), 0, "empty");
+        assert_eq!(seq, 3);
     }
 }
