@@ -85,6 +85,17 @@ pub enum Assembled {
 /// Takes one logical packet from the front of `buf` without consuming it,
 /// refusing payloads larger than `max`.
 pub fn assemble(buf: &[u8], max: usize) -> Assembled {
+    // The common case: a packet in one frame, all of it here.
+    if let Some(h) = FrameHeader::parse(buf) {
+        if !h.continues() && h.len <= max && h.total() <= buf.len() {
+            return Assembled::Packet {
+                payload: buf[HEADER_LEN..h.total()].to_vec(),
+                first_seq: h.seq,
+                last_seq: h.seq,
+                consumed: h.total(),
+            };
+        }
+    }
     let mut pos = 0;
     let mut total = 0usize;
     let mut first_seq = None;

@@ -422,22 +422,39 @@ impl Session {
     /// Makes sure the session holds a connection to its dataHost's active
     /// datasource, moving it (with its state) when the active one changed.
     async fn ensure_backend(&mut self) -> Result<(), ClientError> {
+        if self.backend_is_current() {
+            Ok(())
+        } else {
+            self.rebind().await
+        }
+    }
+
+    /// The common case of [`Self::ensure_backend`], decided without
+    /// waiting and without cloning the active datasource's `Arc` (a cache
+    /// line all sessions share): the session's connection leads to the
+    /// active datasource, which is up and not held, and the server has not
+    /// closed it.
+    fn backend_is_current(&mut self) -> bool {
         self.notice_switch_in_transaction();
+        if self.st.doomed.is_some() {
+            return false;
+        }
+        let held = self.datahost.is_held() && !self.st.in_transaction();
+        self.backend.as_mut().is_some_and(|b| {
+            !held
+                && b.ds.health.is_up()
+                && b.still_active(&self.datahost)
+                && !b.conn.conn.peer_gone()
+        })
+    }
+
+    /// [`Self::ensure_backend`] when the connection the session holds (if
+    /// any) will not do as it is.
+    async fn rebind(&mut self) -> Result<(), ClientError> {
         if let Some(why) = &self.st.doomed {
             return Err(ClientError::transaction_lost(why));
         }
         let held = self.datahost.is_held() && !self.st.in_transaction();
-        if let Some(b) = self.backend.as_mut() {
-            // The common case, decided without cloning the active
-            // datasource's `Arc` (a cache line all sessions share).
-            if !held
-                && b.ds.health.is_up()
-                && b.still_active(&self.datahost)
-                && !b.conn.conn.peer_gone()
-            {
-                return Ok(());
-            }
-        }
         let generation = self.datahost.generation();
         let mut active = self.datahost.active();
         // A datasource the probes marked down gets no new statement: it may
@@ -669,7 +686,9 @@ impl Session {
         payload: &[u8],
         prepare_id: Option<u32>,
     ) -> Result<Relayed, Fail> {
-        self.ensure_backend().await?;
+        if !self.backend_is_current() {
+            self.rebind().await?;
+        }
         self.forward_bound(kind, payload, prepare_id).await
     }
 
@@ -961,7 +980,9 @@ impl Session {
         if !self.st.stmts.contains_key(&id) {
             return Err(ClientError::unknown_statement(id, what).into());
         }
-        self.ensure_backend().await?;
+        if !self.backend_is_current() {
+            self.rebind().await?;
+        }
         let stmt = self
             .st
             .stmts

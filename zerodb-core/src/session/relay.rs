@@ -7,13 +7,12 @@
 
 use crate::backend::{BackendConn, BackendError};
 use crate::health::Health;
-use crate::protocol::conn::ReadError;
+use crate::protocol::conn::{write_all, ReadError};
 use crate::protocol::frame::{FrameHeader, HEADER_LEN};
 use crate::protocol::response::{ResponseError, ResponseParser};
 use crate::protocol::{Conn, ResponseKind, Step};
 use crate::server::SessionHandle;
 use bytes::Buf;
-use tokio::io::AsyncWriteExt;
 
 /// What a relayed response left behind.
 #[derive(Debug, Clone, Copy)]
@@ -117,9 +116,7 @@ pub(super) async fn relay(
             }
         }
         if pos > 0 {
-            if client
-                .stream
-                .write_all(&backend.conn.rbuf[..pos])
+            if write_all(&mut client.stream, &backend.conn.rbuf[..pos])
                 .await
                 .is_err()
             {
