@@ -317,3 +317,31 @@ fn backend_dying_mid_result_is_an_error_not_a_hang() {
     assert!(err.contains("9101"), "{err}");
     assert!(!proxy.log().contains("panicked"), "{}", proxy.log());
 }
+
+#[test]
+fn bytes_sent_behind_a_slow_statement_wait_in_the_socket() {
+    let (rt, _db, proxy, mut healthy) = setup("");
+    let mut s = logged_in(&rt, proxy.port);
+    send(&mut s, 0, b"\x03SELECT SLEEP(4)");
+    // While it runs, push bytes for as long as the proxy takes them. The
+    // proxy reads a bounded amount ahead (to see the client go away); the
+    // rest must stay in the kernel's socket buffers, a few MiB, not in the
+    // proxy's memory.
+    s.set_write_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let chunk = vec![0x42u8; 1 << 20];
+    let mut pushed = 0usize;
+    let started = Instant::now();
+    while pushed < 256 << 20 && started.elapsed() < Duration::from_secs(3) {
+        match s.write(&chunk) {
+            Ok(n) => pushed += n,
+            Err(_) => break,
+        }
+    }
+    assert!(
+        pushed < 64 << 20,
+        "the proxy took {} MiB sent behind a running statement",
+        pushed >> 20
+    );
+    assert_alive(&rt, &proxy, &mut healthy);
+}

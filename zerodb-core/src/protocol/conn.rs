@@ -9,6 +9,9 @@ use tokio::net::TcpStream;
 
 /// How much a read asks for at least.
 const READ_CHUNK: usize = 16 * 1024;
+/// How much [`Conn::try_fill`] reads at least, into a buffer on the stack
+/// when the connection holds no room.
+const PROBE: usize = 64;
 
 /// Writes all of `buf`: at once when the socket takes it (one system call,
 /// no waker registered), waiting for room otherwise.
@@ -114,10 +117,20 @@ impl Conn {
     /// stream, `Ok(0)` when nothing is there. Reserves room only if there
     /// is something to read.
     pub fn try_fill(&mut self) -> Result<usize, ReadError> {
+        if self.rbuf.capacity() - self.rbuf.len() >= PROBE {
+            // Room already there (a busy connection keeps its buffer): read
+            // into it, as much as fits.
+            return match self.stream.try_read_buf(&mut self.rbuf) {
+                Ok(0) => Err(ReadError::Closed),
+                Ok(n) => Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+                Err(e) => Err(e.into()),
+            };
+        }
         // Enough to tell bytes from end of stream; more stay queued. (When
         // nothing is there tokio answers without a system call, and this
         // buffer's zeroing is the whole cost: keep it small.)
-        let mut probe = [0u8; 64];
+        let mut probe = [0u8; PROBE];
         match self.stream.try_read(&mut probe) {
             Ok(0) => Err(ReadError::Closed),
             Ok(n) => {

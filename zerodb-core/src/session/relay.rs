@@ -14,6 +14,10 @@ use crate::protocol::{Conn, ResponseKind, Step};
 use crate::server::SessionHandle;
 use bytes::Buf;
 
+/// Bytes a client may send ahead while its statement runs that the relay
+/// reads (watching for the client to go away); the rest wait in the socket.
+const PIPELINED_MAX: usize = 64 * 1024;
+
 /// What a relayed response left behind.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Relayed {
@@ -149,7 +153,11 @@ pub(super) async fn relay(
             }),
             () = session.attention() => (!health.is_up()).then(|| ("the datasource was marked down by health probes".to_string(), false)),
             // Readiness first, so that waiting costs the client no buffer.
-            r = client.read_ready() => match r.map_err(ReadError::from).and_then(|()| client.try_fill()) {
+            // Bytes it sends meanwhile are kept for the commands that come
+            // next, up to a bound: past it they wait in the socket (and the
+            // client's TCP window), so a client streaming data behind a
+            // slow statement cannot grow the proxy's memory.
+            r = client.read_ready(), if client.rbuf.len() < PIPELINED_MAX => match r.map_err(ReadError::from).and_then(|()| client.try_fill()) {
                 Ok(_) => None,
                 Err(_) => return Err(RelayError::Client),
             },
