@@ -142,6 +142,18 @@ impl Conn {
         }
     }
 
+    /// Drops the first `n` bytes read. When that is all of them, the
+    /// buffer starts over at its front: the next read then finds its room
+    /// without [`BytesMut::reserve`] having to take back the consumed
+    /// front (about 90 instructions, twice a statement).
+    pub fn consume(&mut self, n: usize) {
+        if n == self.rbuf.len() {
+            self.rbuf.clear();
+        } else {
+            self.rbuf.advance(n);
+        }
+    }
+
     /// Reads one whole logical packet of at most `max` bytes.
     pub async fn read_packet(&mut self, max: usize) -> Result<Packet, ReadError> {
         loop {
@@ -152,7 +164,7 @@ impl Conn {
                     last_seq,
                     consumed,
                 } => {
-                    self.rbuf.advance(consumed);
+                    self.consume(consumed);
                     return Ok(Packet {
                         payload,
                         first_seq,

@@ -12,7 +12,6 @@ use crate::protocol::frame::{FrameHeader, HEADER_LEN};
 use crate::protocol::response::{ResponseError, ResponseParser};
 use crate::protocol::{Conn, ResponseKind, Step};
 use crate::server::SessionHandle;
-use bytes::Buf;
 
 /// Bytes a client may send ahead while its statement runs that the relay
 /// reads (watching for the client to go away); the rest wait in the socket.
@@ -126,7 +125,7 @@ pub(super) async fn relay(
             {
                 return Err(RelayError::Client);
             }
-            backend.conn.rbuf.advance(pos);
+            backend.conn.consume(pos);
         }
         match step {
             Step::Done => {
