@@ -13,20 +13,6 @@ const READ_CHUNK: usize = 16 * 1024;
 /// when the connection holds no room.
 const PROBE: usize = 64;
 
-/// Writes all of `buf`: at once when the socket takes it (one system call,
-/// no waker registered), waiting for room otherwise.
-pub async fn write_all(stream: &mut TcpStream, buf: &[u8]) -> io::Result<()> {
-    let sent = match stream.try_write(buf) {
-        Ok(n) => n,
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-        Err(e) => return Err(e),
-    };
-    if sent < buf.len() {
-        stream.write_all(&buf[sent..]).await?;
-    }
-    Ok(())
-}
-
 /// A framed MySQL connection (client side or backend side).
 #[derive(Debug)]
 pub struct Conn {
@@ -189,11 +175,32 @@ impl Conn {
 
     /// Writes everything queued.
     pub async fn flush(&mut self) -> io::Result<()> {
-        if !self.wbuf.is_empty() {
-            write_all(&mut self.stream, &self.wbuf).await?;
+        if !self.try_flush()? {
+            self.stream.write_all(&self.wbuf).await?;
             self.wbuf.clear();
         }
         Ok(())
+    }
+
+    /// Writes what the socket takes of the queue now, without waiting;
+    /// whether that was all of it (then [`Self::flush`] has nothing to
+    /// wait for).
+    pub fn try_flush(&mut self) -> io::Result<bool> {
+        if self.wbuf.is_empty() {
+            return Ok(true);
+        }
+        match self.stream.try_write(&self.wbuf) {
+            Ok(n) if n == self.wbuf.len() => {
+                self.wbuf.clear();
+                Ok(true)
+            }
+            Ok(n) => {
+                self.wbuf.advance(n);
+                Ok(false)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Queues and writes one packet; returns the next sequence id. (The

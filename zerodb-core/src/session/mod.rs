@@ -371,9 +371,21 @@ impl Session {
                 None => Err(ClientError::malformed("COM_PROCESS_KILL").into()),
             },
             cmd::STMT_PREPARE => self.prepare(payload).await,
-            cmd::STMT_EXECUTE | cmd::STMT_FETCH | cmd::STMT_RESET => {
-                self.statement(command, payload).await
-            }
+            cmd::STMT_EXECUTE | cmd::STMT_FETCH | cmd::STMT_RESET => match u32_at(&payload, 1) {
+                // The common case goes out from here: without a future of
+                // its own, which would be state written at every statement
+                // to memory it touches nowhere else.
+                Some(id) if self.statement_is_plain(id) => {
+                    match self.statement_for_backend(command, id, payload) {
+                        Ok((kind, payload)) => self
+                            .forward_bound(kind, &payload, None)
+                            .await
+                            .map(|r| self.statement_done(command, id, &r)),
+                        Err(e) => Err(e),
+                    }
+                }
+                _ => self.statement(command, payload).await,
+            },
             cmd::STMT_SEND_LONG_DATA | cmd::STMT_CLOSE => {
                 self.statement_no_reply(command, payload).await
             }
@@ -726,7 +738,13 @@ impl Session {
         let Some(b) = self.backend.as_mut() else {
             return Err(ClientError::no_datasource(&self.datahost.name, "?", "not bound").into());
         };
-        let sent = b.conn.conn.send(0, payload).await;
+        // Sent without a future of its own when the socket takes it all.
+        b.conn.conn.queue(0, payload);
+        let sent = match b.conn.conn.try_flush() {
+            Ok(true) => Ok(()),
+            Ok(false) => b.conn.conn.flush().await,
+            Err(e) => Err(e),
+        };
         let out = match sent {
             Ok(_) => {
                 relay(
@@ -980,7 +998,7 @@ impl Session {
     }
 
     /// COM_STMT_EXECUTE, COM_STMT_FETCH, COM_STMT_RESET.
-    async fn statement(&mut self, command: u8, mut payload: Vec<u8>) -> Result<(), Fail> {
+    async fn statement(&mut self, command: u8, payload: Vec<u8>) -> Result<(), Fail> {
         let what = cmd::name(command);
         let id = u32_at(&payload, 1).ok_or_else(|| ClientError::malformed(what))?;
         if let Some(text) = self.st.kills.get(&id).cloned() {
@@ -1004,6 +1022,32 @@ impl Session {
         if !self.backend_is_current() {
             Box::pin(self.rebind()).await?;
         }
+        let (kind, payload) = self.statement_for_backend(command, id, payload)?;
+        let r = self.forward_bound(kind, &payload, None).await?;
+        self.statement_done(command, id, &r);
+        Ok(())
+    }
+
+    /// Whether [`Self::statement`] for client statement `id` would go
+    /// straight to the backend: a statement the session prepared (not a
+    /// KILL the proxy runs itself), and a backend connection that is
+    /// current.
+    fn statement_is_plain(&mut self, id: u32) -> bool {
+        !self.st.kills.contains_key(&id)
+            && self.st.stmts.contains_key(&id)
+            && self.backend_is_current()
+    }
+
+    /// The command a prepared statement's COM_STMT_EXECUTE, _FETCH or
+    /// _RESET becomes on the bound backend: its statement id there, and for
+    /// an execution the parameter types the backend has not seen yet.
+    fn statement_for_backend(
+        &mut self,
+        command: u8,
+        id: u32,
+        mut payload: Vec<u8>,
+    ) -> Result<(ResponseKind, Vec<u8>), Fail> {
+        let what = cmd::name(command);
         let stmt = self
             .st
             .stmts
@@ -1028,7 +1072,12 @@ impl Session {
             cmd::STMT_FETCH => ResponseKind::Fetch,
             _ => ResponseKind::Single,
         };
-        let r = self.forward_bound(kind, &payload, None).await?;
+        Ok((kind, payload))
+    }
+
+    /// What a relayed COM_STMT_EXECUTE, _FETCH or _RESET leaves behind: a
+    /// cursor opened or closed, long data used up.
+    fn statement_done(&mut self, command: u8, id: u32, r: &Relayed) {
         let cursor_open = r.status.is_some_and(|s| s & status::CURSOR_EXISTS != 0)
             && r.status.is_some_and(|s| s & status::LAST_ROW_SENT == 0);
         // (Most sessions never use either set: skip hashing the id.)
@@ -1042,7 +1091,6 @@ impl Session {
         } else if command == cmd::STMT_EXECUTE {
             self.st.open_cursors.insert(id);
         }
-        Ok(())
     }
 
     /// COM_STMT_SEND_LONG_DATA and COM_STMT_CLOSE: no response, ever.

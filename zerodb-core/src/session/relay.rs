@@ -7,11 +7,12 @@
 
 use crate::backend::{BackendConn, BackendError};
 use crate::health::Health;
-use crate::protocol::conn::{write_all, ReadError};
+use crate::protocol::conn::ReadError;
 use crate::protocol::frame::{FrameHeader, HEADER_LEN};
 use crate::protocol::response::{ResponseError, ResponseParser};
 use crate::protocol::{Conn, ResponseKind, Step};
 use crate::server::SessionHandle;
+use tokio::io::AsyncWriteExt;
 
 /// Bytes a client may send ahead while its statement runs that the relay
 /// reads (watching for the client to go away); the rest wait in the socket.
@@ -119,10 +120,15 @@ pub(super) async fn relay(
             }
         }
         if pos > 0 {
-            if write_all(&mut client.stream, &backend.conn.rbuf[..pos])
-                .await
-                .is_err()
-            {
+            // At once when the socket takes it all (no future to set up),
+            // else the rest as the client reads.
+            let frames = &backend.conn.rbuf[..pos];
+            let sent = match client.stream.try_write(frames) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+                Err(_) => return Err(RelayError::Client),
+            };
+            if sent < pos && client.stream.write_all(&frames[sent..]).await.is_err() {
                 return Err(RelayError::Client);
             }
             backend.conn.consume(pos);
