@@ -13,6 +13,15 @@ const READ_CHUNK: usize = 16 * 1024;
 /// when the connection holds no room.
 const PROBE: usize = 64;
 
+/// Writes what the socket takes of `buf` now, without waiting: how many
+/// bytes, 0 when it is full.
+pub fn write_now(stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+    match stream.try_write(buf) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+        r => r,
+    }
+}
+
 /// A framed MySQL connection (client side or backend side).
 #[derive(Debug)]
 pub struct Conn {
@@ -189,17 +198,13 @@ impl Conn {
         if self.wbuf.is_empty() {
             return Ok(true);
         }
-        match self.stream.try_write(&self.wbuf) {
-            Ok(n) if n == self.wbuf.len() => {
-                self.wbuf.clear();
-                Ok(true)
-            }
-            Ok(n) => {
-                self.wbuf.advance(n);
-                Ok(false)
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
-            Err(e) => Err(e),
+        let n = write_now(&self.stream, &self.wbuf)?;
+        if n == self.wbuf.len() {
+            self.wbuf.clear();
+            Ok(true)
+        } else {
+            self.wbuf.advance(n);
+            Ok(false)
         }
     }
 

@@ -719,6 +719,8 @@ impl Session {
         payload: &[u8],
         prepare_id: Option<u32>,
     ) -> Result<Relayed, Fail> {
+        // [`Self::ensure_backend`] spelled out: every text statement comes
+        // this way, and awaiting that would set up one more future each.
         if !self.backend_is_current() {
             Box::pin(self.rebind()).await?;
         }
@@ -1019,9 +1021,7 @@ impl Session {
         if !self.st.stmts.contains_key(&id) {
             return Err(ClientError::unknown_statement(id, what).into());
         }
-        if !self.backend_is_current() {
-            Box::pin(self.rebind()).await?;
-        }
+        self.ensure_backend().await?;
         let (kind, payload) = self.statement_for_backend(command, id, payload)?;
         let r = self.forward_bound(kind, &payload, None).await?;
         self.statement_done(command, id, &r);

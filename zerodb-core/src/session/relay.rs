@@ -7,7 +7,7 @@
 
 use crate::backend::{BackendConn, BackendError};
 use crate::health::Health;
-use crate::protocol::conn::ReadError;
+use crate::protocol::conn::{write_now, ReadError};
 use crate::protocol::frame::{FrameHeader, HEADER_LEN};
 use crate::protocol::response::{ResponseError, ResponseParser};
 use crate::protocol::{Conn, ResponseKind, Step};
@@ -123,11 +123,7 @@ pub(super) async fn relay(
             // At once when the socket takes it all (no future to set up),
             // else the rest as the client reads.
             let frames = &backend.conn.rbuf[..pos];
-            let sent = match client.stream.try_write(frames) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
-                Err(_) => return Err(RelayError::Client),
-            };
+            let sent = write_now(&client.stream, frames).map_err(|_| RelayError::Client)?;
             if sent < pos && client.stream.write_all(&frames[sent..]).await.is_err() {
                 return Err(RelayError::Client);
             }
