@@ -348,10 +348,14 @@ impl BackendConn {
         let mut parser = self.response_parser(kind);
         let mut error = None;
         let mut first_row = None;
+        let mut columns = Vec::new();
         loop {
             let pkt = read(&mut self.conn, &self.addr).await?;
             if let Some(e) = parse_err(&pkt.payload) {
                 error = Some(e);
+            }
+            if parser.expects_column_def() && first_row.is_none() {
+                columns.extend(packets::column_type(&pkt.payload));
             }
             let row = parser.expects_row();
             let step = parser
@@ -380,6 +384,7 @@ impl BackendConn {
             error,
             prepare: parser.prepare_ok(),
             first_row,
+            columns,
         })
     }
 
@@ -425,6 +430,8 @@ pub struct Outcome {
     pub prepare: Option<crate::protocol::response::PrepareOk>,
     /// The first result set row, as the server sent it.
     pub first_row: Option<Vec<u8>>,
+    /// The types of the first result set's columns.
+    pub columns: Vec<packets::ColumnType>,
 }
 
 impl Outcome {
@@ -438,6 +445,24 @@ impl Outcome {
         }
         let (len, at) = packets::read_lenenc(row)?;
         row.get(at..at.checked_add(usize::try_from(len).ok()?)?)
+    }
+
+    /// Every column of the first (text) row: `None` for NULL. `None` for
+    /// no row, or one that does not parse.
+    pub fn first_row_values(&self) -> Option<Vec<Option<&[u8]>>> {
+        let mut row = self.first_row.as_deref()?;
+        let mut values = Vec::new();
+        while !row.is_empty() {
+            if row[0] == 0xfb {
+                values.push(None);
+                row = &row[1..];
+            } else {
+                let (v, rest) = packets::read_lenenc_str(row)?;
+                values.push(Some(v));
+                row = rest;
+            }
+        }
+        Some(values)
     }
 
     fn into_result(self, addr: &str) -> Result<Outcome, BackendError> {

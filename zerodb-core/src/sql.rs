@@ -199,12 +199,167 @@ pub fn kill_target_uses_tables(expr: &[u8]) -> bool {
 /// What a `SET` statement does to the session.
 #[derive(Debug, PartialEq, Eq)]
 pub enum SetEffect {
-    /// Session state to keep for replay: (key, assignment text) pairs, where
-    /// the key names what is assigned (`names`, `autocommit`, `@v`, …).
-    Session(Vec<(String, Vec<u8>)>),
+    /// Session state to keep for replay, in the statement's order.
+    Session(Vec<Assignment>),
     /// Nothing to replay (`SET GLOBAL`, `SET TRANSACTION` for the next
     /// transaction only, `SET STATEMENT … FOR`, `SET PASSWORD`).
     None,
+}
+
+/// One assignment of a `SET`, as replayed on another server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    /// What is assigned, normalised (`names`, `autocommit`, `@v`, …).
+    pub key: String,
+    /// The assignment's text, as the client wrote it (`@@session.x = 1`).
+    pub text: Vec<u8>,
+    /// A user variable given the value of an expression that is not a
+    /// literal (`@id = LAST_INSERT_ID()`, `@n = NEXTVAL(s)`,
+    /// `@x = (SELECT …)`): running the text again on another server could
+    /// give another value or repeat a side effect, so its value is read
+    /// back and replayed instead. Holds the variable as written (`@id`).
+    pub capture: Option<Vec<u8>>,
+}
+
+impl Assignment {
+    fn new(key: String, text: &[u8]) -> Self {
+        let capture = user_variable_from_expression(&key, text);
+        Self {
+            key,
+            text: text.to_vec(),
+            capture,
+        }
+    }
+}
+
+/// For `@v = <expr>` where `<expr>` is not a literal: `@v` as written.
+fn user_variable_from_expression(key: &str, text: &[u8]) -> Option<Vec<u8>> {
+    if !key.starts_with('@') || key.starts_with("@@") {
+        return None;
+    }
+    let at = text.iter().position(|&c| c == b'=' || c == b':')?;
+    let target = trim(&text[..at]);
+    let value = match &text[at..] {
+        [b':', b'=', rest @ ..] | [b'=', rest @ ..] => trim(rest),
+        _ => return Some(target.to_vec()),
+    };
+    (!is_literal(value)).then(|| target.to_vec())
+}
+
+/// Whether `v` is one plain literal: a number, a quoted string, a hex or
+/// bit literal, `NULL`, `TRUE` or `FALSE`. Anything else (a function, a
+/// subquery, another variable, an introducer) is not.
+fn is_literal(v: &[u8]) -> bool {
+    let word = |w: &str| v.eq_ignore_ascii_case(w.as_bytes());
+    if word("NULL") || word("TRUE") || word("FALSE") {
+        return true;
+    }
+    let quoted = |q: u8, body: &[u8]| {
+        // One string: no unescaped quote inside (a doubled one is fine).
+        let mut i = 0;
+        while i < body.len() {
+            match body[i] {
+                b'\\' => i += 2,
+                c if c == q && body.get(i + 1) == Some(&q) => i += 2,
+                c if c == q => return false,
+                _ => i += 1,
+            }
+        }
+        i == body.len()
+    };
+    match v {
+        [q @ (b'\'' | b'"'), body @ .., last] if last == q => quoted(*q, body),
+        [b'x' | b'X' | b'b' | b'B', b'\'', body @ .., b'\''] => {
+            body.iter().all(|c| c.is_ascii_hexdigit())
+        }
+        [b'0', b'x' | b'b', rest @ ..] => {
+            !rest.is_empty() && rest.iter().all(|c| c.is_ascii_hexdigit())
+        }
+        [first, ..] => {
+            (first.is_ascii_digit() || matches!(first, b'-' | b'+' | b'.'))
+                && v.iter().any(u8::is_ascii_digit)
+                && v.iter()
+                    .all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'e' | b'E' | b'-' | b'+'))
+        }
+        [] => false,
+    }
+}
+
+/// Splits a text of several statements at the `;` that end them (outside
+/// strings, quoted identifiers and comments). The last piece may be empty.
+pub fn split_statements(sql: &[u8]) -> Vec<&[u8]> {
+    let mut parts = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    while i < sql.len() {
+        match &sql[i..] {
+            [q @ (b'\'' | b'"' | b'`'), ..] => {
+                i += 1;
+                while i < sql.len() && sql[i] != *q {
+                    if sql[i] == b'\\' && *q != b'`' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+            }
+            [b'/', b'*', rest @ ..] => {
+                i += find(rest, b"*/").map_or(rest.len() + 2, |e| e + 3);
+            }
+            [b'-', b'-', c, ..] if c.is_ascii_whitespace() => {
+                i += sql[i..]
+                    .iter()
+                    .position(|&c| c == b'\n')
+                    .unwrap_or(sql.len() - i);
+            }
+            [b'#', ..] => {
+                i += sql[i..]
+                    .iter()
+                    .position(|&c| c == b'\n')
+                    .unwrap_or(sql.len() - i);
+            }
+            [b';', ..] => {
+                parts.push(&sql[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    parts.push(&sql[start.min(sql.len())..]);
+    parts
+}
+
+/// The `SET` statements of a statement text whose assignments the session
+/// keeps, each alone (a text of several statements is split, so nothing
+/// but the assignments is ever replayed). A compound statement (`BEGIN NOT
+/// ATOMIC`, `IF`, `LOOP`, a stored program's body, …) runs its `SET`s only
+/// on some paths, or on local variables: none of its text is kept.
+pub fn session_sets(sql: &[u8]) -> Vec<&[u8]> {
+    let statements = split_statements(sql);
+    if statements.iter().any(|s| opens_compound(s)) {
+        return Vec::new();
+    }
+    statements
+        .into_iter()
+        .filter(|s| starts_with_keyword(s, "SET"))
+        .collect()
+}
+
+/// Whether a statement (a piece of a multi-statement text) opens a block
+/// whose body holds `;`-separated statements.
+fn opens_compound(s: &[u8]) -> bool {
+    let (w, rest) = next_word(s);
+    let w = w.to_ascii_uppercase();
+    let opener = ["IF", "CASE", "LOOP", "WHILE", "REPEAT", "DECLARE", "FOR"];
+    if opener.iter().any(|o| w == o.as_bytes()) {
+        return true;
+    }
+    match w.as_slice() {
+        b"BEGIN" => next_word(rest).0.eq_ignore_ascii_case(b"NOT"),
+        b"CREATE" | b"ALTER" => contains_keyword(s, "BEGIN"),
+        // A label: `name: BEGIN NOT ATOMIC …`.
+        _ => !w.is_empty() && skip_noise(rest).starts_with(b":"),
+    }
 }
 
 /// Splits `s` at top-level commas (outside quotes, parentheses, comments).
@@ -248,7 +403,9 @@ fn trim(s: &[u8]) -> &[u8] {
 }
 
 /// Classifies a `SET` statement (which must start with SET).
+/// Only the first statement of a text of several is looked at.
 pub fn parse_set(sql: &[u8]) -> SetEffect {
+    let sql = split_statements(sql).into_iter().next().unwrap_or_default();
     let (w, body) = next_word(sql);
     if !w.eq_ignore_ascii_case(b"SET") {
         return SetEffect::None;
@@ -259,15 +416,15 @@ pub fn parse_set(sql: &[u8]) -> SetEffect {
         b"GLOBAL" | b"TRANSACTION" | b"STATEMENT" | b"PASSWORD" | b"DEFAULT" | b"PERSIST"
         | b"PERSIST_ONLY" => return SetEffect::None,
         b"NAMES" | b"CHARACTER" | b"CHARSET" => {
-            return SetEffect::Session(vec![("names".into(), trim(body).to_vec())]);
+            return SetEffect::Session(vec![Assignment::new("names".into(), trim(body))]);
         }
-        b"ROLE" => return SetEffect::Session(vec![("role".into(), trim(body).to_vec())]),
+        b"ROLE" => return SetEffect::Session(vec![Assignment::new("role".into(), trim(body))]),
         b"SESSION" | b"LOCAL" => {
             let (w3, _) = next_word(after);
             if w3.eq_ignore_ascii_case(b"TRANSACTION") {
-                return SetEffect::Session(vec![(
+                return SetEffect::Session(vec![Assignment::new(
                     "session transaction".into(),
-                    trim(body).to_vec(),
+                    trim(body),
                 )]);
             }
         }
@@ -285,7 +442,7 @@ pub fn parse_set(sql: &[u8]) -> SetEffect {
         if key.is_empty() {
             continue;
         }
-        out.push((key, part.to_vec()));
+        out.push(Assignment::new(key, part));
     }
     SetEffect::Session(out)
 }
@@ -525,35 +682,128 @@ mod tests {
             parse_set(b"SET TRANSACTION ISOLATION LEVEL READ COMMITTED"),
             SetEffect::None
         );
+        let kept = |sql: &[u8]| match parse_set(sql) {
+            SetEffect::Session(a) => a
+                .into_iter()
+                .map(|a| (a.key, String::from_utf8(a.text).unwrap(), a.capture))
+                .collect::<Vec<_>>(),
+            SetEffect::None => panic!("nothing kept"),
+        };
+        let plain = |k: &str, t: &str| (k.to_string(), t.to_string(), None);
         assert_eq!(
-            parse_set(b"SET NAMES utf8mb4 COLLATE utf8mb4_bin"),
-            SetEffect::Session(vec![(
-                "names".into(),
-                b"NAMES utf8mb4 COLLATE utf8mb4_bin".to_vec()
-            )])
+            kept(b"SET NAMES utf8mb4 COLLATE utf8mb4_bin"),
+            [plain("names", "NAMES utf8mb4 COLLATE utf8mb4_bin")]
         );
         assert_eq!(
-            parse_set(b"SET @@session.sql_mode='ANSI', @a := (1,2), autocommit=0, @@global.x=1;"),
-            SetEffect::Session(vec![
-                ("sql_mode".into(), b"@@session.sql_mode='ANSI'".to_vec()),
-                ("@a".into(), b"@a := (1,2)".to_vec()),
-                ("autocommit".into(), b"autocommit=0".to_vec()),
-            ])
+            kept(b"SET @@session.sql_mode='ANSI', @a := (1,2), autocommit=0, @@global.x=1;"),
+            [
+                plain("sql_mode", "@@session.sql_mode='ANSI'"),
+                ("@a".into(), "@a := (1,2)".into(), Some(b"@a".to_vec())),
+                plain("autocommit", "autocommit=0"),
+            ]
         );
         assert_eq!(
-            parse_set(b"SET SESSION TRANSACTION ISOLATION LEVEL SERIALIZABLE"),
-            SetEffect::Session(vec![(
-                "session transaction".into(),
-                b"SESSION TRANSACTION ISOLATION LEVEL SERIALIZABLE".to_vec()
-            )])
+            kept(b"SET SESSION TRANSACTION ISOLATION LEVEL SERIALIZABLE"),
+            [plain(
+                "session transaction",
+                "SESSION TRANSACTION ISOLATION LEVEL SERIALIZABLE"
+            )]
         );
         assert_eq!(
-            parse_set(b"SET SESSION wait_timeout = 10"),
-            SetEffect::Session(vec![(
-                "wait_timeout".into(),
-                b"SESSION wait_timeout = 10".to_vec()
-            )])
+            kept(b"SET SESSION wait_timeout = 10"),
+            [plain("wait_timeout", "SESSION wait_timeout = 10")]
         );
+        // Only the first statement of several: never the INSERT after it.
+        assert_eq!(
+            kept(b"SET @a=1; INSERT INTO t VALUES (1)"),
+            [plain("@a", "@a=1")]
+        );
+        assert_eq!(
+            kept(b"SET @s = 'x;y' ; DELETE FROM t"),
+            [plain("@s", "@s = 'x;y'")]
+        );
+    }
+
+    /// A user variable set from anything but a literal is read back, not
+    /// evaluated again on another server.
+    #[test]
+    fn user_variables_from_expressions_are_captured() {
+        let capture = |sql: &[u8]| match parse_set(sql) {
+            SetEffect::Session(a) => a.into_iter().map(|a| a.capture).collect::<Vec<_>>(),
+            SetEffect::None => Vec::new(),
+        };
+        let literal = [
+            "1", "-1.5", "1e3", "'it''s'", "\"q\"", "NULL", "true", "X'0aFF'", "0x1f", "b'0101'",
+            "'a\\'b'",
+        ];
+        for v in literal {
+            let sql = format!("SET @v = {v}");
+            assert_eq!(capture(sql.as_bytes()), [None], "{sql}");
+        }
+        let expressions = [
+            "LAST_INSERT_ID()",
+            "NEXTVAL(s)",
+            "(SELECT MAX(id) FROM t)",
+            "@w",
+            "'a' 'b'",
+            "_utf8mb4'x'",
+            "UUID()",
+            "'a' + 1",
+        ];
+        for v in expressions {
+            let sql = format!("SET @V := {v}");
+            assert_eq!(capture(sql.as_bytes()), [Some(b"@V".to_vec())], "{sql}");
+        }
+        // System variables are evaluated again (their expressions read
+        // only the session).
+        assert_eq!(
+            capture(b"SET sql_mode = CONCAT(@@sql_mode, ',ANSI')"),
+            [None]
+        );
+        assert_eq!(
+            capture(b"SET @`my v` = NOW(), @x = 2"),
+            [Some(b"@`my v`".to_vec()), None]
+        );
+    }
+
+    fn texts(pieces: Vec<&[u8]>) -> Vec<String> {
+        pieces
+            .into_iter()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn statements_split_outside_strings_and_comments() {
+        let parts = |sql: &[u8]| texts(split_statements(sql));
+        assert_eq!(parts(b"SELECT 1"), ["SELECT 1"]);
+        assert_eq!(parts(b"SET @a=1;INSERT 2;"), ["SET @a=1", "INSERT 2", ""]);
+        assert_eq!(
+            parts(b"SELECT ';', `a;b`, \"c;\\\";\" /* ; */ -- ;\n; # ;\nX"),
+            ["SELECT ';', `a;b`, \"c;\\\";\" /* ; */ -- ;\n", " # ;\nX"]
+        );
+        assert_eq!(parts(b"SELECT 'unterminated;"), ["SELECT 'unterminated;"]);
+    }
+
+    #[test]
+    fn only_plain_sets_of_a_text_are_kept() {
+        let sets = |sql: &[u8]| texts(session_sets(sql));
+        assert_eq!(
+            sets(b"INSERT INTO t VALUES (1); SET @a=1; /* c */ SET names utf8mb4"),
+            [" SET @a=1", " /* c */ SET names utf8mb4"]
+        );
+        assert!(sets(b"SELECT 1").is_empty());
+        for compound in [
+            "BEGIN NOT ATOMIC SET @a=1; SET @b=2; END",
+            "IF @x THEN SET @a=1; ELSE SET @a=2; END IF",
+            "lbl: LOOP SET @a=@a+1; LEAVE lbl; END LOOP",
+            "CREATE PROCEDURE p() BEGIN SET @a=1; SET @b=2; END",
+            "SET @c=1; WHILE @c < 3 DO SET @c=@c+1; END WHILE",
+        ] {
+            assert!(sets(compound.as_bytes()).is_empty(), "{compound}");
+        }
+        // `BEGIN` alone starts a transaction: not a block.
+        assert_eq!(sets(b"BEGIN; SET @a=1"), [" SET @a=1"]);
     }
 
     #[test]
@@ -595,6 +845,7 @@ mod tests {
             let _ = parse_use(&s);
             let _ = parse_kill(&s, 1);
             let _ = parse_set(&s);
+            let _ = session_sets(&s);
             let _ = rewrite_connection_id(&s, 1);
         }
 

@@ -217,3 +217,59 @@ fn backend_connection_closed_between_statements() {
     assert!(status.success(), "{stderr}");
     assert_eq!(db.sql("SELECT COUNT(*) FROM app.k"), "1");
 }
+
+/// Session replay runs only the client's assignments (SPEC §7): after the
+/// backend connection is lost, the next statement replays `SET @a=1` of
+/// `SET @a=1; INSERT …` without the INSERT, and user variables set from
+/// expressions (`NEXTVAL`, `LAST_INSERT_ID()`) come back with the values
+/// they had, without running those expressions again.
+#[test]
+fn replayed_state_runs_only_the_assignments() {
+    let db = MariaDb::start("m1", 1);
+    db.sql_script(
+        "CREATE TABLE app.r (v INT); CREATE SEQUENCE app.s; \
+         CREATE TABLE app.ai (id INT AUTO_INCREMENT PRIMARY KEY)",
+    )
+    .expect("schema");
+    let proxy = start_proxy(&one_datahost_config(&[&db]));
+    let script = format!(
+        "import pymysql, sys\n\
+         from pymysql.constants import CLIENT\n\
+         c = pymysql.connect(host='127.0.0.1', port={port}, user='{APP_USER}', password='{APP_PASSWORD}', database='app', autocommit=True, client_flag=CLIENT.MULTI_STATEMENTS)\n\
+         cur = c.cursor()\n\
+         def run(q):\n    cur.execute(q)\n    while cur.nextset(): pass\n\
+         run('SET @a=1; INSERT INTO r VALUES (1)')\n\
+         run(\"INSERT INTO r VALUES (2); SET @b = 'x;y'\")\n\
+         run('SET @n = NEXTVAL(s)')\n\
+         run('INSERT INTO ai VALUES (NULL), (NULL), (NULL); SET @id = LAST_INSERT_ID() + 0.5')\n\
+         cur.execute('SELECT CONNECTION_ID()'); print(cur.fetchone()[0], flush=True)\n\
+         sys.stdin.readline()\n\
+         cur.execute('SELECT @a, @b, @n, @id, (SELECT COUNT(*) FROM r), NEXTVAL(s)')\n\
+         print(' '.join(str(x) for x in cur.fetchone()), flush=True)\n",
+        port = proxy.port
+    );
+    let mut client = Scripted::start(&script);
+    let id: u64 = client.line().parse().expect("proxy connection id");
+    let (_, body) = proxy.http_get("/sessions").expect("sessions");
+    let rows: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let thread = rows
+        .as_array()
+        .and_then(|r| r.iter().find(|x| x["id"].as_u64() == Some(id)))
+        .and_then(|x| x["backend_thread"].as_u64())
+        .unwrap_or_else(|| panic!("session {id} holds no backend: {rows}"));
+    db.sql(&format!("KILL {thread}"));
+    std::thread::sleep(Duration::from_millis(200));
+    client.go();
+    assert_eq!(
+        client.line(),
+        "1 x;y 1 1.5 2 2",
+        "@a, @b, @n, @id, rows of r, the next sequence value"
+    );
+    let (status, stderr) = client.finish();
+    assert!(status.success(), "{stderr}");
+    assert_eq!(
+        db.sql("SELECT COUNT(*) FROM app.r"),
+        "2",
+        "no INSERT ran twice"
+    );
+}

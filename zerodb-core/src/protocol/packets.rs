@@ -22,6 +22,40 @@ pub fn read_lenenc(b: &[u8]) -> Option<(u64, usize)> {
     }
 }
 
+/// A length-encoded string at the front of `b`, and what follows it.
+pub fn read_lenenc_str(b: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (len, at) = read_lenenc(b)?;
+    let end = at.checked_add(usize::try_from(len).ok()?)?;
+    Some((b.get(at..end)?, b.get(end..)?))
+}
+
+/// The type and character set of a column definition (protocol 4.1,
+/// MariaDB's extended metadata allowed).
+pub fn column_type(def: &[u8]) -> Option<ColumnType> {
+    let mut rest = def;
+    // catalog, schema, table, org_table, name, org_name
+    for _ in 0..6 {
+        rest = read_lenenc_str(rest)?.1;
+    }
+    if rest.first() != Some(&0x0c) {
+        rest = read_lenenc_str(rest)?.1; // extended metadata
+    }
+    let fixed = rest.get(1..)?;
+    Some(ColumnType {
+        charset: u16::from_le_bytes([*fixed.first()?, *fixed.get(1)?]),
+        kind: *fixed.get(6)?,
+    })
+}
+
+/// What a column definition says of its values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ColumnType {
+    /// The collation id of text values (63: binary).
+    pub charset: u16,
+    /// `MYSQL_TYPE_*`.
+    pub kind: u8,
+}
+
 /// Appends a length-encoded integer.
 pub fn put_lenenc(buf: &mut Vec<u8>, v: u64) {
     match v {

@@ -142,6 +142,17 @@ impl ResponseParser {
         self.state == State::Done
     }
 
+    /// Whether the next frame fed is a result set's column definition.
+    pub fn expects_column_def(&self) -> bool {
+        matches!(
+            self.state,
+            State::Defs {
+                then: After::Rows,
+                ..
+            }
+        ) && !self.continuing
+    }
+
     /// Whether the next frame fed is (the start of) a result set row.
     pub fn expects_row(&self) -> bool {
         self.state == State::Rows && !self.continuing

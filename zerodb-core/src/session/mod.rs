@@ -884,10 +884,50 @@ impl Session {
             r = self.forward(ResponseKind::Query, statement, None).await;
         }
         let r = r?;
-        if !r.error && kw.starts_with(b"SET\0") {
-            self.st.record_set(sql::parse_set(sql_text));
+        if !r.error && (kw.starts_with(b"SET\0") || sql_text.contains(&b';')) {
+            self.record_sets(sql_text).await;
         }
         Ok(())
+    }
+
+    /// Keeps what the `SET`s of a statement text did to the session, for
+    /// replay, and reads back the values of user variables set from
+    /// expressions (one `SELECT` on the same connection, only when there
+    /// are some).
+    async fn record_sets(&mut self, sql_text: &[u8]) {
+        let mut captures: Vec<(String, Vec<u8>)> = Vec::new();
+        for set in sql::session_sets(sql_text) {
+            for c in self.st.record_set(sql::parse_set(set)) {
+                captures.retain(|(k, _)| *k != c.0);
+                captures.push(c);
+            }
+        }
+        if captures.is_empty() {
+            return;
+        }
+        let mut select = vec![cmd::QUERY];
+        select.extend_from_slice(b"SELECT ");
+        for (i, (_, var)) in captures.iter().enumerate() {
+            if i > 0 {
+                select.extend_from_slice(b", ");
+            }
+            select.extend_from_slice(var);
+        }
+        let read = match self.backend.as_mut() {
+            Some(b) => b.conn.command(ResponseKind::Query, &select).await,
+            None => {
+                self.st.captured(&captures, None);
+                return;
+            }
+        };
+        match read {
+            Ok(out) if out.error.is_none() => self.st.captured(&captures, Some(&out)),
+            Ok(_) => self.st.captured(&captures, None),
+            Err(e) => {
+                self.st.captured(&captures, None);
+                self.lose_backend(format!("reading back session variables failed: {e}"));
+            }
+        }
     }
 
     /// A statement that can run twice with the same effect: a read,

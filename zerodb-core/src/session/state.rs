@@ -1,10 +1,11 @@
 //! The session state a server connection holds, kept so it can be replayed
 //! on another server after a swap.
 
-use crate::backend::{BackendConn, BackendError};
+use crate::backend::{BackendConn, BackendError, Outcome};
 use crate::errors::ClientError;
+use crate::protocol::packets::ColumnType;
 use crate::protocol::{cmd, status, ResponseKind};
-use crate::sql::SetEffect;
+use crate::sql::{Assignment, SetEffect};
 use std::collections::{BTreeMap, HashSet};
 
 /// A prepared statement, by the id the client knows it by.
@@ -150,11 +151,50 @@ impl SessionState {
         };
     }
 
-    pub fn record_set(&mut self, effect: SetEffect) {
-        if let SetEffect::Session(assignments) = effect {
-            for (key, text) in assignments {
-                self.vars.retain(|(k, _)| *k != key);
-                self.vars.push((key, text));
+    /// Keeps a `SET`'s assignments for replay. Returns the user variables
+    /// whose values must be read back (see [`Assignment::capture`]), as
+    /// `(key, variable as written)`; until [`Self::captured`] gives their
+    /// values, they are kept as text.
+    pub fn record_set(&mut self, effect: SetEffect) -> Vec<(String, Vec<u8>)> {
+        let SetEffect::Session(assignments) = effect else {
+            return Vec::new();
+        };
+        let mut captures = Vec::new();
+        for Assignment { key, text, capture } in assignments {
+            self.vars.retain(|(k, _)| *k != key);
+            captures.retain(|(k, _)| *k != key);
+            if let Some(var) = capture {
+                captures.push((key.clone(), var));
+            }
+            self.vars.push((key, text));
+        }
+        captures
+    }
+
+    /// The values read back for `captures` (`SELECT` of each variable, in
+    /// order): each is replayed as `@v = <its value as a literal>`. A
+    /// variable whose value could not be read is not replayed at all:
+    /// better unset than set by running its expression a second time.
+    pub fn captured(&mut self, captures: &[(String, Vec<u8>)], read: Option<&Outcome>) {
+        let values = read.and_then(|o| Some((o.first_row_values()?, &o.columns)));
+        for (i, (key, var)) in captures.iter().enumerate() {
+            let literal = values
+                .as_ref()
+                .and_then(|(vals, types)| value_literal(*vals.get(i)?, *types.get(i)?));
+            let Some(slot) = self.vars.iter_mut().find(|(k, _)| k == key) else {
+                continue;
+            };
+            match literal {
+                Some(lit) => {
+                    let mut text = var.clone();
+                    text.extend_from_slice(b" = ");
+                    text.extend_from_slice(&lit);
+                    slot.1 = text;
+                }
+                None => {
+                    tracing::warn!(variable = %key, "its value could not be read back: it will not be replayed");
+                    self.vars.retain(|(k, _)| k != key);
+                }
             }
         }
     }
@@ -194,6 +234,57 @@ impl SessionState {
             stmt.types_needed = stmt.params > 0;
         }
         Ok(())
+    }
+}
+
+/// A value of a result column as an SQL literal of the same type:
+/// integers and decimals as they are, floating point with an exponent (so
+/// it stays a double), binary strings in hex, other strings quoted (in the
+/// connection's character set, as the value came). `None` for a value
+/// that does not look like its type.
+fn value_literal(value: Option<&[u8]>, ty: ColumnType) -> Option<Vec<u8>> {
+    const DECIMAL: u8 = 0x00;
+    const FLOAT: u8 = 0x04;
+    const DOUBLE: u8 = 0x05;
+    const NEWDECIMAL: u8 = 0xf6;
+    const BINARY: u16 = 63;
+    let Some(v) = value else {
+        return Some(b"NULL".to_vec());
+    };
+    let number =
+        |extra: &[u8]| !v.is_empty() && v.iter().all(|c| c.is_ascii_digit() || extra.contains(c));
+    match ty.kind {
+        0x01..=0x03 | 0x08 | 0x09 if number(b"-") => Some(v.to_vec()),
+        DECIMAL | NEWDECIMAL if number(b"-.") => Some(v.to_vec()),
+        FLOAT | DOUBLE if number(b"-.eE+") => {
+            let mut lit = v.to_vec();
+            if !v.iter().any(|c| matches!(c, b'e' | b'E')) {
+                lit.extend_from_slice(b"E0");
+            }
+            Some(lit)
+        }
+        0x01..=0x09 | DECIMAL | NEWDECIMAL => None,
+        _ if ty.charset == BINARY => {
+            let mut lit = b"X'".to_vec();
+            for b in v {
+                lit.extend_from_slice(format!("{b:02X}").as_bytes());
+            }
+            lit.push(b'\'');
+            Some(lit)
+        }
+        _ => {
+            let mut lit = vec![b'\''];
+            for &c in v {
+                match c {
+                    b'\'' => lit.extend_from_slice(b"''"),
+                    b'\\' => lit.extend_from_slice(b"\\\\"),
+                    0 => lit.extend_from_slice(b"\\0"),
+                    c => lit.push(c),
+                }
+            }
+            lit.push(b'\'');
+            Some(lit)
+        }
     }
 }
 
@@ -251,6 +342,51 @@ mod tests {
             types_needed: false,
         };
         assert!(s.bind_types(vec![cmd::STMT_EXECUTE, 1, 0, 0, 0]).is_none());
+    }
+
+    fn column(kind: u8, charset: u16) -> ColumnType {
+        ColumnType { charset, kind }
+    }
+
+    #[test]
+    fn values_become_literals_of_their_type() {
+        let lit = |v: Option<&[u8]>, kind, charset| {
+            value_literal(v, column(kind, charset)).map(|l| String::from_utf8(l).unwrap())
+        };
+        assert_eq!(lit(None, 0xfd, 33).as_deref(), Some("NULL"));
+        assert_eq!(lit(Some(b"-42"), 0x08, 63).as_deref(), Some("-42"));
+        assert_eq!(lit(Some(b"3.50"), 0xf6, 63).as_deref(), Some("3.50"));
+        assert_eq!(lit(Some(b"1.5"), 0x05, 63).as_deref(), Some("1.5E0"));
+        assert_eq!(lit(Some(b"1e300"), 0x05, 63).as_deref(), Some("1e300"));
+        assert_eq!(
+            lit(Some(b"it's \\"), 0xfd, 33).as_deref(),
+            Some("'it''s \\\\'")
+        );
+        assert_eq!(lit(Some(b"\x00\xff"), 0xfc, 63).as_deref(), Some("X'00FF'"));
+        assert_eq!(lit(Some(b"1; DROP"), 0x08, 63), None, "not an integer");
+    }
+
+    #[test]
+    fn captured_values_replace_expressions() {
+        let mut st = SessionState::default();
+        let caps = st.record_set(crate::sql::parse_set(b"SET @id = LAST_INSERT_ID(), @k = 1"));
+        assert_eq!(caps, [("@id".to_string(), b"@id".to_vec())]);
+        let read = Outcome {
+            first_row: Some(b"\x0212".to_vec()),
+            columns: vec![column(0x08, 63)],
+            ..Default::default()
+        };
+        st.captured(&caps, Some(&read));
+        let vars: Vec<_> = st
+            .vars
+            .iter()
+            .map(|(k, t)| (k.as_str(), String::from_utf8_lossy(t).into_owned()))
+            .collect();
+        assert_eq!(vars, [("@id", "@id = 12".into()), ("@k", "@k = 1".into())]);
+        // Not read back: not replayed at all.
+        let caps = st.record_set(crate::sql::parse_set(b"SET @id = NEXTVAL(s)"));
+        st.captured(&caps, None);
+        assert!(st.vars.iter().all(|(k, _)| k != "@id"));
     }
 
     #[test]
