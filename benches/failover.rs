@@ -116,14 +116,15 @@ impl Cluster {
             .iter()
             .map(|(n, id)| MariaDb::start_with(n, *id, &opts))
             .collect();
-        servers[1].replicate_from(&servers[0]);
-        servers[2].replicate_from(&servers[0]);
+        // Everyone but a server's own agent reaches it through a relay, so
+        // that a cut isolates it from proxies, keeper and replicas alike
+        // (and the replicas replicate from the address the keeper knows).
+        let relays: Vec<Relay> = servers.iter().map(|s| Relay::start(&s.addr())).collect();
+        servers[1].replicate_through(&servers[0], &relays[0]);
+        servers[2].replicate_through(&servers[0], &relays[0]);
         servers[0].sql("CREATE TABLE app.acks (id BIGINT PRIMARY KEY, writer INT)");
         servers[1].catch_up(&servers[0]);
         servers[2].catch_up(&servers[0]);
-        // Everyone but a server's own agent reaches it through a relay, so
-        // that a cut isolates it from proxies, keeper and replicas alike.
-        let relays: Vec<Relay> = servers.iter().map(|s| Relay::start(&s.addr())).collect();
         let dhs = vec![dh(
             "dh1",
             "app",

@@ -262,12 +262,21 @@ impl MariaDb {
     /// caught up. Both ran the same setup statements, so replication starts
     /// at the source's current position, on a replica with a clean binlog.
     pub fn replicate_from(&self, source: &MariaDb) {
+        self.replicate_at(source, source.port);
+    }
+
+    /// [`Self::replicate_from`], reaching the source through `relay` (so
+    /// that cutting the relay cuts replication too).
+    pub fn replicate_through(&self, source: &MariaDb, relay: &relay::Relay) {
+        self.replicate_at(source, relay.port);
+    }
+
+    fn replicate_at(&self, source: &MariaDb, port: u16) {
         let pos = source.sql("SELECT @@gtid_binlog_pos");
         self.sql(&format!(
             "RESET MASTER; SET GLOBAL gtid_slave_pos = '{pos}';
-             CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={}, MASTER_USER='repl',
-             MASTER_PASSWORD='repl', MASTER_USE_GTID=slave_pos; START SLAVE;",
-            source.port
+             CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={port}, MASTER_USER='repl',
+             MASTER_PASSWORD='repl', MASTER_USE_GTID=slave_pos; START SLAVE;"
         ));
         self.catch_up(source);
     }

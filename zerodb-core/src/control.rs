@@ -184,7 +184,10 @@ pub struct ReplicaStatus {
     pub executed: Option<BinlogPos>,
     /// MariaDB `Gtid_IO_Pos`: the GTIDs received.
     pub gtid_io_pos: String,
+    /// The SQL thread's error, else the I/O thread's.
     pub last_error: String,
+    /// The SQL thread's error alone (`Last_SQL_Error`).
+    pub sql_error: String,
 }
 
 impl ReplicaStatus {

@@ -28,7 +28,14 @@ pub enum RequestKind {
     /// A proxy cannot reach the source.
     Failover { requester: String },
     /// An operator's planned switchover, to a named target or the best one.
-    Switchover { target: Option<String> },
+    Switchover {
+        target: Option<String>,
+        /// Promote the named target even if it is not a true standby
+        /// of the source, or not caught up with it (its missing
+        /// transactions are lost).
+        #[serde(default)]
+        force: bool,
+    },
 }
 
 /// A registered proxy as the keeper sees it.
@@ -65,6 +72,10 @@ pub struct Input<'a> {
     pub request: &'a Request,
     /// The dataHost's active datasource now.
     pub active: &'a str,
+    /// The addresses (host:port) the active datasource is known by: its
+    /// configured one, and any other a standby's replication names that
+    /// resolves to the same server.
+    pub source_addrs: &'a [String],
     /// The other datasources, in configured preference order.
     pub standbys: &'a [String],
     pub maintenance: bool,
@@ -122,8 +133,16 @@ pub enum Rejection {
         approvals: usize,
         voters: usize,
     },
-    /// No standby to switch to.
-    NoStandby,
+    /// No true standby to switch to: why each datasource is not one.
+    NoStandby {
+        standbys: BTreeMap<String, String>,
+    },
+    /// The named target is not a true standby of the source, and the
+    /// switchover was not forced.
+    NotAStandby {
+        target: String,
+        why: String,
+    },
     /// The named target is not a standby of this dataHost.
     UnknownTarget {
         target: String,
@@ -164,7 +183,8 @@ impl Rejection {
             Rejection::Cooldown { .. } => "Cooldown",
             Rejection::LostProxy { .. } => "LostProxy",
             Rejection::VoteFailed { .. } => "VoteFailed",
-            Rejection::NoStandby => "NoStandby",
+            Rejection::NoStandby { .. } => "NoStandby",
+            Rejection::NotAStandby { .. } => "NotAStandby",
             Rejection::UnknownTarget { .. } => "UnknownTarget",
             Rejection::TargetAgentDown { .. } => "TargetAgentDown",
             Rejection::TargetDown { .. } => "TargetDown",
@@ -235,22 +255,27 @@ pub fn decide(input: &Input<'_>) -> Step {
         }
     }
     // 4. Target.
-    let named = match &req.kind {
-        RequestKind::Switchover { target: Some(t) } => {
+    let (named, force) = match &req.kind {
+        RequestKind::Switchover {
+            target: Some(t),
+            force,
+        } => {
             if !input.standbys.contains(t) {
                 return reject(Rejection::UnknownTarget { target: t.clone() });
             }
-            Some(t.as_str())
+            (Some(t.as_str()), *force)
         }
-        _ => None,
+        _ => (None, false),
     };
     if input.standbys.is_empty() {
-        return reject(Rejection::NoStandby);
+        return reject(Rejection::NoStandby {
+            standbys: BTreeMap::new(),
+        });
     }
     let Some(reports) = input.reports else {
         return Step::Need(Need::Reports);
     };
-    let target = match choose_target(input.standbys, named, reports) {
+    let target = match choose_target(input, named, force, reports) {
         Ok(t) => t,
         Err(r) => return reject(r),
     };
@@ -268,8 +293,8 @@ pub fn decide(input: &Input<'_>) -> Step {
             safe_load: policy.safe_load,
         });
     }
-    // 6. Binlog.
-    if policy.need_binlog_check {
+    // 6. Binlog (an operator who forces a target takes what it lacks).
+    if policy.need_binlog_check && !force {
         if let Err(r) = binlog_check(policy, target, report, reports.source.as_ref(), &req.source) {
             return reject(r);
         }
@@ -279,11 +304,49 @@ pub fn decide(input: &Input<'_>) -> Step {
     })
 }
 
-/// The standby with the most advanced received position (the configured
-/// order only breaks ties), or the named one.
+/// Why a datasource is not a true standby of the source whose addresses
+/// are `source_addrs` (SPEC §7), or `None` when it is one: its server
+/// answers, it replicates from that source with its SQL thread running
+/// without error, it is not fenced and holds no errant transaction. Its
+/// I/O thread need not run: it is reconnecting to a dead source.
+pub fn not_a_standby(report: Option<&AgentReport>, source_addrs: &[String]) -> Option<String> {
+    let Some(r) = report else {
+        return Some("its agent did not answer".into());
+    };
+    if !r.alive {
+        return Some("its server does not answer".into());
+    }
+    if r.fenced {
+        return Some("it is fenced (a former source that has not rejoined)".into());
+    }
+    if let Some(errant) = &r.errant {
+        return Some(errant.clone());
+    }
+    let Some(replica) = &r.replica else {
+        return Some("it replicates from nobody".into());
+    };
+    if !source_addrs.contains(&replica.source) {
+        return Some(format!(
+            "it replicates from {}, not from the source ({})",
+            replica.source,
+            source_addrs.join(", ")
+        ));
+    }
+    if !replica.sql_running || !replica.sql_error.is_empty() {
+        return Some(format!(
+            "its replication SQL thread is stopped: {}",
+            replica.sql_error
+        ));
+    }
+    None
+}
+
+/// The true standby with the most advanced received position (the
+/// configured order only breaks ties), or the named one.
 fn choose_target<'s>(
-    standbys: &'s [String],
+    input: &Input<'s>,
     named: Option<&'s str>,
+    force: bool,
     reports: &Reports,
 ) -> Result<&'s str, Rejection> {
     let report = |name: &str| reports.standbys.get(name).and_then(|r| r.as_ref());
@@ -291,12 +354,23 @@ fn choose_target<'s>(
         return match report(t) {
             None => Err(Rejection::TargetAgentDown { target: t.into() }),
             Some(r) if !r.alive => Err(Rejection::TargetDown { target: t.into() }),
-            Some(_) => Ok(t),
+            r => match not_a_standby(r, input.source_addrs).filter(|_| !force) {
+                Some(why) => Err(Rejection::NotAStandby {
+                    target: t.into(),
+                    why,
+                }),
+                None => Ok(t),
+            },
         };
     }
+    let mut excluded = BTreeMap::new();
     let mut best: Option<(&str, &AgentReport)> = None;
-    for name in standbys {
-        let Some(r) = report(name).filter(|r| r.alive) else {
+    for name in input.standbys {
+        if let Some(why) = not_a_standby(report(name), input.source_addrs) {
+            excluded.insert(name.clone(), why);
+            continue;
+        }
+        let Some(r) = report(name) else {
             continue;
         };
         // Most received first (no acknowledged transaction left behind),
@@ -331,19 +405,10 @@ fn choose_target<'s>(
             best = Some((name, r));
         }
     }
-    if let Some((name, _)) = best {
-        return Ok(name);
+    match best {
+        Some((name, _)) => Ok(name),
+        None => Err(Rejection::NoStandby { standbys: excluded }),
     }
-    // Nobody alive: say why, naming the first standby.
-    let first = &standbys[0];
-    Err(match report(first) {
-        None => Rejection::TargetAgentDown {
-            target: first.clone(),
-        },
-        Some(_) => Rejection::TargetDown {
-            target: first.clone(),
-        },
-    })
 }
 
 fn binlog_check(
@@ -475,6 +540,7 @@ mod tests {
         policy: Policy,
         request: Request,
         active: &'static str,
+        source_addrs: Vec<String>,
         standbys: Vec<String>,
         maintenance: bool,
         cooldown: Option<u64>,
@@ -489,6 +555,7 @@ mod tests {
                 policy: Policy::default(),
                 request: failover(),
                 active: "mysql_1",
+                source_addrs: vec!["127.0.0.1:1".into()],
                 standbys: vec!["mysql_11".into()],
                 maintenance: false,
                 cooldown: None,
@@ -506,6 +573,7 @@ mod tests {
                 policy: &self.policy,
                 request: &self.request,
                 active: self.active,
+                source_addrs: &self.source_addrs,
                 standbys: &self.standbys,
                 maintenance: self.maintenance,
                 cooldown_left_ms: self.cooldown,
@@ -570,7 +638,10 @@ mod tests {
             }
         );
         // Also for an operator's switchover: a lost proxy may write to the source.
-        c.request.kind = RequestKind::Switchover { target: None };
+        c.request.kind = RequestKind::Switchover {
+            target: None,
+            force: false,
+        };
         assert!(matches!(c.rejection(), Rejection::LostProxy { .. }));
     }
 
@@ -663,21 +734,32 @@ mod tests {
         assert_eq!(c.approved(), "mysql_11");
         c.cooldown = Some(1500);
         c.maintenance = true;
-        c.request.kind = RequestKind::Switchover { target: None };
+        c.request.kind = RequestKind::Switchover {
+            target: None,
+            force: false,
+        };
         c.votes = None; // an operator's switchover needs no vote
         assert_eq!(c.approved(), "mysql_11");
     }
 
-    /// Agent CASE 2: the target's agent is dead.
+    fn no_standby(why: &[(&str, &str)]) -> Rejection {
+        Rejection::NoStandby {
+            standbys: why
+                .iter()
+                .map(|(n, w)| (n.to_string(), w.to_string()))
+                .collect(),
+        }
+    }
+
+    /// Agent CASE 2: the target's agent is dead (SPEC §7: no standby left,
+    /// and why).
     #[test]
     fn agent_case_2_target_agent_down() {
         let mut c = Case::new();
         c.reports = Some(reports(Some(source_report(1000)), &[("mysql_11", None)]));
         assert_eq!(
             c.rejection(),
-            Rejection::TargetAgentDown {
-                target: "mysql_11".into()
-            }
+            no_standby(&[("mysql_11", "its agent did not answer")])
         );
         let mut dead = replica("mysql_11", 1000, 1000, 0.1);
         dead.alive = false;
@@ -687,10 +769,139 @@ mod tests {
         ));
         assert_eq!(
             c.rejection(),
+            no_standby(&[("mysql_11", "its server does not answer")])
+        );
+        // Named by an operator: the target's own reason.
+        c.request.kind = RequestKind::Switchover {
+            target: Some("mysql_11".into()),
+            force: true,
+        };
+        assert_eq!(
+            c.rejection(),
             Rejection::TargetDown {
                 target: "mysql_11".into()
             }
         );
+    }
+
+    /// SPEC §7 rule 1: only a true standby of the failing source is
+    /// promoted automatically; each row makes mysql_12 something else
+    /// while mysql_11 stays a true standby but less advanced.
+    #[test]
+    fn only_a_true_standby_is_promoted() {
+        type Change = fn(&mut AgentReport);
+        let table: [(&str, Change, &str); 7] = [
+            ("a true standby", |_| {}, ""),
+            (
+                "IO thread reconnecting",
+                |r| {
+                    if let Some(s) = r.replica.as_mut() {
+                        s.io_running = false;
+                        s.last_error = "error reconnecting to master".into();
+                    }
+                },
+                "",
+            ),
+            (
+                "no replication",
+                |r| r.replica = None,
+                "it replicates from nobody",
+            ),
+            (
+                "another source",
+                |r| {
+                    if let Some(s) = r.replica.as_mut() {
+                        s.source = "10.0.0.9:3306".into();
+                    }
+                },
+                "it replicates from 10.0.0.9:3306, not from the source (127.0.0.1:1)",
+            ),
+            (
+                "SQL thread stopped",
+                |r| {
+                    if let Some(s) = r.replica.as_mut() {
+                        s.sql_running = false;
+                        s.sql_error = "Duplicate entry".into();
+                    }
+                },
+                "its replication SQL thread is stopped: Duplicate entry",
+            ),
+            (
+                "fenced",
+                |r| r.fenced = true,
+                "it is fenced (a former source that has not rejoined)",
+            ),
+            (
+                "errant",
+                |r| r.errant = Some("holds 0-1-9".into()),
+                "holds 0-1-9",
+            ),
+        ];
+        for (what, change, why) in table {
+            let mut c = Case::new();
+            c.standbys = vec!["mysql_11".into(), "mysql_12".into()];
+            let mut ahead = replica("mysql_12", 2000, 2000, 0.1);
+            change(&mut ahead);
+            c.reports = Some(reports(
+                Some(source_report(2000)),
+                &[
+                    ("mysql_11", Some(replica("mysql_11", 1000, 1000, 0.1))),
+                    ("mysql_12", Some(ahead.clone())),
+                ],
+            ));
+            if why.is_empty() {
+                assert_eq!(c.approved(), "mysql_12", "{what}");
+                continue;
+            }
+            assert_eq!(c.approved(), "mysql_11", "{what}: passed over");
+            // Alone, it is refused, with the reason.
+            c.standbys = vec!["mysql_12".into()];
+            c.reports = Some(reports(
+                Some(source_report(2000)),
+                &[("mysql_12", Some(ahead))],
+            ));
+            assert_eq!(c.rejection(), no_standby(&[("mysql_12", why)]), "{what}");
+            // An operator may name it only with `force`.
+            c.request.kind = RequestKind::Switchover {
+                target: Some("mysql_12".into()),
+                force: false,
+            };
+            assert_eq!(
+                c.rejection(),
+                Rejection::NotAStandby {
+                    target: "mysql_12".into(),
+                    why: why.into()
+                },
+                "{what}"
+            );
+            c.request.kind = RequestKind::Switchover {
+                target: Some("mysql_12".into()),
+                force: true,
+            };
+            assert_eq!(c.approved(), "mysql_12", "{what}: forced");
+        }
+    }
+
+    /// The double failover of the safety issue: the old source came back
+    /// fenced with errant writes and does not replicate; when the new
+    /// source dies it must not be promoted.
+    #[test]
+    fn a_fenced_former_source_is_never_promoted() {
+        let mut c = Case::new();
+        c.request.source = "mysql_11".into();
+        c.active = "mysql_11";
+        c.standbys = vec!["mysql_1".into()];
+        let old = AgentReport {
+            datasource: "mysql_1".into(),
+            alive: true,
+            read_only: Some(true),
+            load: Some(0.1),
+            fenced: true,
+            errant: Some("holds transactions 0-1-900 that mysql_11 lacks".into()),
+            ..Default::default()
+        };
+        c.reports = Some(reports(None, &[("mysql_1", Some(old))]));
+        assert!(matches!(c.rejection(), Rejection::NoStandby { .. }));
     }
 
     #[test]
@@ -737,6 +948,7 @@ mod tests {
         let mut c = Case::new();
         c.request.kind = RequestKind::Switchover {
             target: Some("mysql_99".into()),
+            force: false,
         };
         assert_eq!(
             c.rejection(),
@@ -746,13 +958,14 @@ mod tests {
         );
         c.request.kind = RequestKind::Switchover {
             target: Some("mysql_11".into()),
+            force: false,
         };
         assert_eq!(c.approved(), "mysql_11");
         c.standbys.clear();
         c.request.kind = RequestKind::Failover {
             requester: "p1".into(),
         };
-        assert_eq!(c.rejection(), Rejection::NoStandby);
+        assert_eq!(c.rejection(), no_standby(&[]));
     }
 
     /// `safe_load`: one below passes; at and above are refused.
@@ -837,10 +1050,10 @@ mod tests {
         assert_eq!(c.approved(), "mysql_11", "still applying: fine");
         if let Some(s) = r.replica.as_mut() {
             s.sql_running = false;
-            s.last_error = "Duplicate entry".into();
+            s.sql_error = "Duplicate entry".into();
         }
         c.reports = Some(reports(None, &[("mysql_11", Some(r))]));
-        assert!(matches!(c.rejection(), Rejection::BinlogDelay { .. }));
+        assert!(matches!(c.rejection(), Rejection::NoStandby { .. }));
     }
 
     #[test]

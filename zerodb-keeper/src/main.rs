@@ -42,6 +42,10 @@ enum Cmd {
         /// The standby to promote (default: the most advanced one).
         #[arg(long)]
         target: Option<String>,
+        /// Promote the target even if it is not a caught-up standby of the
+        /// source (what it lacks is lost).
+        #[arg(long, requires = "target")]
+        force: bool,
     },
 }
 
@@ -53,9 +57,10 @@ fn main() -> anyhow::Result<()> {
         token,
         datahost,
         target,
+        force,
     }) = args.command
     {
-        return switchover(&admin, &token, &datahost, target);
+        return switchover(&admin, &token, &datahost, target, force);
     }
     let path = args.config.context("--config is needed")?;
     let config =
@@ -110,8 +115,9 @@ fn switchover(
     token: &str,
     datahost: &str,
     target: Option<String>,
+    force: bool,
 ) -> anyhow::Result<()> {
-    let body = serde_json::json!({ "datahost": datahost, "target": target });
+    let body = serde_json::json!({ "datahost": datahost, "target": target, "force": force });
     let answer: serde_json::Value = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?

@@ -245,12 +245,16 @@ fn agent_cases_refuse_until_the_binlog_end_can_be_read_from_disk() {
     m1.sql("INSERT INTO app.acks VALUES (1, 0)");
     m11.catch_up(&m1);
 
-    // Agent CASE 2: the target's agent is dead.
+    // Agent CASE 2: the target's agent is dead, so no standby is known
+    // to be one (SPEC §7).
     a11.kill();
     m1.kill();
-    wait_for("TargetAgentDown", LONG, || {
-        count(&keeper, "TargetAgentDown") >= 1
-    });
+    wait_for("NoStandby", LONG, || count(&keeper, "NoStandby") >= 1);
+    let d = keeper.decisions().pop().expect("decision");
+    assert_eq!(
+        d["decision"]["rejection"]["standbys"]["mysql_11"], "its agent did not answer",
+        "{d}"
+    );
     assert_eq!(active_of(&p1, "dh1"), "mysql_1");
 
     // Agent CASE 1: the source machine is off (server and agent dead).

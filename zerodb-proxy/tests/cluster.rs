@@ -535,3 +535,111 @@ fn threads_running_load_counts_client_statements_only() {
         load(&a11) == Some(0.0)
     });
 }
+
+/// SPEC §7, only a true standby is promoted: a double failover. The source
+/// is SIGSTOPped under write load with a write in flight; the proxies
+/// switch to the standby; the old source resumes, commits that write (an
+/// errant transaction the new source lacks) and stays fenced, not
+/// replicating. Then the new source is SIGKILLed: the keeper must refuse
+/// (`NoStandby`, naming why) rather than promote the stale old source,
+/// and once the new source is back every acknowledged write is on it.
+#[test]
+fn double_failover_never_promotes_a_fenced_stale_source() {
+    let bins = bins();
+    // Semi-sync, so that every write a client was told OK for is on the
+    // standby (asynchronous replication could lose the last ones to the
+    // pause itself, whatever the keeper does).
+    let (m1, mut m11) = pair(
+        &[
+            "--rpl-semi-sync-master-enabled=ON",
+            "--rpl-semi-sync-master-wait-point=AFTER_SYNC",
+            "--rpl-semi-sync-master-timeout=5000",
+        ],
+        &["--rpl-semi-sync-slave-enabled=ON"],
+    );
+    let (a1p, a11p) = (agent_port(), agent_port());
+    let dhs = one_dh(&m1, &m11);
+    let keeper = start_keeper(&bins, &dhs, &[("mysql_1", a1p), ("mysql_11", a11p)], "");
+    let a1 = start_agent(&bins, &m1, a1p, keeper.port);
+    let _a11 = start_agent(&bins, &m11, a11p, keeper.port);
+    let p1 = start_member(&bins, "p1", keeper.port, &dhs, "");
+    let p2 = start_member(&bins, "p2", keeper.port, &dhs, "");
+    wait_registered(&keeper, 2);
+
+    let w1 = spawn_writer(p1.port, 16, 1);
+    let w2 = spawn_writer(p2.port, 16, 2);
+    std::thread::sleep(Duration::from_secs(2));
+    // A write the server has read when it is paused: it commits there on
+    // resume, before the agent can fence (its SLEEP is long over by then).
+    let in_flight = app_query_in_background(p1.port, "INSERT INTO acks SELECT 900000, SLEEP(1)");
+    std::thread::sleep(Duration::from_millis(300));
+    m1.signal(SIGSTOP);
+    wait_for("both proxies on mysql_11", Duration::from_secs(20), || {
+        active_of(&p1, "dh1") == "mysql_11" && active_of(&p2, "dh1") == "mysql_11"
+    });
+    let switched = Instant::now();
+    std::thread::sleep(Duration::from_millis(1500));
+    m1.signal(SIGCONT);
+    wait_for(
+        "the old source's agent reports errant transactions",
+        Duration::from_secs(15),
+        || a1.json("/status")["errant"].is_string(),
+    );
+    assert_eq!(
+        m1.sql("SELECT @@read_only"),
+        "1",
+        "the old source is fenced"
+    );
+
+    // Past the cooldown, the new source dies.
+    std::thread::sleep(Duration::from_secs(3).saturating_sub(switched.elapsed()));
+    m11.kill();
+    wait_for(
+        "the keeper refuses NoStandby",
+        Duration::from_secs(15),
+        || keeper.reasons().iter().any(|r| r == "NoStandby"),
+    );
+    let refusal = keeper
+        .decisions()
+        .into_iter()
+        .find(|d| d["decision"]["rejection"]["reason"] == "NoStandby")
+        .expect("a NoStandby decision");
+    let why = refusal["decision"]["rejection"]["standbys"]["mysql_1"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        why.contains("fenced") || why.contains("lacks") || why.contains("nobody"),
+        "the refusal names why mysql_1 is no standby: {refusal}"
+    );
+    let approvals = keeper.reasons().iter().filter(|r| *r == "approve").count();
+    assert_eq!(
+        approvals,
+        1,
+        "only the first switch: {:?}",
+        keeper.reasons()
+    );
+    assert_eq!(active_of(&p1, "dh1"), "mysql_11");
+    assert_eq!(m1.sql("SELECT @@read_only"), "1", "still fenced");
+
+    // The new source comes back; the proxies serve it again.
+    m11.restart();
+    let (r1, r2) = (w1.join().expect("writer 1"), w2.join().expect("writer 2"));
+    let _ = in_flight.join();
+    eprintln!("writer errors: {} / {}", r1.errors, r2.errors);
+    let on_new = ids_on(&m11);
+    let acked: Vec<u64> = r1.acked.iter().chain(&r2.acked).copied().collect();
+    let missing: Vec<&u64> = acked.iter().filter(|id| !on_new.contains(id)).collect();
+    assert!(!acked.is_empty());
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged writes missing on the source: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    let only_old: Vec<u64> = ids_on(&m1).difference(&on_new).copied().collect();
+    assert!(
+        only_old.contains(&900000) && only_old.len() <= 3,
+        "the old source holds the in-flight writes only: {only_old:?}"
+    );
+}

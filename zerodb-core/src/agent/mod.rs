@@ -153,7 +153,11 @@ impl AgentCore {
             .as_ref()
             .is_some_and(|r| r.source == hint.source)
         {
-            self.state().errant = None;
+            // A standby of the active datasource: whatever fenced it
+            // before, it is read-only and follows now.
+            let mut s = self.state();
+            s.errant = None;
+            s.fenced = false;
             return;
         }
         let Some(theirs) = &hint.source_gtid_binlog_state else {
@@ -179,7 +183,9 @@ impl AgentCore {
             .await
         {
             Ok(()) => {
-                self.state().errant = None;
+                let mut s = self.state();
+                s.errant = None;
+                s.fenced = false;
                 tracing::warn!(datasource = %name, source = %hint.source_name, "rejoined as a standby");
             }
             Err(e) => tracing::error!(datasource = %name, error = %e, "cannot rejoin as a standby"),

@@ -437,8 +437,9 @@ fn replica_status(s: &Row) -> ReplicaStatus {
         last_error: if sql_error.is_empty() {
             col(s, "Last_IO_Error").unwrap_or_default()
         } else {
-            sql_error
+            sql_error.clone()
         },
+        sql_error,
     }
 }
 

@@ -67,6 +67,8 @@ async fn decisions(State(k): State<Arc<Keeper>>) -> Json<Vec<super::DecisionReco
 struct SwitchoverBody {
     datahost: String,
     target: Option<String>,
+    #[serde(default)]
+    force: bool,
 }
 
 async fn switchover(State(k): State<Arc<Keeper>>, Json(b): Json<SwitchoverBody>) -> Response {
@@ -81,7 +83,10 @@ async fn switchover(State(k): State<Arc<Keeper>>, Json(b): Json<SwitchoverBody>)
         .request_switch(Request {
             datahost: b.datahost,
             source: active,
-            kind: RequestKind::Switchover { target: b.target },
+            kind: RequestKind::Switchover {
+                target: b.target,
+                force: b.force,
+            },
         })
         .await;
     let status = match answer {

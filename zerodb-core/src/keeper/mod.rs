@@ -567,11 +567,13 @@ impl Keeper {
         let mut phases = BTreeMap::new();
         let mut votes = None;
         let mut reports = None;
+        let mut source_addrs: Vec<String> = self.addr_of(&active).into_iter().collect();
         let decision = loop {
             let step = decide(&Input {
                 policy: &self.cfg.policy,
                 request: &request,
                 active: &active,
+                source_addrs: &source_addrs,
                 standbys: &standbys,
                 maintenance,
                 cooldown_left_ms: cooldown_left,
@@ -588,12 +590,15 @@ impl Keeper {
                         self.gather_votes(&request.datahost, &request.source),
                         self.gather_reports(&request.source, &standbys)
                     );
+                    source_addrs = same_server(&source_addrs, &r).await;
                     votes = Some(v);
                     reports = Some(r);
                     phase(&mut phases, "votes_and_reports", t);
                 }
                 Step::Need(Need::Reports) => {
-                    reports = Some(self.gather_reports(&request.source, &standbys).await);
+                    let r = self.gather_reports(&request.source, &standbys).await;
+                    source_addrs = same_server(&source_addrs, &r).await;
+                    reports = Some(r);
                     phase(&mut phases, "reports", t);
                 }
                 Step::Done(d) => break d,
@@ -747,10 +752,17 @@ impl Keeper {
                     )
                     .await
                     .map_err(|e| format!("{target} did not catch up: {e}"));
-                if let Err(e) = caught_up {
-                    self.undo_fence(source, epoch).await;
-                    self.release(&request.datahost);
-                    return Err(e);
+                let forced = matches!(request.kind, RequestKind::Switchover { force: true, .. });
+                match caught_up {
+                    Err(e) if forced => {
+                        tracing::warn!(error = %e, "forced switchover: promoting without catching up");
+                    }
+                    Err(e) => {
+                        self.undo_fence(source, epoch).await;
+                        self.release(&request.datahost);
+                        return Err(e);
+                    }
+                    Ok(()) => {}
                 }
             }
             phase(phases, "fence_and_catch_up", started);
@@ -940,6 +952,42 @@ impl Keeper {
             "uptime_s": self.started.elapsed().as_secs(),
         })
     }
+}
+
+/// `addrs` (the source's configured address) and every address a
+/// standby replicates from that names the same server by another name
+/// (`localhost` for `127.0.0.1`, a host name for its IP): both resolve to
+/// a common socket address. Only names that differ are looked up.
+async fn same_server(addrs: &[String], reports: &Reports) -> Vec<String> {
+    let resolve = |a: String| async move {
+        let found = tokio::time::timeout(Duration::from_millis(500), tokio::net::lookup_host(a));
+        match found.await {
+            Ok(Ok(it)) => it.collect::<Vec<_>>(),
+            _ => Vec::new(),
+        }
+    };
+    let mut out = addrs.to_vec();
+    let Some(configured) = addrs.first() else {
+        return out;
+    };
+    let others: BTreeSet<&String> = reports
+        .standbys
+        .values()
+        .flatten()
+        .filter_map(|r| r.replica.as_ref().map(|s| &s.source))
+        .filter(|s| !addrs.contains(s))
+        .collect();
+    if others.is_empty() {
+        return out;
+    }
+    let mine = resolve(configured.clone()).await;
+    for other in others {
+        let theirs = resolve(other.clone()).await;
+        if theirs.iter().any(|a| mine.contains(a)) {
+            out.push(other.clone());
+        }
+    }
+    out
 }
 
 fn phase(phases: &mut BTreeMap<&'static str, u64>, name: &'static str, since: Instant) {
