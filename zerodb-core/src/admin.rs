@@ -83,6 +83,7 @@ async fn health(State(s): State<AdminState>) -> Response {
         Serving::Serving => (StatusCode::OK, "serving\n").into_response(),
         Serving::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response(),
         Serving::Offline => (StatusCode::SERVICE_UNAVAILABLE, "offline\n").into_response(),
+        Serving::Starting => (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response(),
     }
 }
 

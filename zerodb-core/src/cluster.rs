@@ -9,6 +9,7 @@ use crate::config::ClusterConfig;
 use crate::control::{bearer, ClusterTopology, FromKeeper, SwitchAnswer, ToKeeper};
 use crate::governance::{Action, Mode, Outcome, Rules};
 use crate::server::Shared;
+use crate::topology::DataHost;
 use futures_util::{SinkExt, StreamExt};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -37,6 +38,9 @@ pub struct Cluster {
     back_online_running: AtomicBool,
     /// The last switch request's outcome per dataHost, for errors.
     last_outcome: Mutex<HashMap<String, String>>,
+    /// DataHosts held since start, until the keeper's topology arrives
+    /// (or, past `cluster.start_timeout`, their active is writable).
+    held_at_start: Mutex<HashSet<String>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -73,14 +77,90 @@ impl Cluster {
             in_flight: Mutex::new(HashSet::new()),
             back_online_running: AtomicBool::new(false),
             last_outcome: Mutex::new(HashMap::new()),
+            held_at_start: Mutex::new(HashSet::new()),
         });
         let _ = shared.cluster.set(c.clone());
         c
     }
 
+    /// Starts the connection to the keeper and the switch logic. Until
+    /// the keeper's topology arrives, every dataHost is held (SPEC §7:
+    /// after a failover, the config's `active` may be a fenced old source).
     pub fn spawn(self: &Arc<Self>, stop: watch::Receiver<bool>) {
+        self.hold_until_topology();
         tokio::spawn(self.clone().connection_loop(stop.clone()));
+        tokio::spawn(self.clone().start_deadline(stop.clone()));
         tokio::spawn(self.clone().watch_loop(stop));
+    }
+
+    // ----- start: no topology older than the keeper's ---------------------
+
+    fn hold_until_topology(&self) {
+        let mut held = lock(&self.held_at_start);
+        for dh in self.shared.topology.datahosts() {
+            dh.hold_until_released();
+            held.insert(dh.name.clone());
+        }
+        self.shared.set_starting(!held.is_empty());
+    }
+
+    /// Serves `datahost` again if the start holds it; once none is held,
+    /// the proxy is no longer starting.
+    fn release_start_hold(&self, datahost: &str, why: &str) {
+        let mut held = lock(&self.held_at_start);
+        if !held.remove(datahost) {
+            return;
+        }
+        if let Some(dh) = self.shared.topology.datahost(datahost) {
+            dh.hold(None);
+        }
+        tracing::info!(datahost, why, "serving");
+        if held.is_empty() {
+            self.shared.set_starting(false);
+        }
+    }
+
+    /// The keeper's topology is applied: every dataHost may be served.
+    fn topology_arrived(&self) {
+        let held: Vec<String> = lock(&self.held_at_start).iter().cloned().collect();
+        for dh in held {
+            self.release_start_hold(&dh, "the keeper's topology arrived");
+        }
+    }
+
+    /// Past `cluster.start_timeout` without the keeper's topology, serves
+    /// each dataHost whose active datasource is writable (so never a
+    /// fenced former source), checking the others again until the
+    /// topology arrives.
+    async fn start_deadline(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        tokio::select! {
+            _ = tokio::time::sleep(self.cfg.start_timeout) => {}
+            _ = stop.changed() => return,
+        }
+        let mut warned = false;
+        loop {
+            let held: Vec<String> = lock(&self.held_at_start).iter().cloned().collect();
+            if held.is_empty() {
+                return;
+            }
+            if !warned {
+                tracing::warn!(timeout = ?self.cfg.start_timeout, "no topology from the keeper: serving only dataHosts whose active datasource is writable");
+                warned = true;
+            }
+            for name in held {
+                let writable = match self.shared.topology.datahost(&name) {
+                    Some(dh) => self.active_writable(dh).await,
+                    None => true,
+                };
+                if writable {
+                    self.release_start_hold(&name, "its active datasource is writable");
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.cfg.switch_retry_interval) => {}
+                _ = stop.changed() => return,
+            }
+        }
     }
 
     pub fn mode(&self) -> Mode {
@@ -185,7 +265,10 @@ impl Cluster {
             .await
             .map_err(|_| "no answer to register".to_string())?;
         match parse(first) {
-            Some(FromKeeper::Registered { topology, .. }) => self.apply(&topology),
+            Some(FromKeeper::Registered { topology, .. }) => {
+                self.apply(&topology);
+                self.topology_arrived();
+            }
             Some(FromKeeper::Refused { reason }) => return Err(format!("refused: {reason}")),
             _ => return Err("unexpected answer to register".into()),
         }
@@ -508,29 +591,37 @@ impl Cluster {
     }
 
     async fn all_active_writable(&self) -> bool {
-        for (dh, cfg) in self
-            .shared
-            .topology
-            .datahosts()
-            .iter()
-            .zip(&self.shared.config.datahosts)
-        {
-            let ds = dh.active().datasource.clone();
-            let ops = MysqlOps::new(
-                &ds.name,
-                &ds.addr,
-                &cfg.user,
-                &cfg.password,
-                self.shared.config.health.timeout * 2,
-                LoadMeasure::Loadavg,
-                None,
-            );
-            if ops.read_only().await.unwrap_or(true) {
-                tracing::warn!(datasource = %ds.name, "active datasource is read-only (or unreadable): staying offline");
+        for dh in self.shared.topology.datahosts() {
+            if !self.active_writable(dh).await {
+                tracing::warn!(datahost = %dh.name, "active datasource is read-only (or unreadable): staying offline");
                 return false;
             }
         }
         true
+    }
+
+    /// Whether `dh`'s active datasource answers with `read_only=OFF`.
+    async fn active_writable(&self, dh: &DataHost) -> bool {
+        let Some(cfg) = self
+            .shared
+            .config
+            .datahosts
+            .iter()
+            .find(|c| c.name == dh.name)
+        else {
+            return false;
+        };
+        let ds = dh.active().datasource.clone();
+        let ops = MysqlOps::new(
+            &ds.name,
+            &ds.addr,
+            &cfg.user,
+            &cfg.password,
+            self.shared.config.health.timeout * 2,
+            LoadMeasure::Loadavg,
+            None,
+        );
+        !ops.read_only().await.unwrap_or(true)
     }
 }
 

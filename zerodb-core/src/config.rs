@@ -136,6 +136,11 @@ pub struct ClusterConfig {
     /// Time between attempts to reach a lost keeper.
     #[serde(with = "duration")]
     pub reconnect_interval: Duration,
+    /// At start, how long the proxy holds statements waiting for the
+    /// keeper's topology; after that it serves only the dataHosts whose
+    /// active datasource is writable.
+    #[serde(with = "duration")]
+    pub start_timeout: Duration,
 }
 
 impl Default for ClusterConfig {
@@ -145,6 +150,7 @@ impl Default for ClusterConfig {
             request_timeout: Duration::from_secs(5),
             switch_retry_interval: Duration::from_millis(500),
             reconnect_interval: Duration::from_millis(500),
+            start_timeout: Duration::from_secs(10),
         }
     }
 }

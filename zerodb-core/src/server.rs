@@ -264,6 +264,9 @@ pub enum Serving {
     Draining,
     /// Offline by the proxy's own rules (SPEC §4): the listener is closed.
     Offline,
+    /// Started in a cluster and not yet holding the keeper's topology
+    /// (SPEC §7): clients are taken, their statements wait.
+    Starting,
 }
 
 /// What every session shares.
@@ -282,6 +285,8 @@ pub struct Shared {
     pub health_events: broadcast::Sender<HealthEvent>,
     /// False once the proxy drains for shutdown.
     serving: AtomicBool,
+    /// True from joining a cluster until every dataHost may be served.
+    starting: AtomicBool,
     /// Whether the client listener is open (SPEC §4 offline / online).
     online: watch::Sender<bool>,
     /// This proxy's part in a cluster, once it has joined one.
@@ -302,9 +307,17 @@ impl Shared {
             Serving::Draining
         } else if !*self.online.borrow() {
             Serving::Offline
+        } else if self.starting.load(Ordering::Acquire) {
+            Serving::Starting
         } else {
             Serving::Serving
         }
+    }
+
+    /// Marks the proxy as starting (waiting for the keeper's topology) or
+    /// ready to serve every dataHost.
+    pub fn set_starting(&self, starting: bool) {
+        self.starting.store(starting, Ordering::Release);
     }
 
     /// Takes the proxy offline (closes the client listener, every client
@@ -438,6 +451,7 @@ impl Proxy {
                 backend_mariadb_caps: AtomicU32::new(0),
                 health_events: broadcast::channel(256).0,
                 serving: AtomicBool::new(true),
+                starting: AtomicBool::new(false),
                 online: watch::channel(true).0,
                 cluster: std::sync::OnceLock::new(),
             }),

@@ -95,6 +95,13 @@ impl DataHost {
         self.swaps.send_modify(|n| *n += 1);
     }
 
+    /// Holds new statements until [`DataHost::hold`]`(None)` releases them.
+    pub fn hold_until_released(&self) {
+        // A year stands for "until released": an `Instant` this far ahead
+        // cannot overflow.
+        self.hold(Some(std::time::Duration::from_secs(365 * 24 * 3600)));
+    }
+
     fn set_held_until(&self, until: Option<std::time::Instant>) {
         let mut held = self.held_until.lock().unwrap_or_else(|e| e.into_inner());
         *held = until;

@@ -643,3 +643,96 @@ fn double_failover_never_promotes_a_fenced_stale_source() {
         "the old source holds the in-flight writes only: {only_old:?}"
     );
 }
+
+/// SPEC §7, start is like coming back online: a proxy restarted after a
+/// failover starts from its config, whose `active` is the old source, now
+/// fenced (and writable to the backend user, who holds READ_ONLY ADMIN).
+/// With the keeper paused it must hold statements and answer 503 rather
+/// than serve the config's topology; past `cluster.start_timeout` the old
+/// source is still read-only, so it keeps holding; once the keeper
+/// answers it serves the new source. A writer on another proxy runs
+/// throughout; no write reaches the old source.
+#[test]
+fn a_restarted_proxy_never_serves_the_config_topology() {
+    let bins = bins();
+    let (mut m1, m11) = pair(&[], &[]);
+    let (a1p, a11p) = (agent_port(), agent_port());
+    let dhs = one_dh(&m1, &m11);
+    let keeper = start_keeper(&bins, &dhs, &[("mysql_1", a1p), ("mysql_11", a11p)], "");
+    let _a1 = start_agent(&bins, &m1, a1p, keeper.port);
+    let _a11 = start_agent(&bins, &m11, a11p, keeper.port);
+    let timings = "health: {interval: 150ms, timeout: 500ms, fall: 3, rise: 2}\n\
+        cluster: {heartbeat_interval: 200ms, switch_retry_interval: 300ms, request_timeout: 2s, \
+        reconnect_interval: 300ms, start_timeout: 2s}\nbuffer: {window: 4s}\n";
+    let y = proxy_yaml_with(
+        "p1",
+        &format!("127.0.0.1:{}", keeper.port),
+        &dhs,
+        timings,
+        "",
+    );
+    let mut p1 = Proxy::start(&bins.proxy, &y);
+    let p2 = start_member(&bins, "p2", keeper.port, &dhs, "");
+    wait_registered(&keeper, 2);
+    let writer = spawn_writer(p2.port, 14, 2);
+
+    m1.kill();
+    wait_for("both proxies on mysql_11", Duration::from_secs(20), || {
+        active_of(&p1, "dh1") == "mysql_11" && active_of(&p2, "dh1") == "mysql_11"
+    });
+    m1.restart();
+    wait_for("the old source fenced", Duration::from_secs(20), || {
+        m1.try_sql("SELECT @@read_only").as_deref() == Ok("1")
+    });
+    let m1_seq = own_seq(&m1, 1);
+
+    // The keeper pauses; p1 restarts from its config (active: mysql_1).
+    keeper.signal(SIGSTOP);
+    p1.kill();
+    p1.restart();
+    wait_for("p1 listening", Duration::from_secs(10), || {
+        p1.http_get("/health").is_some()
+    });
+    let starting = p1
+        .http_get("/health")
+        .map(|(c, b)| (c, b.trim().to_string()));
+    let held = p1.cli(
+        APP_USER,
+        APP_PASSWORD,
+        "app",
+        "INSERT INTO acks VALUES (77, 7)",
+    );
+    assert!(
+        !held.status.success(),
+        "a write through a proxy without the keeper's topology succeeded"
+    );
+    assert_eq!(starting, Some((503, "starting".to_string())));
+    // Past start_timeout: the config's active is read-only, still held.
+    assert_eq!(p1.http_get("/health").map(|(c, _)| c), Some(503));
+    assert_eq!(
+        own_seq(&m1, 1),
+        m1_seq,
+        "a write reached the fenced old source"
+    );
+
+    keeper.signal(SIGCONT);
+    wait_for("p1 serving", Duration::from_secs(20), || {
+        p1.http_get("/health").map(|(c, _)| c) == Some(200)
+    });
+    assert_eq!(active_of(&p1, "dh1"), "mysql_11");
+    p1.sql("INSERT INTO acks VALUES (78, 7)");
+    let report = writer.join().expect("writer");
+    assert_eq!(m11.sql("SELECT COUNT(*) FROM app.acks WHERE id = 78"), "1");
+    assert_eq!(
+        own_seq(&m1, 1),
+        m1_seq,
+        "a write reached the fenced old source"
+    );
+    let on_new = ids_on(&m11);
+    let missing: Vec<&u64> = report
+        .acked
+        .iter()
+        .filter(|id| !on_new.contains(id))
+        .collect();
+    assert!(missing.is_empty(), "acknowledged writes lost: {missing:?}");
+}
