@@ -94,6 +94,7 @@ listen: 127.0.0.1:$3
 admin: 127.0.0.1:$4
 token: $TOKEN
 keeper: 127.0.0.1:$KEEPER_PORT
+state_dir: $demo/agent-$1-state
 datasource: {name: $1, addr: "127.0.0.1:$2", user: zerodb, password: zerodb-pw}
 # Every server of the demo shares this machine: its load average says how
 # busy the machine is (a build, a browser), not this server. The keeper's

@@ -241,8 +241,9 @@ pub fn start_agent_with(
     let admin = free_port();
     let y = format!(
         "listen: 127.0.0.1:{port}\nadmin: 127.0.0.1:{admin}\ntoken: {TOKEN}\nkeeper: 127.0.0.1:{keeper_port}\n\
-         heartbeat_interval: 200ms\ntimeout: 800ms\n\
+         heartbeat_interval: 200ms\ntimeout: 800ms\nstate_dir: {}\n\
          datasource: {{name: {}, addr: \"{}\", user: {BACKEND_USER}, password: {BACKEND_PASSWORD}{datasource_extra}}}\n{extra}",
+        scratch("agent-state").display(),
         db.name,
         db.addr()
     );

@@ -55,7 +55,11 @@ async fn run(config: AgentConfig) -> anyhow::Result<()> {
         config.load_measure,
         ds.binlog_index.clone(),
     );
-    let core = Arc::new(AgentCore::new(ops, config.promote_timeout));
+    let core = Arc::new(
+        AgentCore::new(ops, config.promote_timeout)
+            .with_state_dir(&config.state_dir)
+            .with_context(|| format!("agent state in {}", config.state_dir.display()))?,
+    );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let control = process::serve_http(
         "control plane",

@@ -6,7 +6,7 @@
 
 use crate::agent::ops::{LoadMeasure, MysqlOps};
 use crate::config::ClusterConfig;
-use crate::control::{bearer, ClusterTopology, FromKeeper, SwitchAnswer, ToKeeper};
+use crate::control::{bearer, ClusterTopology, DataHostState, FromKeeper, SwitchAnswer, ToKeeper};
 use crate::governance::{Action, Mode, Outcome, Rules};
 use crate::server::Shared;
 use crate::topology::DataHost;
@@ -256,9 +256,12 @@ impl Cluster {
             .map_err(|_| "connect timed out".to_string())?
             .map_err(|e| e.to_string())?;
         let (mut sink, mut stream) = ws.split();
+        let epoch = self.shared.topology.epoch();
         let register = ToKeeper::Register {
             name: self.shared.config.name.clone(),
-            epoch: self.shared.topology.epoch(),
+            epoch,
+            // Epoch 0 is the config's: nothing a keeper should adopt.
+            topology: (epoch > 0).then(|| self.held_topology()),
         };
         send(&mut sink, &register).await?;
         let first = tokio::time::timeout(t, stream.next())
@@ -405,6 +408,23 @@ impl Cluster {
             FromKeeper::Refused { reason } => return Err(format!("refused: {reason}")),
         }
         Ok(())
+    }
+
+    /// The topology this proxy serves, as the keeper would send it.
+    fn held_topology(&self) -> ClusterTopology {
+        let topo = &self.shared.topology;
+        ClusterTopology {
+            epoch: topo.epoch(),
+            datahosts: topo
+                .datahosts()
+                .iter()
+                .map(|dh| {
+                    let active = dh.active();
+                    let names = dh.datasources.iter().map(|d| d.name.as_str());
+                    DataHostState::new(&dh.name, &active.datasource.name, names)
+                })
+                .collect(),
+        }
     }
 
     /// Applies a topology from the keeper if it is newer than the one held.

@@ -578,6 +578,8 @@ pub struct AgentConfig {
     #[serde(with = "duration")]
     pub promote_timeout: Duration,
     pub load_measure: crate::agent::ops::LoadMeasure,
+    /// Where the agent keeps the newest epoch and topology it has seen.
+    pub state_dir: PathBuf,
 }
 
 impl Default for AgentConfig {
@@ -592,11 +594,13 @@ impl Default for AgentConfig {
             timeout: Duration::from_millis(800),
             promote_timeout: Duration::from_secs(10),
             load_measure: Default::default(),
+            state_dir: PathBuf::from("zerodb-agent-state"),
         }
     }
 }
 
-const AGENT_KEYS: [&str; 9] = [
+const AGENT_KEYS: [&str; 10] = [
+    "state_dir",
     "listen",
     "admin",
     "token",

@@ -25,7 +25,45 @@ pub struct DataHostState {
     pub standbys: Vec<String>,
 }
 
+impl DataHostState {
+    /// `active` and, as standbys, the other names of `datasources`.
+    pub fn new<'a>(
+        name: &str,
+        active: &str,
+        datasources: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
+        Self {
+            name: name.to_string(),
+            active: active.to_string(),
+            standbys: datasources
+                .into_iter()
+                .filter(|n| *n != active)
+                .map(str::to_string)
+                .collect(),
+        }
+    }
+}
+
 impl ClusterTopology {
+    /// Whether this topology names only dataHosts and datasources that
+    /// `known` (dataHost → its datasources) has, each dataHost once.
+    pub fn fits(&self, known: &[(&str, Vec<&str>)]) -> Result<(), String> {
+        for (i, d) in self.datahosts.iter().enumerate() {
+            if self.datahosts[..i].iter().any(|o| o.name == d.name) {
+                return Err(format!("dataHost `{}` twice", d.name));
+            }
+            let Some((_, sources)) = known.iter().find(|(n, _)| *n == d.name) else {
+                return Err(format!("unknown dataHost `{}`", d.name));
+            };
+            for ds in std::iter::once(&d.active).chain(&d.standbys) {
+                if !sources.contains(&ds.as_str()) {
+                    return Err(format!("dataHost `{}` has no datasource `{ds}`", d.name));
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub fn datahost(&self, name: &str) -> Option<&DataHostState> {
         self.datahosts.iter().find(|d| d.name == name)
     }
@@ -43,10 +81,14 @@ impl ClusterTopology {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ToKeeper {
-    /// First message on a connection (and again after a reconnect).
+    /// First message on a connection (and again after a reconnect), with
+    /// the newest topology the proxy holds, if any (a keeper that lost its
+    /// state adopts it: SPEC §7).
     Register {
         name: String,
         epoch: u64,
+        #[serde(default)]
+        topology: Option<ClusterTopology>,
     },
     Heartbeat,
     /// The proxy cannot reach `source`, the active datasource of `datahost`.
@@ -262,6 +304,9 @@ pub struct AgentHeartbeat {
     /// The agent's control address, as the keeper should dial it.
     pub listen: String,
     pub report: AgentReport,
+    /// The newest topology the agent has seen (it persists it).
+    #[serde(default)]
+    pub topology: Option<ClusterTopology>,
 }
 
 /// Keeper → agent, in answer to a heartbeat.

@@ -79,6 +79,9 @@ pub struct Input<'a> {
     /// The other datasources, in configured preference order.
     pub standbys: &'a [String],
     pub maintenance: bool,
+    /// False after the keeper adopted a reported topology, until an
+    /// operator confirms which proxies are members (SPEC §7).
+    pub membership_confirmed: bool,
     /// Milliseconds of anti-flapping cooldown left, if any.
     pub cooldown_left_ms: Option<u64>,
     pub members: &'a [Member],
@@ -121,6 +124,10 @@ pub enum Decision {
 pub enum Rejection {
     /// The dataHost is in maintenance: no automatic switch.
     Maintenance,
+    /// The keeper adopted a topology a proxy or agent reported and does not
+    /// know every member yet: no automatic switch until an operator
+    /// confirms the membership.
+    MembershipUnconfirmed,
     /// Switched too recently (anti-flapping).
     Cooldown {
         remaining_ms: u64,
@@ -180,6 +187,7 @@ impl Rejection {
     pub fn kind(&self) -> &'static str {
         match self {
             Rejection::Maintenance => "Maintenance",
+            Rejection::MembershipUnconfirmed => "MembershipUnconfirmed",
             Rejection::Cooldown { .. } => "Cooldown",
             Rejection::LostProxy { .. } => "LostProxy",
             Rejection::VoteFailed { .. } => "VoteFailed",
@@ -215,6 +223,9 @@ pub fn decide(input: &Input<'_>) -> Step {
     if !planned {
         if input.maintenance {
             return reject(Rejection::Maintenance);
+        }
+        if !input.membership_confirmed {
+            return reject(Rejection::MembershipUnconfirmed);
         }
         if let Some(ms) = input.cooldown_left_ms.filter(|ms| *ms > 0) {
             return reject(Rejection::Cooldown { remaining_ms: ms });
@@ -543,6 +554,7 @@ mod tests {
         source_addrs: Vec<String>,
         standbys: Vec<String>,
         maintenance: bool,
+        membership_confirmed: bool,
         cooldown: Option<u64>,
         members: Vec<Member>,
         votes: Option<BTreeMap<String, Vote>>,
@@ -558,6 +570,7 @@ mod tests {
                 source_addrs: vec!["127.0.0.1:1".into()],
                 standbys: vec!["mysql_11".into()],
                 maintenance: false,
+                membership_confirmed: true,
                 cooldown: None,
                 members: members(&["p1", "p2", "p3"], &[]),
                 votes: Some(votes(&["p1", "p2", "p3"], &[])),
@@ -576,6 +589,7 @@ mod tests {
                 source_addrs: &self.source_addrs,
                 standbys: &self.standbys,
                 maintenance: self.maintenance,
+                membership_confirmed: self.membership_confirmed,
                 cooldown_left_ms: self.cooldown,
                 members: &self.members,
                 votes: self.votes.as_ref(),
@@ -720,6 +734,21 @@ mod tests {
         );
         c.policy.need_vote = false;
         assert_eq!(c.approved(), "mysql_11", "need_vote off skips the vote");
+    }
+
+    /// SPEC §7: after adopting a reported topology the keeper does not
+    /// know every member, so it makes no automatic switch; an operator's
+    /// switchover is theirs to make.
+    #[test]
+    fn unconfirmed_membership_stops_automatic_switches_only() {
+        let mut c = Case::new();
+        c.membership_confirmed = false;
+        assert_eq!(c.rejection(), Rejection::MembershipUnconfirmed);
+        c.request.kind = RequestKind::Switchover {
+            target: None,
+            force: false,
+        };
+        assert_eq!(c.approved(), "mysql_11");
     }
 
     #[test]

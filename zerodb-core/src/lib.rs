@@ -30,6 +30,7 @@ pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod decision;
+pub mod durable;
 pub mod errors;
 pub mod governance;
 pub mod health;

@@ -47,20 +47,46 @@ enum Cmd {
         #[arg(long, requires = "target")]
         force: bool,
     },
+    /// Confirm the membership after the keeper adopted a topology a proxy
+    /// or agent reported (its state was lost): the proxies registered now,
+    /// and those named, are all there are. Automatic switches resume.
+    Bootstrap {
+        /// The keeper's admin address.
+        #[arg(long, default_value = "127.0.0.1:9700")]
+        admin: String,
+        /// The cluster token.
+        #[arg(long)]
+        token: String,
+        /// A proxy that is a member even if it is not registered now.
+        #[arg(long = "proxy")]
+        proxies: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     process::init_logging();
-    if let Some(Cmd::Switchover {
-        admin,
-        token,
-        datahost,
-        target,
-        force,
-    }) = args.command
-    {
-        return switchover(&admin, &token, &datahost, target, force);
+    match args.command {
+        Some(Cmd::Switchover {
+            admin,
+            token,
+            datahost,
+            target,
+            force,
+        }) => {
+            let body =
+                serde_json::json!({ "datahost": datahost, "target": target, "force": force });
+            return admin_post(&admin, &token, "/switchover", &body);
+        }
+        Some(Cmd::Bootstrap {
+            admin,
+            token,
+            proxies,
+        }) => {
+            let body = serde_json::json!({ "proxies": proxies });
+            return admin_post(&admin, &token, "/bootstrap", &body);
+        }
+        None => {}
     }
     let path = args.config.context("--config is needed")?;
     let config =
@@ -110,24 +136,23 @@ async fn run(config: KeeperConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn switchover(
+/// POSTs `body` to a running keeper's admin API and prints the answer.
+fn admin_post(
     admin: &str,
     token: &str,
-    datahost: &str,
-    target: Option<String>,
-    force: bool,
+    path: &str,
+    body: &serde_json::Value,
 ) -> anyhow::Result<()> {
-    let body = serde_json::json!({ "datahost": datahost, "target": target, "force": force });
     let answer: serde_json::Value = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
         .block_on(zerodb_core::control::Client::new(token).post(
             admin,
-            "/switchover",
-            &body,
+            path,
+            body,
             std::time::Duration::from_secs(120),
         ))
-        .context("switchover refused or failed")?;
+        .with_context(|| format!("{path} refused or failed"))?;
     println!("{answer}");
     Ok(())
 }

@@ -404,3 +404,68 @@ fn embedded_keeper_fails_over_alone() {
     assert_eq!(ks["epoch"], 2, "{ks}");
     assert!(state.join("state.json").exists());
 }
+
+/// SPEC §7, epochs and topology never go backwards: after a failover the
+/// keeper's state is deleted and the keeper restarted. It adopts the
+/// topology the proxies and agents report (active mysql_11, not the
+/// config's mysql_1), reserves epochs above theirs, and makes no
+/// automatic switch until an operator confirms the membership; then the
+/// next failover goes through under a higher epoch that every agent takes.
+#[test]
+fn keeper_state_lost_adopts_the_newest_topology() {
+    let bins = bins();
+    let (mut m1, mut m11) = pair(&[], &[]);
+    let (a1p, a11p) = (agent_port(), agent_port());
+    let dhs = one_dh(&m1, &m11);
+    let mut keeper = start_keeper(&bins, &dhs, &[("mysql_1", a1p), ("mysql_11", a11p)], "");
+    let _a1 = start_agent(&bins, &m1, a1p, keeper.port);
+    let _a11 = start_agent(&bins, &m11, a11p, keeper.port);
+    let p1 = start_member(&bins, "p1", keeper.port, &dhs, "");
+    let p2 = start_member(&bins, "p2", keeper.port, &dhs, "");
+    wait_registered(&keeper, 2);
+    p1.sql("INSERT INTO acks VALUES (1, 1)");
+    m11.catch_up(&m1);
+
+    m1.kill();
+    wait_for("both on mysql_11", LONG, || {
+        active_of(&p1, "dh1") == "mysql_11" && active_of(&p2, "dh1") == "mysql_11"
+    });
+    let e1 = p1.status()["epoch"].as_u64().unwrap_or(0);
+    assert!(e1 >= 2, "epoch {e1}");
+    m1.restart();
+    wait_for("mysql_1 rejoined as a replica", LONG, || {
+        m1.try_sql("SHOW SLAVE STATUS")
+            .is_ok_and(|s| s.contains(&format!("\t{}\t", m11.port)))
+    });
+
+    // The keeper loses its state.
+    keeper.kill();
+    std::fs::remove_dir_all(&keeper.state_dir).expect("delete the keeper's state");
+    keeper.restart();
+    keeper.wait_healthy();
+    wait_registered(&keeper, 2);
+    let status = keeper.json("/status");
+    assert_eq!(
+        status["topology"]["datahosts"][0]["active"], "mysql_11",
+        "{status}"
+    );
+    assert!(status["epoch"].as_u64().unwrap_or(0) >= e1, "{status}");
+    assert_eq!(status["membership_confirmed"], false, "{status}");
+    assert_eq!(active_of(&p1, "dh1"), "mysql_11");
+    p2.sql("INSERT INTO acks VALUES (2, 2)");
+
+    // No automatic switch until an operator confirms the membership.
+    m11.kill();
+    wait_for("MembershipUnconfirmed", LONG, || {
+        count(&keeper, "MembershipUnconfirmed") >= 1
+    });
+    assert_eq!(active_of(&p1, "dh1"), "mysql_11");
+    let (code, body) = keeper.act("/bootstrap", "{}");
+    assert_eq!(code, 200, "{body}");
+    wait_for("both on mysql_1", LONG, || {
+        active_of(&p1, "dh1") == "mysql_1" && active_of(&p2, "dh1") == "mysql_1"
+    });
+    let e2 = p1.status()["epoch"].as_u64().unwrap_or(0);
+    assert!(e2 > e1, "epoch {e2} after {e1}");
+    assert_eq!(p1.sql("SELECT COUNT(*) FROM acks"), "2", "no write lost");
+}

@@ -9,8 +9,12 @@
 pub mod ops;
 pub mod service;
 
-use crate::control::{errant_gtids, AgentHeartbeatReply, AgentReport, Order, OrderKind};
+use crate::control::{
+    errant_gtids, AgentHeartbeatReply, AgentReport, ClusterTopology, Order, OrderKind,
+};
 use ops::{MysqlOps, OpsError};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -26,10 +30,21 @@ pub enum AgentError {
 struct State {
     /// The newest epoch seen, in an order or a topology.
     epoch: u64,
+    /// The newest topology seen.
+    topology: Option<ClusterTopology>,
     /// Fenced by an order or by a topology naming another active.
     fenced: bool,
     /// Errant transactions that stop it from rejoining.
     errant: Option<String>,
+}
+
+/// What an agent keeps across restarts (`state_dir/agent-state.json`), so
+/// that a keeper that lost its own state learns the newest epoch and
+/// topology from it (SPEC §7).
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedState {
+    pub epoch: u64,
+    pub topology: Option<ClusterTopology>,
 }
 
 /// One datasource's agent.
@@ -39,6 +54,9 @@ pub struct AgentCore {
     /// How long a promotion may wait for the relay log to be applied.
     pub promote_timeout: Duration,
     state: Mutex<State>,
+    /// Where [`SavedState`] is kept (`None`: nowhere, for the keeper's
+    /// in-process agents).
+    saved: Option<PathBuf>,
 }
 
 impl AgentCore {
@@ -47,6 +65,59 @@ impl AgentCore {
             ops: std::sync::Arc::new(ops),
             promote_timeout,
             state: Mutex::new(State::default()),
+            saved: None,
+        }
+    }
+
+    /// Keeps the newest epoch and topology in `dir` (created if need be),
+    /// starting from what was kept there before.
+    pub fn with_state_dir(mut self, dir: &std::path::Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("agent-state.json");
+        if let Some(b) = crate::durable::read_file(&path)? {
+            let saved: SavedState = serde_json::from_slice(&b)
+                .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
+            tracing::info!(epoch = saved.epoch, "agent state loaded");
+            let s = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+            s.epoch = saved.epoch;
+            s.topology = saved.topology;
+        }
+        self.saved = Some(path);
+        Ok(self)
+    }
+
+    /// The newest topology seen, to report to the keeper.
+    pub fn topology(&self) -> Option<ClusterTopology> {
+        self.state().topology.clone()
+    }
+
+    /// Writes the epoch and topology down if they changed.
+    fn save(&self, before: &SavedState) {
+        let Some(path) = &self.saved else { return };
+        let now = {
+            let s = self.state();
+            SavedState {
+                epoch: s.epoch,
+                topology: s.topology.clone(),
+            }
+        };
+        if now == *before {
+            return;
+        }
+        let written = serde_json::to_vec_pretty(&now)
+            .map_err(std::io::Error::other)
+            .and_then(|b| crate::durable::replace_file(path, &b));
+        if let Err(e) = written {
+            metrics::counter!("zerodb_agent_state_write_errors_total").increment(1);
+            tracing::error!(path = %path.display(), error = %e, "cannot keep the agent's epoch and topology");
+        }
+    }
+
+    fn saved_state(&self) -> SavedState {
+        let s = self.state();
+        SavedState {
+            epoch: s.epoch,
+            topology: s.topology.clone(),
         }
     }
 
@@ -82,7 +153,9 @@ impl AgentCore {
 
     /// Carries out one order from the keeper.
     pub async fn order(&self, order: &Order) -> Result<(), AgentError> {
+        let before = self.saved_state();
         self.admit(order.epoch)?;
+        self.save(&before);
         let name = &self.ops.name;
         match &order.kind {
             OrderKind::Promote => {
@@ -124,9 +197,21 @@ impl AgentCore {
     /// transaction that the active lacks.
     pub async fn on_heartbeat_reply(&self, reply: &AgentHeartbeatReply, report: &AgentReport) {
         let name = self.ops.name.clone();
+        let before = self.saved_state();
         if self.admit(reply.topology.epoch).is_err() {
             return; // an older view than an order we took: ignore it
         }
+        {
+            let mut s = self.state();
+            let newer = s
+                .topology
+                .as_ref()
+                .is_none_or(|t| reply.topology.epoch > t.epoch);
+            if newer {
+                s.topology = Some(reply.topology.clone());
+            }
+        }
+        self.save(&before);
         let Some(dh) = reply
             .topology
             .datahosts

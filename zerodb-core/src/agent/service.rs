@@ -88,6 +88,7 @@ pub async fn heartbeat_loop(
             datasource: core.ops.name.clone(),
             listen: advertised.clone(),
             report: report.clone(),
+            topology: core.topology(),
         };
         let reply: Result<AgentHeartbeatReply, _> = client
             .post(&keeper, "/v1/agent/heartbeat", &hb, interval * 4)

@@ -3,8 +3,9 @@
 //! Control (`listen`, every route behind the cluster token): `/v1/proxy`,
 //! the WebSocket each proxy keeps open, and `/v1/agent/heartbeat`.
 //! Admin (`admin`): `/health`, `/status`, `/proxies`, `/decisions`,
-//! `/metrics` to read; `POST /switchover`, `POST /maintenance` and
-//! `DELETE /proxies/{name}` to act, which need the token too.
+//! `/metrics` to read; `POST /switchover`, `POST /maintenance`,
+//! `POST /bootstrap` and `DELETE /proxies/{name}` to act, which need the
+//! token too.
 
 use super::Keeper;
 use crate::control::{AgentHeartbeat, FromKeeper, SwitchAnswer, ToKeeper};
@@ -38,6 +39,7 @@ pub fn admin_router(keeper: Arc<Keeper>, metrics: Option<PrometheusHandle>) -> R
     let acting = Router::new()
         .route("/switchover", post(switchover))
         .route("/maintenance", post(maintenance))
+        .route("/bootstrap", post(bootstrap))
         .route("/proxies/{name}", delete(remove_proxy))
         .with_state(keeper.clone());
     Router::new()
@@ -96,6 +98,23 @@ async fn switchover(State(k): State<Arc<Keeper>>, Json(b): Json<SwitchoverBody>)
     (status, Json(answer)).into_response()
 }
 
+#[derive(Deserialize, Default)]
+struct BootstrapBody {
+    #[serde(default)]
+    proxies: Vec<String>,
+}
+
+/// An operator confirms the membership (SPEC §7): the registered proxies,
+/// plus any named in the body, are all there are.
+async fn bootstrap(State(k): State<Arc<Keeper>>, body: Option<Json<BootstrapBody>>) -> Response {
+    let Json(b) = body.unwrap_or_default();
+    match k.bootstrap(&b.proxies) {
+        Ok(members) => Json(serde_json::json!({"membership_confirmed": true, "proxies": members}))
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
 #[derive(Deserialize)]
 struct MaintenanceBody {
     datahost: String,
@@ -144,7 +163,14 @@ async fn proxy_session(k: Arc<Keeper>, socket: WebSocket) {
     let first = tokio::time::timeout(Duration::from_secs(5), stream.next()).await;
     let name = match first {
         Ok(Some(Ok(Message::Text(t)))) => match serde_json::from_str::<ToKeeper>(&t) {
-            Ok(ToKeeper::Register { name, .. }) if !name.is_empty() => name,
+            Ok(ToKeeper::Register {
+                name,
+                epoch,
+                topology,
+            }) if !name.is_empty() => {
+                k.observe(&name, epoch, topology.as_ref());
+                name
+            }
             _ => {
                 let refuse = FromKeeper::Refused {
                     reason: "the first message must be a register with a name".into(),
@@ -157,6 +183,9 @@ async fn proxy_session(k: Arc<Keeper>, socket: WebSocket) {
         },
         _ => return,
     };
+    // After a start without state, no proxy is told a topology before the
+    // agents had their say.
+    k.discovered().await;
     let conn = k.next_id();
     let (tx, mut rx) = mpsc::unbounded_channel::<FromKeeper>();
     let topology = match k.register(&name, conn, tx.clone()) {

@@ -84,6 +84,10 @@ pub struct Keeper {
     decisions: Mutex<VecDeque<DecisionRecord>>,
     next_id: AtomicU64,
     started: Instant,
+    /// Started without saved state: until this instant (or until every
+    /// agent has reported), registrations wait, so that a topology an
+    /// agent holds is adopted before any proxy is given the config's.
+    discovery_until: Option<Instant>,
 }
 
 impl std::fmt::Debug for Keeper {
@@ -106,20 +110,13 @@ fn initial_topology(cfg: &KeeperConfig) -> ClusterTopology {
             .datahosts
             .iter()
             .map(|d| {
-                let active = d
-                    .active
-                    .clone()
-                    .unwrap_or_else(|| d.datasources[0].name.clone());
-                DataHostState {
-                    standbys: d
-                        .datasources
-                        .iter()
-                        .map(|s| s.name.clone())
-                        .filter(|n| *n != active)
-                        .collect(),
-                    name: d.name.clone(),
+                let first = d.datasources.first().map(|s| s.name.as_str());
+                let active = d.active.as_deref().or(first).unwrap_or_default();
+                DataHostState::new(
+                    &d.name,
                     active,
-                }
+                    d.datasources.iter().map(|s| s.name.as_str()),
+                )
             })
             .collect(),
     }
@@ -134,7 +131,11 @@ impl Keeper {
             source,
         };
         let store = Store::open(&cfg.state_dir).map_err(state_err)?;
-        let state = match store.load().map_err(state_err)? {
+        let saved = store.load().map_err(state_err)?;
+        let discovery_until = saved
+            .is_none()
+            .then(|| Instant::now() + cfg.timings.session_timeout);
+        let state = match saved {
             Some(s) => {
                 for dh in &s.topology.datahosts {
                     if !cfg.datahosts.iter().any(|d| d.name == dh.name) {
@@ -152,10 +153,13 @@ impl Keeper {
                 let s = Persisted {
                     epoch: 1,
                     topology: initial_topology(&cfg),
+                    membership_confirmed: true,
                     ..Default::default()
                 };
                 store.save(&s).map_err(state_err)?;
-                tracing::info!("keeper state created at epoch 1");
+                tracing::info!(
+                    "keeper state created at epoch 1, from the config unless a proxy or agent reports a newer one"
+                );
                 s
             }
         };
@@ -202,6 +206,7 @@ impl Keeper {
             decisions: Mutex::new(VecDeque::new()),
             next_id: AtomicU64::new(1),
             started: now,
+            discovery_until,
         }))
     }
 
@@ -242,6 +247,117 @@ impl Keeper {
         self.store.save(&next)?;
         inner.state = next.clone();
         Ok(next)
+    }
+
+    // ----- epochs and topology never go backwards (SPEC §7) ---------------
+
+    /// Learns the newest epoch and topology a proxy or agent (`from`)
+    /// holds: every epoch up to the one reported is reserved, and a
+    /// topology newer than the keeper's (its state was lost, or is older)
+    /// is adopted, after which no automatic switch happens until an
+    /// operator confirms the membership ([`Keeper::bootstrap`]).
+    pub fn observe(&self, from: &str, epoch: u64, topology: Option<&ClusterTopology>) {
+        let reported = epoch.max(topology.map_or(0, |t| t.epoch));
+        let (held, held_topology) = {
+            let inner = self.inner();
+            (inner.state.epoch, inner.state.topology.epoch)
+        };
+        let newer = topology.filter(|t| t.epoch > held_topology);
+        if reported <= held && newer.is_none() {
+            return;
+        }
+        let known: Vec<(&str, Vec<&str>)> = self
+            .cfg
+            .datahosts
+            .iter()
+            .map(|d| {
+                let names = d.datasources.iter().map(|s| s.name.as_str()).collect();
+                (d.name.as_str(), names)
+            })
+            .collect();
+        let adopt = newer.filter(|t| match t.fits(&known) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(from, epoch = t.epoch, error = %e, "reported topology does not fit the config; not adopted");
+                false
+            }
+        });
+        let mut adopted = false;
+        let saved = self.persist(|s| {
+            s.epoch = s.epoch.max(reported);
+            if let Some(t) = adopt.filter(|t| t.epoch > s.topology.epoch) {
+                s.topology = t.clone();
+                s.membership_confirmed = false;
+                adopted = true;
+            }
+        });
+        match saved {
+            Ok(state) => {
+                metrics::gauge!("zerodb_keeper_epoch").set(state.epoch as f64);
+                let confirmed = if state.membership_confirmed { 1.0 } else { 0.0 };
+                metrics::gauge!("zerodb_keeper_membership_confirmed").set(confirmed);
+                if adopted {
+                    tracing::warn!(from, epoch = state.topology.epoch,
+                        "adopted a newer topology than the keeper's own; no automatic switch until an operator confirms the membership (zerodb-keeper bootstrap, POST /bootstrap)");
+                    self.push(&state.topology);
+                } else {
+                    tracing::warn!(
+                        from,
+                        epoch = state.epoch,
+                        "epochs up to a reported one reserved"
+                    );
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot persist a reported epoch"),
+        }
+    }
+
+    /// An operator confirms the membership after the keeper adopted a
+    /// reported topology: the proxies registered now, plus `expected`
+    /// (members from now on, lost until they register), are all there
+    /// are. Returns the members.
+    pub fn bootstrap(&self, expected: &[String]) -> std::io::Result<Vec<String>> {
+        let state = self.persist(|s| {
+            s.membership_confirmed = true;
+            for name in expected {
+                if !s.proxies.contains(name) {
+                    s.proxies.push(name.clone());
+                }
+            }
+        })?;
+        let lost_since = Instant::now()
+            .checked_sub(self.cfg.timings.session_timeout * 2)
+            .unwrap_or_else(Instant::now);
+        let mut inner = self.inner();
+        for name in expected {
+            inner.proxies.entry(name.clone()).or_insert(Proxy {
+                last_seen: lost_since,
+                conn: None,
+            });
+        }
+        metrics::gauge!("zerodb_keeper_membership_confirmed").set(1.0);
+        tracing::warn!(proxies = ?state.proxies, "membership confirmed by an operator");
+        Ok(state.proxies)
+    }
+
+    /// Waits, after a start without saved state, until every agent has
+    /// reported or the discovery time is over.
+    pub async fn discovered(&self) {
+        let Some(until) = self.discovery_until else {
+            return;
+        };
+        loop {
+            let all_heard = {
+                let inner = self.inner();
+                self.agents.iter().all(|(name, h)| {
+                    matches!(h, AgentHandle::Local(_)) || inner.reports.contains_key(name)
+                })
+            };
+            if all_heard || Instant::now() >= until {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     // ----- proxies' sessions -------------------------------------------
@@ -409,6 +525,7 @@ impl Keeper {
     /// An agent's heartbeat: remember its report, tell it the topology and
     /// which source it should follow if it is not the active datasource.
     pub fn agent_heartbeat(&self, hb: AgentHeartbeat) -> AgentHeartbeatReply {
+        self.observe(&hb.datasource, hb.report.epoch, hb.topology.as_ref());
         let mut inner = self.inner();
         inner
             .reports
@@ -464,6 +581,7 @@ impl Keeper {
                         datasource: name.clone(),
                         listen: "in-process".into(),
                         report: report.clone(),
+                        topology: core.topology(),
                     });
                     core.on_heartbeat_reply(&reply, &report).await;
                 }
@@ -549,7 +667,7 @@ impl Keeper {
         let requested_at_unix_ms = unix_ms();
         let _serial = lock.lock().await;
         let started = Instant::now();
-        let (active, standbys, maintenance, cooldown_left) = {
+        let (active, standbys, maintenance, cooldown_left, membership_confirmed) = {
             let inner = self.inner();
             let dh = inner.state.topology.datahost(&request.datahost).cloned();
             let (active, standbys) = dh.map(|d| (d.active, d.standbys)).unwrap_or_default();
@@ -561,7 +679,8 @@ impl Keeper {
                     .as_millis() as u64
             });
             let maintenance = inner.state.maintenance.contains(&request.datahost);
-            (active, standbys, maintenance, cooldown_left)
+            let confirmed = inner.state.membership_confirmed;
+            (active, standbys, maintenance, cooldown_left, confirmed)
         };
         let members = self.members();
         let mut phases = BTreeMap::new();
@@ -576,6 +695,7 @@ impl Keeper {
                 source_addrs: &source_addrs,
                 standbys: &standbys,
                 maintenance,
+                membership_confirmed,
                 cooldown_left_ms: cooldown_left,
                 members: &members,
                 votes: votes.as_ref(),
@@ -945,6 +1065,7 @@ impl Keeper {
         let maintenance: BTreeSet<_> = inner.state.maintenance.iter().cloned().collect();
         serde_json::json!({
             "epoch": inner.state.epoch,
+            "membership_confirmed": inner.state.membership_confirmed,
             "topology": inner.state.topology,
             "maintenance": maintenance,
             "proxies": proxies,

@@ -19,6 +19,16 @@ pub struct Persisted {
     /// DataHosts in maintenance.
     #[serde(default)]
     pub maintenance: Vec<String>,
+    /// False after the keeper adopted a topology a proxy or agent reported
+    /// (its own state was lost or older): it cannot know which proxies were
+    /// members, so no automatic switch happens until an operator confirms
+    /// the membership (`POST /bootstrap`).
+    #[serde(default = "confirmed")]
+    pub membership_confirmed: bool,
+}
+
+fn confirmed() -> bool {
+    true
 }
 
 #[derive(Debug)]
@@ -40,26 +50,18 @@ impl Store {
 
     /// The persisted state, or `None` on a first start.
     pub fn load(&self) -> std::io::Result<Option<Persisted>> {
-        match std::fs::read(self.path()) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map(Some)
-                .map_err(|e| std::io::Error::other(format!("{}: {e}", self.path().display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+        let Some(b) = crate::durable::read_file(&self.path())? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| std::io::Error::other(format!("{}: {e}", self.path().display())))
     }
 
     /// Replaces the state durably.
     pub fn save(&self, state: &Persisted) -> std::io::Result<()> {
-        let tmp = self.dir.join("state.json.tmp");
         let body = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
-        {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&body)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, self.path())?;
-        std::fs::File::open(&self.dir)?.sync_all()
+        crate::durable::replace_file(&self.path(), &body)
     }
 
     /// Appends one JSON line to `decisions.jsonl` (the audit trail).
@@ -87,11 +89,19 @@ mod tests {
         let st = Persisted {
             epoch: 7,
             proxies: vec!["p1".into()],
+            membership_confirmed: true,
             ..Default::default()
         };
         s.save(&st).unwrap();
         assert_eq!(Store::open(&dir).unwrap().load().unwrap(), Some(st));
         assert!(!dir.join("state.json.tmp").exists());
+        // A state written before `membership_confirmed` existed is confirmed.
+        std::fs::write(
+            dir.join("state.json"),
+            br#"{"epoch":3,"topology":{"epoch":2,"datahosts":[]},"proxies":[]}"#,
+        )
+        .unwrap();
+        assert!(s.load().unwrap().unwrap().membership_confirmed);
         std::fs::write(dir.join("state.json"), b"{garbage").unwrap();
         assert!(
             s.load().is_err(),
