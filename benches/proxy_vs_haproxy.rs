@@ -189,7 +189,7 @@ fn idle_connections(proxy: &Proxy, n: usize) -> (u64, u64, usize) {
         .build()
         .expect("runtime");
     let before = rss_kib(proxy.pid());
-    let params = zerodb_core::backend::ConnectParams {
+    let params = zerodb_proxy::backend::ConnectParams {
         addr: format!("127.0.0.1:{}", proxy.port),
         user: APP_USER.into(),
         password: APP_PASSWORD.into(),
@@ -203,9 +203,10 @@ fn idle_connections(proxy: &Proxy, n: usize) -> (u64, u64, usize) {
             let sem = sem.clone();
             tasks.push(tokio::spawn(async move {
                 let _permit = sem.acquire().await.ok()?;
-                let mut c = zerodb_core::backend::BackendConn::connect(&params, Default::default())
-                    .await
-                    .ok()?;
+                let mut c =
+                    zerodb_proxy::backend::BackendConn::connect(&params, Default::default())
+                        .await
+                        .ok()?;
                 c.execute("SELECT 1").await.ok()?;
                 c.conn.release_buffers();
                 Some(c)

@@ -1,4 +1,5 @@
-//! A custom proxy built on zerodb-core: everything zerodb-proxy does, plus a
+//! A custom proxy built on the zerodb-proxy library: everything the
+//! standalone zerodb-proxy does (no failover: no keeper), plus a
 //! hook of its own that refuses `UPDATE` and `DELETE` without a `WHERE`
 //! clause, answering with MySQL's own error for it (1175, as the server does
 //! under `sql_safe_updates`).
@@ -8,11 +9,11 @@
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
-use zerodb_core::config::ProxyConfig;
-use zerodb_core::errors::ClientError;
-use zerodb_core::hooks::{StatementContext, StatementHook};
-use zerodb_core::server::Proxy;
-use zerodb_core::sql;
+use zerodb_proxy::config::ProxyConfig;
+use zerodb_proxy::errors::ClientError;
+use zerodb_proxy::hooks::{StatementContext, StatementHook};
+use zerodb_proxy::server::Proxy;
+use zerodb_proxy::sql;
 
 /// Refuses whole-table writes.
 struct NoUnboundedWrites;
@@ -65,9 +66,9 @@ fn main() -> anyhow::Result<()> {
             .bind()
             .await?;
         // The same admin surface as zerodb-proxy, metrics included.
-        let metrics = zerodb_core::admin::install_metrics().map_err(anyhow::Error::msg)?;
+        let metrics = zerodb_core::admin_http::install_metrics()?;
         let admin = tokio::net::TcpListener::bind(&admin_addr).await?;
-        tokio::spawn(zerodb_core::admin::serve(
+        tokio::spawn(zerodb_proxy::admin::serve(
             admin,
             proxy.shared().clone(),
             Some(metrics),

@@ -364,7 +364,7 @@ impl Daemon {
             .env(
                 "ZERODB_LOG",
                 std::env::var("ZERODB_TEST_LOG")
-                    .unwrap_or_else(|_| "info,zerodb_core=debug".into()),
+                    .unwrap_or_else(|_| "info,zerodb_core=debug,zerodb_proxy=debug,zerodb_keeper=debug,zerodb_agent=debug".into()),
             )
             .envs(env.iter().copied())
             .stdout(Stdio::null())

@@ -1,6 +1,6 @@
 //! zerodb-agent: runs beside one MySQL/MariaDB server; reports its state to
-//! the keeper and promotes or fences it on the keeper's order. All logic
-//! lives in zerodb-core.
+//! the keeper and promotes or fences it on the keeper's order. The logic is
+//! the `zerodb_agent` library; this binary wires it to its listeners.
 
 #![forbid(unsafe_code)]
 
@@ -8,10 +8,11 @@ use anyhow::Context;
 use clap::Parser;
 use std::path::PathBuf;
 use std::sync::Arc;
-use zerodb_core::agent::ops::MysqlOps;
-use zerodb_core::agent::{service, AgentCore};
-use zerodb_core::config::AgentConfig;
-use zerodb_core::control::Client;
+use zerodb_agent::client::Client;
+use zerodb_agent::config::AgentConfig;
+use zerodb_agent::ops::MysqlOps;
+use zerodb_agent::{http, AgentCore};
+use zerodb_core::admin_http::{install_metrics, serve_http};
 use zerodb_core::process;
 
 /// zeroDB's agent for one datasource.
@@ -44,7 +45,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(config: AgentConfig) -> anyhow::Result<()> {
-    let metrics = zerodb_core::admin::install_metrics().map_err(anyhow::Error::msg)?;
+    let metrics = install_metrics()?;
     let ds = &config.datasource;
     let ops = MysqlOps::new(
         &ds.name,
@@ -61,23 +62,23 @@ async fn run(config: AgentConfig) -> anyhow::Result<()> {
             .with_context(|| format!("agent state in {}", config.state_dir.display()))?,
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let control = process::serve_http(
+    let control = serve_http(
         "control plane",
         &config.listen,
-        service::control_router(core.clone(), &config.token),
+        http::control_router(core.clone(), &config.token),
         stop_rx.clone(),
     )
     .await
     .with_context(|| format!("control listener on {}", config.listen))?;
-    let admin = process::serve_http(
+    let admin = serve_http(
         "admin HTTP",
         &config.admin,
-        service::admin_router(core.clone(), Some(metrics)),
+        http::admin_router(core.clone(), Some(metrics)),
         stop_rx.clone(),
     )
     .await
     .with_context(|| format!("admin listener on {}", config.admin))?;
-    let heartbeat = tokio::spawn(service::heartbeat_loop(
+    let heartbeat = tokio::spawn(http::heartbeat_loop(
         core,
         Client::new(&config.token),
         config.keeper.clone(),

@@ -7,9 +7,9 @@
 //! agents heartbeat to the keeper (`/v1/agent/heartbeat`). Every request
 //! carries the cluster token as `Authorization: Bearer <token>`.
 
-use crate::decision::Rejection;
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
+use std::collections::BTreeMap;
 
 /// For each dataHost, its active datasource, under one epoch.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -175,6 +175,118 @@ pub enum SwitchAnswer {
     },
 }
 
+/// Who asks for a switch, and how.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    pub datahost: String,
+    /// The datasource the requester believes active (and cannot reach).
+    pub source: String,
+    #[serde(flatten)]
+    pub kind: RequestKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RequestKind {
+    /// A proxy cannot reach the source.
+    Failover { requester: String },
+    /// An operator's planned switchover, to a named target or the best one.
+    Switchover {
+        target: Option<String>,
+        /// Promote the named target even if it is not a true standby
+        /// of the source, or not caught up with it (its missing
+        /// transactions are lost).
+        #[serde(default)]
+        force: bool,
+    },
+}
+
+/// Why a switch was refused, machine-readable.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "reason")]
+pub enum Rejection {
+    /// The dataHost is in maintenance: no automatic switch.
+    Maintenance,
+    /// The keeper adopted a topology a proxy or agent reported and does not
+    /// know every member yet: no automatic switch until an operator
+    /// confirms the membership.
+    MembershipUnconfirmed,
+    /// Switched too recently (anti-flapping).
+    Cooldown {
+        remaining_ms: u64,
+    },
+    /// A registered proxy is lost: it may still write to the source.
+    LostProxy {
+        proxies: Vec<String>,
+    },
+    VoteFailed {
+        approvals: usize,
+        voters: usize,
+    },
+    /// No true standby to switch to: why each datasource is not one.
+    NoStandby {
+        standbys: BTreeMap<String, String>,
+    },
+    /// The named target is not a true standby of the source, and the
+    /// switchover was not forced.
+    NotAStandby {
+        target: String,
+        why: String,
+    },
+    /// The named target is not a standby of this dataHost.
+    UnknownTarget {
+        target: String,
+    },
+    TargetAgentDown {
+        target: String,
+    },
+    /// The target's server does not answer.
+    TargetDown {
+        target: String,
+    },
+    TargetOverloaded {
+        target: String,
+        load: Option<f64>,
+        safe_load: f64,
+    },
+    SourceAgentDown {
+        source: String,
+    },
+    BinlogDelay {
+        target: String,
+        /// Bytes behind the source's binlog end (`None`: not comparable).
+        behind: Option<u64>,
+        limit: Option<u64>,
+        detail: String,
+    },
+    PromotionFailed {
+        target: String,
+        error: String,
+    },
+}
+
+impl Rejection {
+    /// The reason's name, for metrics labels and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Rejection::Maintenance => "Maintenance",
+            Rejection::MembershipUnconfirmed => "MembershipUnconfirmed",
+            Rejection::Cooldown { .. } => "Cooldown",
+            Rejection::LostProxy { .. } => "LostProxy",
+            Rejection::VoteFailed { .. } => "VoteFailed",
+            Rejection::NoStandby { .. } => "NoStandby",
+            Rejection::NotAStandby { .. } => "NotAStandby",
+            Rejection::UnknownTarget { .. } => "UnknownTarget",
+            Rejection::TargetAgentDown { .. } => "TargetAgentDown",
+            Rejection::TargetDown { .. } => "TargetDown",
+            Rejection::TargetOverloaded { .. } => "TargetOverloaded",
+            Rejection::SourceAgentDown { .. } => "SourceAgentDown",
+            Rejection::BinlogDelay { .. } => "BinlogDelay",
+            Rejection::PromotionFailed { .. } => "PromotionFailed",
+        }
+    }
+}
+
 /// A position in a binlog, in the coordinates of the server that wrote it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BinlogPos {
@@ -240,6 +352,19 @@ impl ReplicaStatus {
             _ => true,
         }
     }
+}
+
+/// What "load" means for the keeper's `safe_load` check.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadMeasure {
+    /// The machine's 1-minute load average divided by its CPUs.
+    #[default]
+    Loadavg,
+    /// Client statements the server is running: `Threads_running` without
+    /// the replication threads (an idle replica has two, a source one per
+    /// replica) and without the query that counts them.
+    ThreadsRunning,
 }
 
 /// What an agent (or the keeper, querying directly) knows of a datasource.
@@ -363,102 +488,6 @@ pub fn random_token() -> String {
 /// The header a control-plane request carries.
 pub fn bearer(token: &str) -> String {
     format!("Bearer {token}")
-}
-
-/// A failed control-plane call.
-#[derive(Debug, thiserror::Error)]
-pub enum CallError {
-    #[error("{url}: no answer within {timeout:?}")]
-    Timeout {
-        url: String,
-        timeout: std::time::Duration,
-    },
-    #[error("{url}: {source}")]
-    Transport { url: String, source: reqwest::Error },
-    #[error("{url}: {status}: {body}")]
-    Refused {
-        url: String,
-        status: u16,
-        body: String,
-    },
-}
-
-/// An HTTP/JSON client for control-plane calls: the token on every
-/// request, a timeout on every call.
-#[derive(Clone, Debug)]
-pub struct Client {
-    http: reqwest::Client,
-    token: String,
-}
-
-impl Client {
-    pub fn new(token: &str) -> Self {
-        Self {
-            http: reqwest::Client::builder()
-                .tcp_nodelay(true)
-                .pool_idle_timeout(std::time::Duration::from_secs(30))
-                .build()
-                .unwrap_or_default(),
-            token: token.to_string(),
-        }
-    }
-
-    /// POSTs `body` as JSON to `http://{addr}{path}` and decodes the answer.
-    pub async fn post<B: Serialize, R: serde::de::DeserializeOwned>(
-        &self,
-        addr: &str,
-        path: &str,
-        body: &B,
-        timeout: std::time::Duration,
-    ) -> Result<R, CallError> {
-        let url = format!("http://{addr}{path}");
-        let req = self
-            .http
-            .post(&url)
-            .header("authorization", bearer(&self.token))
-            .json(body);
-        self.send(url, req, timeout).await
-    }
-
-    /// GETs `http://{addr}{path}` and decodes the JSON answer.
-    pub async fn get<R: serde::de::DeserializeOwned>(
-        &self,
-        addr: &str,
-        path: &str,
-        timeout: std::time::Duration,
-    ) -> Result<R, CallError> {
-        let url = format!("http://{addr}{path}");
-        let req = self
-            .http
-            .get(&url)
-            .header("authorization", bearer(&self.token));
-        self.send(url, req, timeout).await
-    }
-
-    async fn send<R: serde::de::DeserializeOwned>(
-        &self,
-        url: String,
-        req: reqwest::RequestBuilder,
-        timeout: std::time::Duration,
-    ) -> Result<R, CallError> {
-        let call = async {
-            let resp = req.send().await?;
-            let status = resp.status();
-            if !status.is_success() {
-                return Ok(Err((
-                    status.as_u16(),
-                    resp.text().await.unwrap_or_default(),
-                )));
-            }
-            resp.json::<R>().await.map(Ok)
-        };
-        match tokio::time::timeout(timeout, call).await {
-            Err(_) => Err(CallError::Timeout { url, timeout }),
-            Ok(Err(source)) => Err(CallError::Transport { url, source }),
-            Ok(Ok(Err((status, body)))) => Err(CallError::Refused { url, status, body }),
-            Ok(Ok(Ok(r))) => Ok(r),
-        }
-    }
 }
 
 /// Checks a presented `Authorization` header against the cluster token,

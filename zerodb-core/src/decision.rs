@@ -8,35 +8,10 @@
 //! seed CASE is a row in the table tests below.
 
 use crate::control::{AgentReport, BinlogPos};
+pub use crate::control::{Rejection, Request, RequestKind};
 use crate::policy::Policy;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-
-/// Who asks for a switch, and how.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Request {
-    pub datahost: String,
-    /// The datasource the requester believes active (and cannot reach).
-    pub source: String,
-    #[serde(flatten)]
-    pub kind: RequestKind,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum RequestKind {
-    /// A proxy cannot reach the source.
-    Failover { requester: String },
-    /// An operator's planned switchover, to a named target or the best one.
-    Switchover {
-        target: Option<String>,
-        /// Promote the named target even if it is not a true standby
-        /// of the source, or not caught up with it (its missing
-        /// transactions are lost).
-        #[serde(default)]
-        force: bool,
-    },
-}
 
 /// A registered proxy as the keeper sees it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -116,92 +91,6 @@ pub enum Decision {
     Reject {
         rejection: Rejection,
     },
-}
-
-/// Why a switch was refused, machine-readable.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "reason")]
-pub enum Rejection {
-    /// The dataHost is in maintenance: no automatic switch.
-    Maintenance,
-    /// The keeper adopted a topology a proxy or agent reported and does not
-    /// know every member yet: no automatic switch until an operator
-    /// confirms the membership.
-    MembershipUnconfirmed,
-    /// Switched too recently (anti-flapping).
-    Cooldown {
-        remaining_ms: u64,
-    },
-    /// A registered proxy is lost: it may still write to the source.
-    LostProxy {
-        proxies: Vec<String>,
-    },
-    VoteFailed {
-        approvals: usize,
-        voters: usize,
-    },
-    /// No true standby to switch to: why each datasource is not one.
-    NoStandby {
-        standbys: BTreeMap<String, String>,
-    },
-    /// The named target is not a true standby of the source, and the
-    /// switchover was not forced.
-    NotAStandby {
-        target: String,
-        why: String,
-    },
-    /// The named target is not a standby of this dataHost.
-    UnknownTarget {
-        target: String,
-    },
-    TargetAgentDown {
-        target: String,
-    },
-    /// The target's server does not answer.
-    TargetDown {
-        target: String,
-    },
-    TargetOverloaded {
-        target: String,
-        load: Option<f64>,
-        safe_load: f64,
-    },
-    SourceAgentDown {
-        source: String,
-    },
-    BinlogDelay {
-        target: String,
-        /// Bytes behind the source's binlog end (`None`: not comparable).
-        behind: Option<u64>,
-        limit: Option<u64>,
-        detail: String,
-    },
-    PromotionFailed {
-        target: String,
-        error: String,
-    },
-}
-
-impl Rejection {
-    /// The reason's name, for metrics labels and logs.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Rejection::Maintenance => "Maintenance",
-            Rejection::MembershipUnconfirmed => "MembershipUnconfirmed",
-            Rejection::Cooldown { .. } => "Cooldown",
-            Rejection::LostProxy { .. } => "LostProxy",
-            Rejection::VoteFailed { .. } => "VoteFailed",
-            Rejection::NoStandby { .. } => "NoStandby",
-            Rejection::NotAStandby { .. } => "NotAStandby",
-            Rejection::UnknownTarget { .. } => "UnknownTarget",
-            Rejection::TargetAgentDown { .. } => "TargetAgentDown",
-            Rejection::TargetDown { .. } => "TargetDown",
-            Rejection::TargetOverloaded { .. } => "TargetOverloaded",
-            Rejection::SourceAgentDown { .. } => "SourceAgentDown",
-            Rejection::BinlogDelay { .. } => "BinlogDelay",
-            Rejection::PromotionFailed { .. } => "PromotionFailed",
-        }
-    }
 }
 
 fn reject(rejection: Rejection) -> Step {

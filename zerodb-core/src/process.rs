@@ -29,21 +29,3 @@ pub async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
     }
 }
-
-/// Binds an HTTP listener and serves `router` on it until `stop` changes.
-pub async fn serve_http(
-    what: &str,
-    addr: &str,
-    router: axum::Router,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) -> std::io::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(listen = %listener.local_addr()?, "{what} listening");
-    Ok(tokio::spawn(crate::admin::serve_router(
-        listener,
-        router,
-        async move {
-            let _ = stop.changed().await;
-        },
-    )))
-}

@@ -1,14 +1,15 @@
-//! zerodb-keeper: decides datasource switches (SPEC §3). All logic lives in
-//! zerodb-core; this binary wires the keeper to its two listeners.
+//! zerodb-keeper: decides datasource switches (SPEC §3). The logic is the
+//! `zerodb_keeper` library; this binary wires it to its two listeners.
 
 #![forbid(unsafe_code)]
 
 use anyhow::Context;
 use clap::Parser;
 use std::path::PathBuf;
+use zerodb_core::admin_http::{install_metrics, serve_http};
 use zerodb_core::config::KeeperConfig;
-use zerodb_core::keeper::{http, Keeper};
 use zerodb_core::process;
+use zerodb_keeper::{http, Keeper};
 
 /// zeroDB's keeper: proxies and agents register with it; it decides
 /// switches, persists the topology and pushes it to every proxy.
@@ -102,10 +103,10 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(config: KeeperConfig) -> anyhow::Result<()> {
-    let metrics = zerodb_core::admin::install_metrics().map_err(anyhow::Error::msg)?;
+    let metrics = install_metrics()?;
     let keeper = Keeper::open(config.clone()).context("opening the keeper's state")?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let control = process::serve_http(
+    let control = serve_http(
         "control plane",
         &config.listen,
         http::control_router(keeper.clone()),
@@ -115,7 +116,7 @@ async fn run(config: KeeperConfig) -> anyhow::Result<()> {
     .with_context(|| format!("control listener on {}", config.listen))?;
     let admin = match &config.admin {
         Some(addr) => Some(
-            process::serve_http(
+            serve_http(
                 "admin HTTP",
                 addr,
                 http::admin_router(keeper.clone(), Some(metrics)),
@@ -146,7 +147,7 @@ fn admin_post(
     let answer: serde_json::Value = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
-        .block_on(zerodb_core::control::Client::new(token).post(
+        .block_on(zerodb_agent::client::Client::new(token).post(
             admin,
             path,
             body,

@@ -1,4 +1,6 @@
-//! zerodb-proxy: the MySQL proxy binary. All logic lives in zerodb-core.
+//! zerodb-proxy: the MySQL proxy binary. The logic is the `zerodb_proxy`
+//! library (and, with `keeper: embedded`, `zerodb_keeper`); this binary
+//! wires it to its listeners.
 
 #![forbid(unsafe_code)]
 
@@ -6,11 +8,12 @@ use anyhow::Context;
 use clap::Parser;
 use std::path::PathBuf;
 use std::sync::Arc;
-use zerodb_core::cluster::Cluster;
-use zerodb_core::config::ProxyConfig;
-use zerodb_core::keeper::Keeper;
+use zerodb_core::admin_http::{install_metrics, serve_http, serve_router};
 use zerodb_core::process;
-use zerodb_core::server::Proxy;
+use zerodb_keeper::Keeper;
+use zerodb_proxy::cluster::Cluster;
+use zerodb_proxy::config::ProxyConfig;
+use zerodb_proxy::server::Proxy;
 
 /// zeroDB's fault-tolerant MySQL proxy.
 #[derive(Parser, Debug)]
@@ -45,11 +48,11 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(config: ProxyConfig) -> anyhow::Result<()> {
-    let metrics = zerodb_core::admin::install_metrics().map_err(anyhow::Error::msg)?;
+    let metrics = install_metrics()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let proxy = Proxy::new(config.clone()).bind().await?;
     let shared = proxy.shared().clone();
-    let mut admin = zerodb_core::admin::router(shared.clone(), Some(metrics.clone()));
+    let mut admin = zerodb_proxy::admin::router(shared.clone(), Some(metrics.clone()));
 
     // The cluster: a keeper of our own, or the one configured.
     let mut cluster = None;
@@ -67,9 +70,9 @@ async fn run(config: ProxyConfig) -> anyhow::Result<()> {
             let addr = listener.local_addr()?.to_string();
             tracing::info!(listen = %addr, "embedded keeper listening");
             let mut stop = stop_rx.clone();
-            tokio::spawn(zerodb_core::admin::serve_router(
+            tokio::spawn(serve_router(
                 listener,
-                zerodb_core::keeper::http::control_router(keeper.clone()),
+                zerodb_keeper::http::control_router(keeper.clone()),
                 async move {
                     let _ = stop.changed().await;
                 },
@@ -77,7 +80,7 @@ async fn run(config: ProxyConfig) -> anyhow::Result<()> {
             keeper.spawn_local_agents(config.cluster.heartbeat_interval, stop_rx.clone());
             admin = admin.nest(
                 "/keeper",
-                zerodb_core::keeper::http::admin_router(keeper, Some(metrics.clone())),
+                zerodb_keeper::http::admin_router(keeper, Some(metrics.clone())),
             );
             (addr, token)
         } else {
@@ -88,8 +91,7 @@ async fn run(config: ProxyConfig) -> anyhow::Result<()> {
         cluster = Some(c);
     }
 
-    let admin_task =
-        process::serve_http("admin HTTP", &config.admin, admin, stop_rx.clone()).await?;
+    let admin_task = serve_http("admin HTTP", &config.admin, admin, stop_rx.clone()).await?;
     let leaving: Option<Arc<Cluster>> = cluster.clone();
     proxy
         .run(async move {

@@ -9,8 +9,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use zerodb_core::backend::{BackendConn, BackendKey, ConnectParams};
-use zerodb_core::protocol::frame::put_packet;
+use zerodb_proxy::backend::{BackendConn, BackendKey, ConnectParams};
+use zerodb_proxy::protocol::frame::put_packet;
 
 fn params(port: u16) -> ConnectParams {
     ConnectParams {

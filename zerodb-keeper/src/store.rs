@@ -3,10 +3,10 @@
 //! the directory) before anything is published, so a restarted keeper never
 //! hands out an epoch twice and never forgets a proxy that may be writing.
 
-use crate::control::ClusterTopology;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use zerodb_core::control::ClusterTopology;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Persisted {
@@ -50,7 +50,7 @@ impl Store {
 
     /// The persisted state, or `None` on a first start.
     pub fn load(&self) -> std::io::Result<Option<Persisted>> {
-        let Some(b) = crate::durable::read_file(&self.path())? else {
+        let Some(b) = zerodb_core::durable::read_file(&self.path())? else {
             return Ok(None);
         };
         serde_json::from_slice(&b)
@@ -61,7 +61,7 @@ impl Store {
     /// Replaces the state durably.
     pub fn save(&self, state: &Persisted) -> std::io::Result<()> {
         let body = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
-        crate::durable::replace_file(&self.path(), &body)
+        zerodb_core::durable::replace_file(&self.path(), &body)
     }
 
     /// Appends one JSON line to `decisions.jsonl` (the audit trail).

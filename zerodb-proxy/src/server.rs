@@ -269,6 +269,16 @@ pub enum Serving {
     Starting,
 }
 
+/// What sessions and the admin surface need of the proxy's part in a
+/// cluster (implemented by `cluster::Cluster`, feature `cluster`).
+pub trait ClusterLink: Send + Sync + std::fmt::Debug {
+    /// What the last switch request for `datahost` came to, for the error
+    /// a statement gets when no switch came in time.
+    fn last_outcome(&self, datahost: &str) -> Option<String>;
+    /// The keeper connection and the rules' counters, for `/status`.
+    fn status(&self) -> serde_json::Value;
+}
+
 /// What every session shares.
 pub struct Shared {
     pub config: ProxyConfig,
@@ -290,7 +300,7 @@ pub struct Shared {
     /// Whether the client listener is open (SPEC §4 offline / online).
     online: watch::Sender<bool>,
     /// This proxy's part in a cluster, once it has joined one.
-    pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
+    pub cluster: std::sync::OnceLock<Arc<dyn ClusterLink>>,
 }
 
 impl std::fmt::Debug for Shared {

@@ -6,17 +6,14 @@
 //! binary serves it over HTTP ([`service`]), and an embedded keeper drives it
 //! in-process for datasources that have no agent of their own.
 
-pub mod ops;
-pub mod service;
-
-use crate::control::{
-    errant_gtids, AgentHeartbeatReply, AgentReport, ClusterTopology, Order, OrderKind,
-};
-use ops::{MysqlOps, OpsError};
+use crate::ops::{MysqlOps, OpsError};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
+use zerodb_core::control::{
+    errant_gtids, AgentHeartbeatReply, AgentReport, ClusterTopology, Order, OrderKind,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -74,7 +71,7 @@ impl AgentCore {
     pub fn with_state_dir(mut self, dir: &std::path::Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("agent-state.json");
-        if let Some(b) = crate::durable::read_file(&path)? {
+        if let Some(b) = zerodb_core::durable::read_file(&path)? {
             let saved: SavedState = serde_json::from_slice(&b)
                 .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
             tracing::info!(epoch = saved.epoch, "agent state loaded");
@@ -106,7 +103,7 @@ impl AgentCore {
         }
         let written = serde_json::to_vec_pretty(&now)
             .map_err(std::io::Error::other)
-            .and_then(|b| crate::durable::replace_file(path, &b));
+            .and_then(|b| zerodb_core::durable::replace_file(path, &b));
         if let Err(e) = written {
             metrics::counter!("zerodb_agent_state_write_errors_total").increment(1);
             tracing::error!(path = %path.display(), error = %e, "cannot keep the agent's epoch and topology");

@@ -1,14 +1,11 @@
 //! A proxy's part in a cluster (SPEC §4): one WebSocket to the keeper
 //! (registration, heartbeats, votes, pushed topologies, switch requests),
 //! switch requests while an active datasource stays down, and the actions
-//! of the proxy's own rules ([`crate::governance`]): alert, unregister,
+//! of the proxy's own rules ([`zerodb_core::governance`]): alert, unregister,
 //! offline, back online.
 
-use crate::agent::ops::{LoadMeasure, MysqlOps};
 use crate::config::ClusterConfig;
-use crate::control::{bearer, ClusterTopology, DataHostState, FromKeeper, SwitchAnswer, ToKeeper};
-use crate::governance::{Action, Mode, Outcome, Rules};
-use crate::server::Shared;
+use crate::server::{ClusterLink, Shared};
 use crate::topology::DataHost;
 use futures_util::{SinkExt, StreamExt};
 use std::collections::{HashMap, HashSet};
@@ -18,6 +15,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
+use zerodb_core::control::{
+    bearer, ClusterTopology, DataHostState, FromKeeper, SwitchAnswer, ToKeeper,
+};
+use zerodb_core::governance::{Action, Mode, Outcome, Rules};
 
 pub struct Cluster {
     shared: Arc<Shared>,
@@ -79,7 +80,8 @@ impl Cluster {
             last_outcome: Mutex::new(HashMap::new()),
             held_at_start: Mutex::new(HashSet::new()),
         });
-        let _ = shared.cluster.set(c.clone());
+        let link: Arc<dyn ClusterLink> = c.clone();
+        let _ = shared.cluster.set(link);
         c
     }
 
@@ -167,15 +169,11 @@ impl Cluster {
         lock(&self.rules).mode()
     }
 
-    /// What the last switch request for `datahost` came to.
-    pub fn last_outcome(&self, datahost: &str) -> Option<String> {
-        lock(&self.last_outcome).get(datahost).cloned()
-    }
-
     pub fn is_connected(&self) -> bool {
         *self.connected.borrow()
     }
 
+    /// The keeper connection and the rules' counters.
     pub fn status(&self) -> serde_json::Value {
         let rules = lock(&self.rules);
         serde_json::json!({
@@ -622,26 +620,8 @@ impl Cluster {
 
     /// Whether `dh`'s active datasource answers with `read_only=OFF`.
     async fn active_writable(&self, dh: &DataHost) -> bool {
-        let Some(cfg) = self
-            .shared
-            .config
-            .datahosts
-            .iter()
-            .find(|c| c.name == dh.name)
-        else {
-            return false;
-        };
         let ds = dh.active().datasource.clone();
-        let ops = MysqlOps::new(
-            &ds.name,
-            &ds.addr,
-            &cfg.user,
-            &cfg.password,
-            self.shared.config.health.timeout * 2,
-            LoadMeasure::Loadavg,
-            None,
-        );
-        !ops.read_only().await.unwrap_or(true)
+        crate::health::writable(ds.pool.params(), self.shared.config.health.timeout * 2).await
     }
 }
 
@@ -668,5 +648,15 @@ fn parse(
             }
         },
         _ => None,
+    }
+}
+
+impl ClusterLink for Cluster {
+    fn last_outcome(&self, datahost: &str) -> Option<String> {
+        lock(&self.last_outcome).get(datahost).cloned()
+    }
+
+    fn status(&self) -> serde_json::Value {
+        Cluster::status(self)
     }
 }

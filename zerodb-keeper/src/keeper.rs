@@ -1,31 +1,26 @@
 //! The keeper: proxies' sessions, votes, agents, and the switch itself.
 //!
-//! The decision is [`crate::decision::decide`]; this module gathers its
+//! The decision is [`zerodb_core::decision::decide`]; this module gathers its
 //! inputs (votes from every registered proxy, reports from agents), carries
 //! out an approved switch (reserve and persist an epoch, promote, fence,
 //! persist the topology, push it), and records every decision.
 
-mod agents;
-pub mod http;
-pub mod state;
-
-use crate::agent::AgentCore;
-use crate::config::{KeeperConfig, KeeperDataHostConfig};
-use crate::control::{
-    AgentHeartbeat, AgentHeartbeatReply, AgentReport, Client, ClusterTopology, DataHostState,
-    FollowHint, FromKeeper, Order, OrderKind, SwitchAnswer,
-};
-use crate::decision::{
-    decide, Decision, Input, Member, Need, Rejection, Reports, Request, RequestKind, Step, Vote,
-};
-pub use agents::AgentHandle;
+use crate::store::{Persisted, Store};
 use serde::Serialize;
-use state::{Persisted, Store};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, oneshot};
+use zerodb_agent::client::{AgentHandle, Client};
+use zerodb_core::config::{KeeperConfig, KeeperDataHostConfig};
+use zerodb_core::control::{
+    AgentHeartbeat, AgentHeartbeatReply, AgentReport, ClusterTopology, DataHostState, FollowHint,
+    FromKeeper, Order, OrderKind, SwitchAnswer,
+};
+use zerodb_core::decision::{
+    decide, Decision, Input, Member, Need, Rejection, Reports, Request, RequestKind, Step, Vote,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeeperError {
@@ -222,7 +217,7 @@ impl Keeper {
         self.inner().state.topology.clone()
     }
 
-    fn next_id(&self) -> u64 {
+    pub(crate) fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
@@ -621,7 +616,10 @@ impl Keeper {
 
     async fn order(&self, datasource: &str, order: Order, timeout: Duration) -> Result<(), String> {
         match self.agents.get(datasource) {
-            Some(h) => h.order(&self.client, &order, timeout).await,
+            Some(h) => h
+                .order(&self.client, &order, timeout)
+                .await
+                .map_err(|e| e.to_string()),
             None => Err(format!("no agent for {datasource}")),
         }
     }
@@ -1115,18 +1113,4 @@ fn phase(phases: &mut BTreeMap<&'static str, u64>, name: &'static str, since: In
     let d = since.elapsed();
     metrics::histogram!("zerodb_keeper_phase_seconds", "phase" => name).record(d.as_secs_f64());
     phases.insert(name, d.as_millis() as u64);
-}
-
-/// Builds the in-process agent for a datasource without one.
-fn local_agent(cfg: &KeeperConfig, dh: &KeeperDataHostConfig, addr: &str, name: &str) -> AgentCore {
-    let ops = crate::agent::ops::MysqlOps::new(
-        name,
-        addr,
-        &dh.user,
-        &dh.password,
-        cfg.timings.agent_timeout,
-        cfg.timings.load_measure,
-        None,
-    );
-    AgentCore::new(ops, cfg.timings.promote_timeout)
 }

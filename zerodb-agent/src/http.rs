@@ -2,8 +2,8 @@
 //! `POST /v1/order` on the control listener; the agent heartbeats to the
 //! keeper and acts on the topology it gets back.
 
-use super::{AgentCore, AgentError};
-use crate::control::{AgentHeartbeat, AgentHeartbeatReply, AgentReport, Client, Order};
+use crate::agent::{AgentCore, AgentError};
+use crate::client::Client;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -12,6 +12,7 @@ use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
 use std::time::Duration;
+use zerodb_core::control::{AgentHeartbeat, AgentHeartbeatReply, AgentReport, Order};
 
 /// `/v1/report` and `/v1/order`, behind the cluster token.
 pub fn control_router(core: Arc<AgentCore>, token: &str) -> Router {
@@ -19,7 +20,7 @@ pub fn control_router(core: Arc<AgentCore>, token: &str) -> Router {
         .route("/v1/report", get(report))
         .route("/v1/order", post(order))
         .with_state(core);
-    crate::admin::require_token(r, token)
+    zerodb_core::admin_http::require_token(r, token)
 }
 
 /// `/health` (200 while the agent runs; it reports a dead server, it is
@@ -32,7 +33,7 @@ pub fn admin_router(core: Arc<AgentCore>, metrics: Option<PrometheusHandle>) -> 
             "/metrics",
             get(move || {
                 let m = metrics.clone();
-                async move { crate::admin::metrics_response(m.as_ref()) }
+                async move { zerodb_core::admin_http::metrics_response(m.as_ref()) }
             }),
         )
         .with_state(core)

@@ -7,9 +7,7 @@
 //! `POST /bootstrap` and `DELETE /proxies/{name}` to act, which need the
 //! token too.
 
-use super::Keeper;
-use crate::control::{AgentHeartbeat, FromKeeper, SwitchAnswer, ToKeeper};
-use crate::decision::{Request, RequestKind};
+use crate::keeper::Keeper;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -22,6 +20,8 @@ use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
+use zerodb_core::control::{AgentHeartbeat, FromKeeper, SwitchAnswer, ToKeeper};
+use zerodb_core::decision::{Request, RequestKind};
 
 /// The control router (proxies and agents).
 pub fn control_router(keeper: Arc<Keeper>) -> Router {
@@ -30,7 +30,7 @@ pub fn control_router(keeper: Arc<Keeper>) -> Router {
         .route("/v1/proxy", get(proxy_ws))
         .route("/v1/agent/heartbeat", post(agent_heartbeat))
         .with_state(keeper);
-    crate::admin::require_token(r, &token)
+    zerodb_core::admin_http::require_token(r, &token)
 }
 
 /// The admin router (operators).
@@ -50,18 +50,18 @@ pub fn admin_router(keeper: Arc<Keeper>, metrics: Option<PrometheusHandle>) -> R
             "/metrics",
             get(move || {
                 let m = metrics.clone();
-                async move { crate::admin::metrics_response(m.as_ref()) }
+                async move { zerodb_core::admin_http::metrics_response(m.as_ref()) }
             }),
         )
         .with_state(keeper)
-        .merge(crate::admin::require_token(acting, &token))
+        .merge(zerodb_core::admin_http::require_token(acting, &token))
 }
 
 async fn status(State(k): State<Arc<Keeper>>) -> Json<serde_json::Value> {
     Json(k.status())
 }
 
-async fn decisions(State(k): State<Arc<Keeper>>) -> Json<Vec<super::DecisionRecord>> {
+async fn decisions(State(k): State<Arc<Keeper>>) -> Json<Vec<crate::keeper::DecisionRecord>> {
     Json(k.decisions())
 }
 
@@ -141,7 +141,7 @@ async fn remove_proxy(State(k): State<Arc<Keeper>>, Path(name): Path<String>) ->
 async fn agent_heartbeat(
     State(k): State<Arc<Keeper>>,
     Json(hb): Json<AgentHeartbeat>,
-) -> Json<crate::control::AgentHeartbeatReply> {
+) -> Json<zerodb_core::control::AgentHeartbeatReply> {
     Json(k.agent_heartbeat(hb))
 }
 

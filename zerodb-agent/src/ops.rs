@@ -2,13 +2,13 @@
 //! read its state, promote it, fence it, point it at a source. The keeper
 //! uses the same operations directly when a datasource has no agent.
 
-use crate::control::{AgentReport, BinlogPos, ReplicaStatus};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, Row};
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
+use zerodb_core::control::LoadMeasure;
+use zerodb_core::control::{AgentReport, BinlogPos, ReplicaStatus};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpsError {
@@ -21,19 +21,6 @@ pub enum OpsError {
     Timeout(String),
     #[error("{0}")]
     Failed(String),
-}
-
-/// What "load" means for the keeper's `safe_load` check.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LoadMeasure {
-    /// The machine's 1-minute load average divided by its CPUs.
-    #[default]
-    Loadavg,
-    /// Client statements the server is running: `Threads_running` without
-    /// the replication threads (an idle replica has two, a source one per
-    /// replica) and without the query that counts them.
-    ThreadsRunning,
 }
 
 /// Counts the threads running client statements (see

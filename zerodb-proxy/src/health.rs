@@ -18,10 +18,10 @@ use tokio::sync::broadcast;
 #[serde(default, deny_unknown_fields)]
 pub struct HealthConfig {
     /// Time between probes of one datasource.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "zerodb_core::config::duration")]
     pub interval: Duration,
     /// A probe that takes longer has failed.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "zerodb_core::config::duration")]
     pub timeout: Duration,
     /// Consecutive failures that mark a datasource down.
     pub fall: u32,
@@ -130,6 +130,19 @@ pub async fn probe_once(params: &crate::backend::ConnectParams, timeout: Duratio
         c.ping().await
     };
     matches!(tokio::time::timeout(timeout, probe).await, Ok(Ok(())))
+}
+
+/// Whether the server answers with `read_only=OFF` (`false` when it does
+/// not answer within `timeout`, or says anything else).
+pub async fn writable(params: &crate::backend::ConnectParams, timeout: Duration) -> bool {
+    let ask = async {
+        let mut c = BackendConn::connect(params, BackendKey::default()).await?;
+        c.execute("SELECT @@global.read_only").await
+    };
+    match tokio::time::timeout(timeout, ask).await {
+        Ok(Ok(out)) => out.first_value() == Some(b"0"),
+        _ => false,
+    }
 }
 
 /// Probes one datasource until the sender side of `stop` is dropped.

@@ -28,12 +28,12 @@ pub struct PoolConfig {
     /// Most connections open to one datasource, idle and in use.
     pub max_size: usize,
     /// Close idle connections beyond `min_idle` after this long.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "zerodb_core::config::duration")]
     pub max_idle_time: Duration,
     /// How long a session waits for a connection when the pool is full.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "zerodb_core::config::duration")]
     pub acquire_timeout: Duration,
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "zerodb_core::config::duration")]
     pub connect_timeout: Duration,
 }
 

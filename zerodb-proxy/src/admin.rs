@@ -1,43 +1,17 @@
-//! The admin HTTP surface: `/health` for load balancers, `/status` for
-//! people and tools, `/metrics` for Prometheus, and a swap call for
-//! standalone use and tests.
+//! The proxy's admin HTTP surface (feature `admin-http`): `/health` for
+//! load balancers, `/status` for people and tools, `/metrics` for
+//! Prometheus, `/sessions`, and a swap call for standalone use and tests.
 
 use crate::server::{Serving, Shared};
 use crate::topology::TopologyError;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use std::time::Duration;
-
-/// Latency buckets (seconds) for every `*_seconds` histogram.
-const BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    5.0, 10.0,
-];
-
-/// Installs the Prometheus recorder for this process and keeps it trimmed.
-/// Call once, early, from a binary (inside a tokio runtime).
-pub fn install_metrics() -> Result<PrometheusHandle, String> {
-    let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
-        .map_err(|e| e.to_string())?
-        .install_recorder()
-        .map_err(|e| e.to_string())?;
-    let h = handle.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
-        loop {
-            tick.tick().await;
-            h.run_upkeep();
-        }
-    });
-    Ok(handle)
-}
+use zerodb_core::admin_http::PrometheusHandle;
 
 #[derive(Clone)]
 struct AdminState {
@@ -64,18 +38,7 @@ pub async fn serve(
     metrics: Option<PrometheusHandle>,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_router(listener, router(shared, metrics), stop).await
-}
-
-/// Serves any router (a proxy's, a keeper's, an agent's) until `stop`.
-pub async fn serve_router(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    stop: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(stop)
-        .await
+    zerodb_core::admin_http::serve_router(listener, router(shared, metrics), stop).await
 }
 
 async fn health(State(s): State<AdminState>) -> Response {
@@ -200,23 +163,7 @@ async fn sessions(State(s): State<AdminState>) -> Json<Vec<SessionRow>> {
 }
 
 async fn render_metrics(State(s): State<AdminState>) -> Response {
-    metrics_response(s.metrics.as_ref())
-}
-
-/// `/metrics` in Prometheus text format.
-pub fn metrics_response(metrics: Option<&PrometheusHandle>) -> Response {
-    match metrics {
-        Some(h) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            h.render(),
-        )
-            .into_response(),
-        None => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "metrics recorder not installed\n",
-        )
-            .into_response(),
-    }
+    zerodb_core::admin_http::metrics_response(s.metrics.as_ref())
 }
 
 /// Closes every idle backend connection, e.g. after `SET GLOBAL`, so that
@@ -263,27 +210,4 @@ async fn swap(State(s): State<AdminState>, Json(req): Json<SwapRequest>) -> Resp
         )
             .into_response(),
     }
-}
-
-/// Refuses every request to `router` that does not carry the cluster token
-/// (`Authorization: Bearer <token>`) with 401.
-pub fn require_token(router: Router, token: &str) -> Router {
-    let token: Arc<str> = Arc::from(token);
-    router.route_layer(axum::middleware::from_fn(
-        move |req: axum::extract::Request, next: axum::middleware::Next| {
-            let token = token.clone();
-            async move {
-                let presented = req
-                    .headers()
-                    .get(header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok());
-                if crate::control::token_matches(presented, &token) {
-                    next.run(req).await
-                } else {
-                    metrics::counter!("zerodb_control_unauthorized_total").increment(1);
-                    (StatusCode::UNAUTHORIZED, "cluster token missing or wrong\n").into_response()
-                }
-            }
-        },
-    ))
 }

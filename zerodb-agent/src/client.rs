@@ -1,0 +1,196 @@
+//! The control plane's HTTP client (JSON, the cluster token on every
+//! request, a timeout on every call), with which agents heartbeat to the
+//! keeper, and [`AgentHandle`], through which the keeper reaches each
+//! datasource's agent: over HTTP, or in-process (SQL straight to the
+//! server) when the datasource has no agent.
+
+use crate::agent::{AgentCore, AgentError};
+use crate::ops::MysqlOps;
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Duration;
+use zerodb_core::config::{DatasourceConfig, KeeperConfig, KeeperDataHostConfig};
+use zerodb_core::control::{bearer, AgentReport, Order};
+
+/// A failed control-plane call.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("{url}: no answer within {timeout:?}")]
+    Timeout {
+        url: String,
+        timeout: std::time::Duration,
+    },
+    #[error("{url}: {source}")]
+    Transport { url: String, source: reqwest::Error },
+    #[error("{url}: {status}: {body}")]
+    Refused {
+        url: String,
+        status: u16,
+        body: String,
+    },
+}
+
+/// An HTTP/JSON client for control-plane calls: the token on every
+/// request, a timeout on every call.
+#[derive(Clone, Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    token: String,
+}
+
+impl Client {
+    pub fn new(token: &str) -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .tcp_nodelay(true)
+                .pool_idle_timeout(std::time::Duration::from_secs(30))
+                .build()
+                .unwrap_or_default(),
+            token: token.to_string(),
+        }
+    }
+
+    /// POSTs `body` as JSON to `http://{addr}{path}` and decodes the answer.
+    pub async fn post<B: Serialize, R: serde::de::DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        body: &B,
+        timeout: std::time::Duration,
+    ) -> Result<R, CallError> {
+        let url = format!("http://{addr}{path}");
+        let req = self
+            .http
+            .post(&url)
+            .header("authorization", bearer(&self.token))
+            .json(body);
+        self.send(url, req, timeout).await
+    }
+
+    /// GETs `http://{addr}{path}` and decodes the JSON answer.
+    pub async fn get<R: serde::de::DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        timeout: std::time::Duration,
+    ) -> Result<R, CallError> {
+        let url = format!("http://{addr}{path}");
+        let req = self
+            .http
+            .get(&url)
+            .header("authorization", bearer(&self.token));
+        self.send(url, req, timeout).await
+    }
+
+    async fn send<R: serde::de::DeserializeOwned>(
+        &self,
+        url: String,
+        req: reqwest::RequestBuilder,
+        timeout: std::time::Duration,
+    ) -> Result<R, CallError> {
+        let call = async {
+            let resp = req.send().await?;
+            let status = resp.status();
+            if !status.is_success() {
+                return Ok(Err((
+                    status.as_u16(),
+                    resp.text().await.unwrap_or_default(),
+                )));
+            }
+            resp.json::<R>().await.map(Ok)
+        };
+        match tokio::time::timeout(timeout, call).await {
+            Err(_) => Err(CallError::Timeout { url, timeout }),
+            Ok(Err(source)) => Err(CallError::Transport { url, source }),
+            Ok(Ok(Err((status, body)))) => Err(CallError::Refused { url, status, body }),
+            Ok(Ok(Ok(r))) => Ok(r),
+        }
+    }
+}
+
+/// How the keeper reaches one datasource's agent.
+#[derive(Debug, Clone)]
+pub enum AgentHandle {
+    /// A `zerodb-agent` at this control address.
+    Remote(String),
+    /// No agent: the keeper does the agent's work itself.
+    Local(Arc<AgentCore>),
+}
+
+/// An order that was not carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum OrderError {
+    /// The remote agent could not be called, or refused.
+    #[error(transparent)]
+    Call(#[from] CallError),
+    /// The in-process agent refused or failed.
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+    /// The in-process agent did not finish in time.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+impl AgentHandle {
+    /// The handle for `ds`: its agent's address, or an in-process agent
+    /// logging in with the dataHost's credentials.
+    pub fn for_datasource(
+        cfg: &KeeperConfig,
+        dh: &KeeperDataHostConfig,
+        ds: &DatasourceConfig,
+    ) -> Self {
+        match &ds.agent {
+            Some(addr) => AgentHandle::Remote(addr.clone()),
+            None => {
+                let ops = MysqlOps::new(
+                    &ds.name,
+                    &ds.addr,
+                    &dh.user,
+                    &dh.password,
+                    cfg.timings.agent_timeout,
+                    cfg.timings.load_measure,
+                    None,
+                );
+                AgentHandle::Local(Arc::new(AgentCore::new(ops, cfg.timings.promote_timeout)))
+            }
+        }
+    }
+
+    /// The agent's report, or `None` if it did not answer in time.
+    pub async fn report(&self, client: &Client, timeout: Duration) -> Option<AgentReport> {
+        match self {
+            AgentHandle::Remote(addr) => match client.get(addr, "/v1/report", timeout).await {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::warn!(agent = %addr, error = %e, "agent did not report");
+                    None
+                }
+            },
+            // The in-process agent answers even when its server is dead.
+            AgentHandle::Local(core) => tokio::time::timeout(timeout * 2, core.report()).await.ok(),
+        }
+    }
+
+    /// Has the agent carry out `order` within `timeout`.
+    pub async fn order(
+        &self,
+        client: &Client,
+        order: &Order,
+        timeout: Duration,
+    ) -> Result<(), OrderError> {
+        match self {
+            AgentHandle::Remote(addr) => {
+                client
+                    .post::<_, serde_json::Value>(addr, "/v1/order", order, timeout)
+                    .await?;
+                Ok(())
+            }
+            AgentHandle::Local(core) => {
+                match tokio::time::timeout(timeout, core.order(order)).await {
+                    Ok(r) => Ok(r?),
+                    Err(_) => Err(OrderError::Timeout(timeout)),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! The keeper's config: what `zerodb-keeper` reads, and what a proxy that
+//! runs the keeper itself (`keeper: embedded`) builds from its own.
+
+use super::durations::{duration, duration_opt};
+use super::loader::{extract_known, load_file, ConfigError};
+use crate::control::LoadMeasure;
+use crate::policy::Policy;
+use figment::providers::{Format, Yaml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// One datasource: its name, address and, if it has one, its agent.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasourceConfig {
+    pub name: String,
+    /// host:port
+    pub addr: String,
+    /// The control address (host:port) of the agent beside it, if any.
+    #[serde(default)]
+    pub agent: Option<String>,
+}
+
+/// The keeper's timings (flat in the keeper's config).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct KeeperTimings {
+    /// A proxy or agent silent this long has lost its session.
+    #[serde(with = "duration")]
+    pub session_timeout: Duration,
+    /// How long the keeper waits for every proxy's vote.
+    #[serde(with = "duration")]
+    pub vote_timeout: Duration,
+    /// Timeout of one call to an agent (report, fence, follow).
+    #[serde(with = "duration")]
+    pub agent_timeout: Duration,
+    /// How long a promotion may take (applying the relay log included).
+    #[serde(with = "duration")]
+    pub promote_timeout: Duration,
+    /// No automatic switch of a dataHost this soon after the last one.
+    #[serde(with = "duration")]
+    pub cooldown: Duration,
+    /// Opt-in: forget a proxy whose session expired this long ago, so it no
+    /// longer blocks switches. Off by default: such a proxy may still be
+    /// writing to the old source (split brain).
+    #[serde(with = "duration_opt")]
+    pub drop_lost_proxy_after: Option<Duration>,
+    /// What the `safe_load` check compares: `loadavg` or `threads_running`.
+    pub load_measure: LoadMeasure,
+    /// Planned switchover: how long the target may take to catch up.
+    #[serde(with = "duration")]
+    pub catch_up_timeout: Duration,
+    /// Planned switchover: how long open transactions may take to finish
+    /// once new statements are held (those still open then get an error).
+    #[serde(with = "duration")]
+    pub switchover_grace: Duration,
+}
+
+impl Default for KeeperTimings {
+    fn default() -> Self {
+        Self {
+            session_timeout: Duration::from_secs(3),
+            vote_timeout: Duration::from_millis(1500),
+            agent_timeout: Duration::from_secs(1),
+            promote_timeout: Duration::from_secs(10),
+            cooldown: Duration::from_secs(30),
+            drop_lost_proxy_after: None,
+            load_measure: Default::default(),
+            catch_up_timeout: Duration::from_secs(10),
+            switchover_grace: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A dataHost as the keeper knows it.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeeperDataHostConfig {
+    pub name: String,
+    /// The user the keeper logs in as to datasources without an agent.
+    pub user: String,
+    #[serde(default)]
+    pub password: String,
+    /// The user standbys replicate as (default: `user`).
+    #[serde(default)]
+    pub replication_user: Option<String>,
+    #[serde(default)]
+    pub replication_password: Option<String>,
+    /// In preference order: the first is active at the first start, and
+    /// the order breaks ties between equally advanced standbys.
+    pub datasources: Vec<DatasourceConfig>,
+    /// Which datasource is active at the first start (default: the first).
+    #[serde(default)]
+    pub active: Option<String>,
+}
+
+impl KeeperDataHostConfig {
+    pub fn replication_credentials(&self) -> (String, String) {
+        (
+            self.replication_user
+                .clone()
+                .unwrap_or_else(|| self.user.clone()),
+            self.replication_password
+                .clone()
+                .unwrap_or_else(|| self.password.clone()),
+        )
+    }
+}
+
+/// Everything `zerodb-keeper` reads.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct KeeperConfig {
+    /// Control plane (proxies' WebSockets, agents' heartbeats), host:port.
+    pub listen: String,
+    /// Admin HTTP, host:port (an embedded keeper shares the proxy's).
+    pub admin: Option<String>,
+    pub token: String,
+    /// Where the topology and epoch are persisted.
+    pub state_dir: PathBuf,
+    pub datahosts: Vec<KeeperDataHostConfig>,
+    #[serde(flatten)]
+    pub timings: KeeperTimings,
+    #[serde(flatten)]
+    pub policy: Policy,
+}
+
+impl Default for KeeperConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:7700".into(),
+            admin: Some("127.0.0.1:9700".into()),
+            token: String::new(),
+            state_dir: PathBuf::from("zerodb-keeper-state"),
+            datahosts: Vec::new(),
+            timings: KeeperTimings::default(),
+            policy: Policy::default(),
+        }
+    }
+}
+
+const KEEPER_KEYS: [&str; 14] = [
+    "listen",
+    "admin",
+    "token",
+    "state_dir",
+    "datahosts",
+    "session_timeout",
+    "vote_timeout",
+    "agent_timeout",
+    "promote_timeout",
+    "cooldown",
+    "drop_lost_proxy_after",
+    "load_measure",
+    "catch_up_timeout",
+    "switchover_grace",
+];
+
+impl KeeperConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let cfg: Self = load_file(path, &KEEPER_KEYS)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        let cfg: Self = extract_known(Figment::from(Yaml::string(text)), &KEEPER_KEYS)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.token.is_empty() {
+            return bad("`token` is needed: peers without it are refused".into());
+        }
+        if self.datahosts.is_empty() {
+            return bad("at least one entry in `datahosts` is needed".into());
+        }
+        for dh in &self.datahosts {
+            if dh.datasources.is_empty() {
+                return bad(format!("dataHost `{}` has no datasources", dh.name));
+            }
+        }
+        if self.policy.approve_ratio > 100 {
+            return bad("need_vote.approve_ratio is a percentage (0-100)".into());
+        }
+        Ok(())
+    }
+}

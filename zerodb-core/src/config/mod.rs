@@ -1,0 +1,12 @@
+//! Configuration shared by the roles: the loader (a YAML or TOML file, then
+//! `ZERODB_*` environment overrides, unknown keys refused), durations, and
+//! the keeper's config (which a proxy running the keeper embeds). Each
+//! role's own config lives in its crate and loads through [`load_file`].
+
+mod durations;
+mod keeper;
+mod loader;
+
+pub use durations::{duration, duration_opt};
+pub use keeper::{DatasourceConfig, KeeperConfig, KeeperDataHostConfig, KeeperTimings};
+pub use loader::{extract_known, from_yaml, load_file, ConfigError, EnvOverrides};

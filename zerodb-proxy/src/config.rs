@@ -1,0 +1,427 @@
+//! What `zerodb-proxy` reads: a YAML or TOML file, then `ZERODB_*`
+//! environment overrides (see [`zerodb_core::config`]).
+
+use crate::health::HealthConfig;
+use crate::pool::PoolConfig;
+use figment::providers::{Format, Yaml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use zerodb_core::config::{
+    duration, extract_known, load_file, ConfigError, DatasourceConfig, KeeperConfig,
+    KeeperDataHostConfig, KeeperTimings,
+};
+use zerodb_core::policy::Policy;
+
+/// A proxy user (clients authenticate against these).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    #[serde(default)]
+    pub password: String,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataHostConfig {
+    pub name: String,
+    /// Schemas routed here. The first dataHost (or the one marked
+    /// `default`) also serves every schema no dataHost names.
+    #[serde(default)]
+    pub schemas: Vec<String>,
+    #[serde(default)]
+    pub default: bool,
+    /// The backend user the proxy logs in as.
+    pub user: String,
+    #[serde(default)]
+    pub password: String,
+    pub datasources: Vec<DatasourceConfig>,
+    /// Which datasource starts active (default: the first).
+    #[serde(default)]
+    pub active: Option<String>,
+    /// The user an embedded keeper uses to promote and fence datasources
+    /// that have no agent (default: `user`). It needs `SUPER` or MariaDB's
+    /// `READ_ONLY ADMIN`, `REPLICATION SLAVE ADMIN` and `CONNECTION ADMIN`.
+    #[serde(default)]
+    pub admin_user: Option<String>,
+    #[serde(default)]
+    pub admin_password: Option<String>,
+}
+
+/// Everything `zerodb-proxy` reads.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct ProxyConfig {
+    /// Unique name of this proxy in a cluster.
+    pub name: String,
+    /// MySQL listener, host:port.
+    pub listen: String,
+    /// Admin HTTP listener (/health, /status, /metrics), host:port.
+    pub admin: String,
+    pub users: Vec<UserConfig>,
+    pub datahosts: Vec<DataHostConfig>,
+    pub pool: PoolConfig,
+    pub health: HealthConfig,
+    /// Most client connections at once; more are refused with error 1040.
+    pub max_connections: usize,
+    /// Session threads, each with its own event loop (see
+    /// [`crate::workers`]). Absent: one per CPU. `0`: sessions run on the
+    /// runtime that calls [`crate::server::BoundProxy::run`].
+    pub workers: Option<usize>,
+    /// Largest client packet accepted (bytes).
+    pub max_allowed_packet: usize,
+    /// Version string sent to clients; default: the backend's own.
+    pub server_version: Option<String>,
+    /// Method offered in the greeting: mysql_native_password or
+    /// caching_sha2_password. Clients using either are accepted whatever it is.
+    pub auth_plugin: String,
+    /// How long a stopping proxy waits for sessions to finish their statement.
+    #[serde(with = "duration")]
+    pub shutdown_timeout: Duration,
+    /// The keeper's control address (host:port), or `embedded` to run the
+    /// keeper inside this proxy. Absent: a standalone proxy (no failover).
+    pub keeper: Option<String>,
+    /// The cluster token every control-plane peer presents.
+    pub token: Option<String>,
+    /// Timings of this proxy's part in the cluster.
+    pub cluster: ClusterConfig,
+    /// Settings of the keeper run with `keeper: embedded`.
+    pub embedded_keeper: EmbeddedKeeperConfig,
+    /// Holding statements while a switch is under way.
+    pub buffer: BufferConfig,
+    /// The seed's policy keys, flat at the top level.
+    #[serde(flatten)]
+    pub policy: Policy,
+}
+
+/// A proxy's timings in a cluster (config keys under `cluster:`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// How often the proxy heartbeats to the keeper.
+    #[serde(with = "duration")]
+    pub heartbeat_interval: Duration,
+    /// How long a switch request may wait for the keeper's answer.
+    #[serde(with = "duration")]
+    pub request_timeout: Duration,
+    /// Time between switch requests while the active datasource stays down.
+    #[serde(with = "duration")]
+    pub switch_retry_interval: Duration,
+    /// Time between attempts to reach a lost keeper.
+    #[serde(with = "duration")]
+    pub reconnect_interval: Duration,
+    /// At start, how long the proxy holds statements waiting for the
+    /// keeper's topology; after that it serves only the dataHosts whose
+    /// active datasource is writable.
+    #[serde(with = "duration")]
+    pub start_timeout: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval: Duration::from_millis(250),
+            request_timeout: Duration::from_secs(5),
+            switch_retry_interval: Duration::from_millis(500),
+            reconnect_interval: Duration::from_millis(500),
+            start_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Buffering (config keys under `buffer:`): in a cluster, a statement for
+/// a dataHost whose active datasource is down waits for the switch.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BufferConfig {
+    /// How long a statement may wait; `0` turns buffering off.
+    #[serde(with = "duration")]
+    pub window: Duration,
+    /// Most statements waiting per dataHost; more fail at once.
+    pub max_queue: usize,
+}
+
+impl Default for BufferConfig {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(10),
+            max_queue: 10_000,
+        }
+    }
+}
+
+/// The keeper inside a proxy (`keeper: embedded`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmbeddedKeeperConfig {
+    /// Its control listener (other proxies may join it here).
+    pub listen: String,
+    /// Where it persists the topology and its epoch.
+    pub state_dir: PathBuf,
+    #[serde(flatten)]
+    pub timings: KeeperTimings,
+}
+
+impl Default for EmbeddedKeeperConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:0".into(),
+            state_dir: PathBuf::from("zerodb-state"),
+            timings: KeeperTimings::default(),
+        }
+    }
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            name: "zerodb-proxy".into(),
+            listen: "127.0.0.1:3307".into(),
+            admin: "127.0.0.1:9307".into(),
+            users: Vec::new(),
+            datahosts: Vec::new(),
+            pool: PoolConfig::default(),
+            health: HealthConfig::default(),
+            max_connections: 10_000,
+            workers: None,
+            max_allowed_packet: 64 << 20,
+            server_version: None,
+            auth_plugin: crate::auth::NATIVE.into(),
+            shutdown_timeout: Duration::from_secs(10),
+            keeper: None,
+            token: None,
+            cluster: ClusterConfig::default(),
+            embedded_keeper: EmbeddedKeeperConfig::default(),
+            buffer: BufferConfig::default(),
+            policy: Policy::default(),
+        }
+    }
+}
+
+/// The top-level keys of a proxy config (besides the policy keys).
+pub const PROXY_KEYS: [&str; 18] = [
+    "name",
+    "listen",
+    "admin",
+    "users",
+    "datahosts",
+    "pool",
+    "health",
+    "max_connections",
+    "workers",
+    "max_allowed_packet",
+    "server_version",
+    "auth_plugin",
+    "shutdown_timeout",
+    "keeper",
+    "token",
+    "cluster",
+    "embedded_keeper",
+    "buffer",
+];
+
+impl ProxyConfig {
+    /// Loads `path` (YAML unless it ends in `.toml`), then `ZERODB_*`
+    /// environment overrides, and checks the result.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let cfg: Self = load_file(path, &PROXY_KEYS)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Loads from YAML text (for tests and embedding).
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        Self::from_figment(Figment::from(Yaml::string(text)))
+    }
+
+    pub fn from_figment(f: Figment) -> Result<Self, ConfigError> {
+        let cfg: Self = extract_known(f, &PROXY_KEYS)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Whether this proxy runs the keeper itself.
+    pub fn embedded_keeper(&self) -> bool {
+        self.keeper.as_deref() == Some("embedded")
+    }
+
+    /// The keeper an embedded proxy runs: its dataHosts and policy.
+    pub fn keeper_config(&self) -> KeeperConfig {
+        KeeperConfig {
+            listen: self.embedded_keeper.listen.clone(),
+            admin: None,
+            token: self.token.clone().unwrap_or_default(),
+            state_dir: self.embedded_keeper.state_dir.clone(),
+            datahosts: self
+                .datahosts
+                .iter()
+                .map(|d| KeeperDataHostConfig {
+                    name: d.name.clone(),
+                    user: d.admin_user.clone().unwrap_or_else(|| d.user.clone()),
+                    password: d
+                        .admin_password
+                        .clone()
+                        .unwrap_or_else(|| d.password.clone()),
+                    replication_user: None,
+                    replication_password: None,
+                    datasources: d.datasources.clone(),
+                    active: d.active.clone(),
+                })
+                .collect(),
+            timings: self.embedded_keeper.timings.clone(),
+            policy: self.policy.clone(),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.datahosts.is_empty() {
+            return bad("at least one entry in `datahosts` is needed".into());
+        }
+        if self.users.is_empty() {
+            return bad("at least one entry in `users` is needed".into());
+        }
+        if crate::auth::Method::from_name(self.auth_plugin.as_bytes()).is_none() {
+            return bad(format!(
+                "auth_plugin `{}` is not mysql_native_password or caching_sha2_password",
+                self.auth_plugin
+            ));
+        }
+        if self.datahosts.iter().filter(|d| d.default).count() > 1 {
+            return bad("more than one dataHost is marked `default`".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        for dh in &self.datahosts {
+            if !names.insert(dh.name.as_str()) {
+                return bad(format!("dataHost `{}` is listed twice", dh.name));
+            }
+            if dh.datasources.is_empty() {
+                return bad(format!("dataHost `{}` has no datasources", dh.name));
+            }
+            if let Some(a) = &dh.active {
+                if !dh.datasources.iter().any(|d| &d.name == a) {
+                    return bad(format!(
+                        "dataHost `{}`: active `{a}` is not one of its datasources",
+                        dh.name
+                    ));
+                }
+            }
+        }
+        if self.policy.approve_ratio > 100 {
+            return bad("need_vote.approve_ratio is a percentage (0-100)".into());
+        }
+        if self.keeper.is_some() && !self.embedded_keeper() && self.token_missing() {
+            return bad("`token` is needed to join a keeper".into());
+        }
+        Ok(())
+    }
+
+    fn token_missing(&self) -> bool {
+        self.token.as_deref().is_none_or(str::is_empty)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::providers::Toml;
+    use zerodb_core::config::EnvOverrides;
+
+    const SEED: &str = r#"
+listen: 127.0.0.1:3307
+users: [{name: app, password: pw}]
+datahosts:
+  - name: dh1
+    schemas: [app]
+    user: zerodb
+    password: x
+    datasources: [{name: mysql_1, addr: "127.0.0.1:3306"}, {name: mysql_11, addr: "127.0.0.1:3316"}]
+health: {interval: 200ms, timeout: "150ms", fall: 2}
+need_vote: true
+need_vote.approve_ratio: 50
+unregister_when_switch_rejected: true
+unregister_switch_rejected_number: 3
+unregister_when_switch_rejected.down_host_num: 2
+offline_when_lost_keeper: true
+offline_switch_rejected_number: 3
+# 至少有两个Host连续被数据源切换失败后，让自己下线
+offline_when_lost_keeper.down_host_num: 4
+self_back_online: true
+need_target_load_check: true
+need_target_load_check.safe_load: 2
+need_binlog_check: true
+need_binlog_check.safe_binlog_delay: 1000
+"#;
+
+    #[test]
+    fn seed_keys_load_verbatim() {
+        let c = ProxyConfig::from_yaml(SEED).unwrap();
+        assert_eq!(c.policy.approve_ratio, 50);
+        assert_eq!(c.policy.offline_down_host_num, 4);
+        assert_eq!(c.policy.safe_binlog_delay, Some(1000));
+        assert_eq!(c.policy.safe_load, 2.0);
+        assert_eq!(c.health.interval, Duration::from_millis(200));
+        assert_eq!(c.health.timeout, Duration::from_millis(150));
+        assert_eq!(c.health.fall, 2);
+        assert_eq!(c.datahosts[0].datasources[1].name, "mysql_11");
+    }
+
+    #[test]
+    fn absent_safe_binlog_delay_means_lenient() {
+        let text = SEED.replace("need_binlog_check.safe_binlog_delay: 1000\n", "");
+        let c = ProxyConfig::from_yaml(&text).unwrap();
+        assert_eq!(c.policy.safe_binlog_delay, None);
+    }
+
+    #[test]
+    fn toml_with_quoted_dotted_keys() {
+        let toml = r#"
+"need_vote.approve_ratio" = 75
+[[users]]
+name = "app"
+[[datahosts]]
+name = "dh1"
+user = "u"
+datasources = [{ name = "a", addr = "127.0.0.1:1" }]
+"#;
+        let c = ProxyConfig::from_figment(Figment::from(Toml::string(toml))).unwrap();
+        assert_eq!(c.policy.approve_ratio, 75);
+    }
+
+    #[test]
+    fn env_overrides_keep_policy_keys_flat() {
+        let env = EnvOverrides::from_vars(
+            "ZERODB_",
+            &PROXY_KEYS,
+            [
+                (
+                    "ZERODB_NEED_VOTE__APPROVE_RATIO".to_string(),
+                    "66".to_string(),
+                ),
+                ("ZERODB_NEED_VOTE".to_string(), "false".to_string()),
+                ("ZERODB_HEALTH__FALL".to_string(), "5".to_string()),
+                ("ZERODB_LISTEN".to_string(), "0.0.0.0:4000".to_string()),
+                ("ZERODB_LOG".to_string(), "debug".to_string()),
+                ("ZERODB_BENCH_SECONDS".to_string(), "5".to_string()),
+            ],
+        );
+        let c = ProxyConfig::from_figment(Figment::from(Yaml::string(SEED)).merge(env)).unwrap();
+        assert_eq!(c.policy.approve_ratio, 66);
+        assert!(!c.policy.need_vote);
+        assert_eq!(c.health.fall, 5);
+        assert_eq!(
+            c.health.interval,
+            Duration::from_millis(200),
+            "sibling keys survive"
+        );
+        assert_eq!(c.listen, "0.0.0.0:4000");
+    }
+
+    #[test]
+    fn typos_are_refused() {
+        let err = ProxyConfig::from_yaml(&format!("{SEED}\nneed_vot: true\n")).unwrap_err();
+        assert!(err.to_string().contains("need_vot"), "{err}");
+    }
+}
