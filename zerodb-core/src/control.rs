@@ -44,20 +44,42 @@ impl DataHostState {
     }
 }
 
+/// Why a topology does not fit a config.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopologyMismatch {
+    /// The topology lists a dataHost twice.
+    #[error("dataHost `{0}` twice")]
+    DataHostTwice(String),
+    /// The config has no such dataHost.
+    #[error("unknown dataHost `{0}`")]
+    UnknownDataHost(String),
+    /// The dataHost has no such datasource in the config.
+    #[error("dataHost `{datahost}` has no datasource `{datasource}`")]
+    UnknownDatasource {
+        /// The dataHost named.
+        datahost: String,
+        /// The datasource it does not have.
+        datasource: String,
+    },
+}
+
 impl ClusterTopology {
-    /// Whether this topology names only dataHosts and datasources that
-    /// `known` (dataHost → its datasources) has, each dataHost once.
-    pub fn fits(&self, known: &[(&str, Vec<&str>)]) -> Result<(), String> {
+    /// Checks that this topology names only dataHosts and datasources
+    /// that `known` (dataHost → its datasources) has, each dataHost once.
+    pub fn fits(&self, known: &[(&str, Vec<&str>)]) -> Result<(), TopologyMismatch> {
         for (i, d) in self.datahosts.iter().enumerate() {
             if self.datahosts[..i].iter().any(|o| o.name == d.name) {
-                return Err(format!("dataHost `{}` twice", d.name));
+                return Err(TopologyMismatch::DataHostTwice(d.name.clone()));
             }
             let Some((_, sources)) = known.iter().find(|(n, _)| *n == d.name) else {
-                return Err(format!("unknown dataHost `{}`", d.name));
+                return Err(TopologyMismatch::UnknownDataHost(d.name.clone()));
             };
             for ds in std::iter::once(&d.active).chain(&d.standbys) {
                 if !sources.contains(&ds.as_str()) {
-                    return Err(format!("dataHost `{}` has no datasource `{ds}`", d.name));
+                    return Err(TopologyMismatch::UnknownDatasource {
+                        datahost: d.name.clone(),
+                        datasource: ds.clone(),
+                    });
                 }
             }
         }

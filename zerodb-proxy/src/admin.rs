@@ -2,7 +2,7 @@
 //! load balancers, `/status` for people and tools, `/metrics` for
 //! Prometheus, `/sessions`, and a swap call for standalone use and tests.
 
-use crate::server::{Serving, Shared};
+use crate::shared::{Serving, Shared};
 use crate::topology::TopologyError;
 use axum::extract::State;
 use axum::http::StatusCode;

@@ -5,7 +5,7 @@
 //! offline, back online.
 
 use crate::config::ClusterConfig;
-use crate::server::{ClusterLink, Shared};
+use crate::shared::{ClusterLink, Shared};
 use crate::topology::DataHost;
 use futures_util::{SinkExt, StreamExt};
 use std::collections::{HashMap, HashSet};

@@ -24,26 +24,34 @@ pub mod duration {
         }
     }
 
-    pub fn parse(t: &str) -> Result<Duration, String> {
+    /// A duration that does not parse.
+    #[derive(Debug, thiserror::Error)]
+    #[error("{0}")]
+    pub struct BadDuration(String);
+
+    /// Parses `250ms`, `1.5s`, `2m`, `1h`, or a bare number of milliseconds.
+    pub fn parse(t: &str) -> Result<Duration, BadDuration> {
         let t = t.trim();
         let split = t
             .find(|c: char| !c.is_ascii_digit() && c != '.')
             .unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
-        let n: f64 = num.parse().map_err(|_| format!("bad duration `{t}`"))?;
+        let n: f64 = num
+            .parse()
+            .map_err(|_| BadDuration(format!("bad duration `{t}`")))?;
         let secs = match unit.trim() {
             "ms" | "" => n / 1000.0,
             "s" => n,
             "m" => n * 60.0,
             "h" => n * 3600.0,
             u => {
-                return Err(format!(
+                return Err(BadDuration(format!(
                     "bad duration unit `{u}` in `{t}` (use ms, s, m or h)"
-                ))
+                )))
             }
         };
         if !secs.is_finite() || secs < 0.0 {
-            return Err(format!("bad duration `{t}`"));
+            return Err(BadDuration(format!("bad duration `{t}`")));
         }
         Ok(Duration::from_secs_f64(secs))
     }

@@ -24,7 +24,8 @@ use crate::pool::{PoolError, PooledConn};
 use crate::protocol::conn::{Packet, ReadError};
 use crate::protocol::packets::{self, u32_at};
 use crate::protocol::{cmd, status, Conn, ResponseKind};
-use crate::server::{SessionHandle, Shared};
+use crate::registry::SessionHandle;
+use crate::shared::Shared;
 use crate::sql;
 use crate::topology::{DataHost, Datasource};
 use relay::{relay, RelayError, Relayed};
@@ -196,7 +197,7 @@ impl StatementMetrics {
     /// Registry ticks after which a busy session passes its counts on even
     /// if its batch is not full: about a second.
     const FLUSH_TICKS: u64 =
-        (Duration::from_secs(1).as_millis() / crate::server::TICK.as_millis()) as u64;
+        (Duration::from_secs(1).as_millis() / crate::registry::TICK.as_millis()) as u64;
 
     fn new() -> Self {
         Self {

@@ -11,7 +11,7 @@ use crate::protocol::conn::{write_now, ReadError};
 use crate::protocol::frame::{FrameHeader, HEADER_LEN};
 use crate::protocol::response::{ResponseError, ResponseParser};
 use crate::protocol::{Conn, ResponseKind, Step};
-use crate::server::SessionHandle;
+use crate::registry::SessionHandle;
 use tokio::io::AsyncWriteExt;
 
 /// Bytes a client may send ahead while its statement runs that the relay

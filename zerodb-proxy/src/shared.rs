@@ -1,0 +1,143 @@
+//! What every session of a proxy shares: its config, topology, users,
+//! registry and hooks, and whether it serves.
+
+use crate::config::ProxyConfig;
+use crate::health::HealthEvent;
+use crate::hooks::StatementHook;
+use crate::protocol::caps;
+use crate::registry::Registry;
+use crate::topology::Topology;
+use arc_swap::ArcSwap;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use tokio::sync::{broadcast, watch};
+
+/// Whether the proxy takes clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Serving {
+    Serving,
+    Draining,
+    /// Offline by the proxy's own rules (SPEC §4): the listener is closed.
+    Offline,
+    /// Started in a cluster and not yet holding the keeper's topology
+    /// (SPEC §7): clients are taken, their statements wait.
+    Starting,
+}
+
+/// What sessions and the admin surface need of the proxy's part in a
+/// cluster (implemented by `cluster::Cluster`, feature `cluster`).
+pub trait ClusterLink: Send + Sync + std::fmt::Debug {
+    /// What the last switch request for `datahost` came to, for the error
+    /// a statement gets when no switch came in time.
+    fn last_outcome(&self, datahost: &str) -> Option<String>;
+    /// The keeper connection and the rules' counters, for `/status`.
+    fn status(&self) -> serde_json::Value;
+}
+
+/// What every session shares.
+pub struct Shared {
+    pub config: ProxyConfig,
+    pub topology: Arc<Topology>,
+    pub users: HashMap<String, String>,
+    pub registry: Registry,
+    pub hooks: Vec<Arc<dyn StatementHook>>,
+    /// Version string sent to clients.
+    pub server_version: ArcSwap<String>,
+    /// Capability flags the backends offer (learned at start).
+    pub backend_caps: AtomicU32,
+    /// MariaDB's extended flags the backends offer (learned at start).
+    pub backend_mariadb_caps: AtomicU32,
+    pub health_events: broadcast::Sender<HealthEvent>,
+    /// False once the proxy drains for shutdown.
+    pub(crate) serving: AtomicBool,
+    /// True from joining a cluster until every dataHost may be served.
+    pub(crate) starting: AtomicBool,
+    /// Whether the client listener is open (SPEC §4 offline / online).
+    pub(crate) online: watch::Sender<bool>,
+    /// This proxy's part in a cluster, once it has joined one.
+    pub cluster: std::sync::OnceLock<Arc<dyn ClusterLink>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("name", &self.config.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    pub fn serving(&self) -> Serving {
+        if !self.serving.load(Ordering::Acquire) {
+            Serving::Draining
+        } else if !*self.online.borrow() {
+            Serving::Offline
+        } else if self.starting.load(Ordering::Acquire) {
+            Serving::Starting
+        } else {
+            Serving::Serving
+        }
+    }
+
+    /// Marks the proxy as starting (waiting for the keeper's topology) or
+    /// ready to serve every dataHost.
+    pub fn set_starting(&self, starting: bool) {
+        self.starting.store(starting, Ordering::Release);
+    }
+
+    /// Takes the proxy offline (closes the client listener, every client
+    /// session and every idle backend connection) or back online.
+    pub fn set_online(&self, online: bool) {
+        let changed = self
+            .online
+            .send_if_modified(|v| std::mem::replace(v, online) != online);
+        if !changed {
+            return;
+        }
+        metrics::gauge!("zerodb_proxy_online").set(if online { 1.0 } else { 0.0 });
+        if online {
+            tracing::warn!("back online: client listener reopened");
+            return;
+        }
+        let sessions = self.registry.all();
+        for s in &sessions {
+            s.kill();
+        }
+        for dh in self.topology.datahosts() {
+            for ds in &dh.datasources {
+                ds.pool.flush_idle();
+            }
+        }
+        tracing::error!(
+            sessions = sessions.len(),
+            "offline: client listener closed, sessions and backend connections closed"
+        );
+    }
+
+    pub fn is_online(&self) -> bool {
+        *self.online.borrow()
+    }
+
+    /// Whether the proxy is shutting down (sessions close between
+    /// statements; they are nudged when it starts).
+    pub(crate) fn draining(&self) -> bool {
+        !self.serving.load(Ordering::Acquire)
+    }
+
+    /// Capability flags offered to clients.
+    pub fn offered_caps(&self) -> u32 {
+        caps::OFFERED
+            & (self.backend_caps.load(Ordering::Relaxed) | caps::PLUGIN_AUTH | caps::CONNECT_ATTRS)
+    }
+
+    /// The MariaDB flags offered to clients: only when the proxy presents
+    /// itself as MariaDB (`CLIENT_MYSQL` off, as its backends do).
+    pub fn offered_mariadb_caps(&self) -> u32 {
+        if self.offered_caps() & caps::LONG_PASSWORD != 0 {
+            return 0;
+        }
+        caps::mariadb::OFFERED & self.backend_mariadb_caps.load(Ordering::Relaxed)
+    }
+}
