@@ -129,6 +129,9 @@ pub enum OrderError {
     /// The in-process agent did not finish in time.
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+    /// The keeper knows no agent for this datasource.
+    #[error("no agent for {0}")]
+    NoAgent(String),
 }
 
 impl AgentHandle {

@@ -7,7 +7,8 @@
 //! `POST /bootstrap` and `DELETE /proxies/{name}` to act, which need the
 //! token too.
 
-use crate::keeper::Keeper;
+use crate::keeper::{Keeper, KeeperError};
+use crate::members::Answer;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -58,10 +59,10 @@ pub fn admin_router(keeper: Arc<Keeper>, metrics: Option<PrometheusHandle>) -> R
 }
 
 async fn status(State(k): State<Arc<Keeper>>) -> Json<serde_json::Value> {
-    Json(k.status())
+    Json(k.status().await)
 }
 
-async fn decisions(State(k): State<Arc<Keeper>>) -> Json<Vec<crate::keeper::DecisionRecord>> {
+async fn decisions(State(k): State<Arc<Keeper>>) -> Json<Vec<crate::record::DecisionRecord>> {
     Json(k.decisions())
 }
 
@@ -108,7 +109,7 @@ struct BootstrapBody {
 /// plus any named in the body, are all there are.
 async fn bootstrap(State(k): State<Arc<Keeper>>, body: Option<Json<BootstrapBody>>) -> Response {
     let Json(b) = body.unwrap_or_default();
-    match k.bootstrap(&b.proxies) {
+    match k.bootstrap(&b.proxies).await {
         Ok(members) => Json(serde_json::json!({"membership_confirmed": true, "proxies": members}))
             .into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
@@ -122,16 +123,19 @@ struct MaintenanceBody {
 }
 
 async fn maintenance(State(k): State<Arc<Keeper>>, Json(b): Json<MaintenanceBody>) -> Response {
-    match k.set_maintenance(&b.datahost, b.on) {
+    match k.set_maintenance(&b.datahost, b.on).await {
         Ok(()) => {
             Json(serde_json::json!({"datahost": b.datahost, "maintenance": b.on})).into_response()
         }
-        Err(e) => (StatusCode::NOT_FOUND, e).into_response(),
+        Err(e @ KeeperError::UnknownDataHost(_)) => {
+            (StatusCode::NOT_FOUND, e.to_string()).into_response()
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
 
 async fn remove_proxy(State(k): State<Arc<Keeper>>, Path(name): Path<String>) -> Response {
-    match k.unregister(&name, "removed by an operator") {
+    match k.unregister(&name, "removed by an operator").await {
         Ok(true) => Json(serde_json::json!({"removed": name})).into_response(),
         Ok(false) => (StatusCode::NOT_FOUND, format!("no proxy named {name}\n")).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
@@ -142,7 +146,7 @@ async fn agent_heartbeat(
     State(k): State<Arc<Keeper>>,
     Json(hb): Json<AgentHeartbeat>,
 ) -> Json<zerodb_core::control::AgentHeartbeatReply> {
-    Json(k.agent_heartbeat(hb))
+    Json(k.agent_heartbeat(hb).await)
 }
 
 async fn proxy_ws(State(k): State<Arc<Keeper>>, ws: WebSocketUpgrade) -> Response {
@@ -168,7 +172,7 @@ async fn proxy_session(k: Arc<Keeper>, socket: WebSocket) {
                 epoch,
                 topology,
             }) if !name.is_empty() => {
-                k.observe(&name, epoch, topology.as_ref());
+                k.observe(&name, epoch, topology.as_ref()).await;
                 name
             }
             _ => {
@@ -188,7 +192,7 @@ async fn proxy_session(k: Arc<Keeper>, socket: WebSocket) {
     k.discovered().await;
     let conn = k.next_id();
     let (tx, mut rx) = mpsc::unbounded_channel::<FromKeeper>();
-    let topology = match k.register(&name, conn, tx.clone()) {
+    let topology = match k.register(&name, conn, tx.clone()).await {
         Ok(t) => t,
         Err(e) => {
             tracing::error!(proxy = %name, error = %e, "cannot persist the registration");
@@ -228,8 +232,8 @@ async fn proxy_session(k: Arc<Keeper>, socket: WebSocket) {
         }
         match serde_json::from_str::<ToKeeper>(&t) {
             Ok(ToKeeper::Heartbeat) | Ok(ToKeeper::Register { .. }) => {}
-            Ok(ToKeeper::Vote { id, down }) => k.answered(id, u64::from(down)),
-            Ok(ToKeeper::Held { id, open }) => k.answered(id, u64::from(open)),
+            Ok(ToKeeper::Vote { id, down }) => k.answered(id, Answer::Vote { down }),
+            Ok(ToKeeper::Held { id, open }) => k.answered(id, Answer::Held { open }),
             Ok(ToKeeper::SwitchRequest {
                 id,
                 datahost,
@@ -249,7 +253,7 @@ async fn proxy_session(k: Arc<Keeper>, socket: WebSocket) {
                 });
             }
             Ok(ToKeeper::Unregister { reason }) => {
-                if let Err(e) = k.unregister(&name, &reason) {
+                if let Err(e) = k.unregister(&name, &reason).await {
                     tracing::error!(proxy = %name, error = %e, "cannot persist the unregistration");
                 }
                 break;

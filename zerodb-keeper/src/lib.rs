@@ -3,15 +3,29 @@
 //! [`zerodb_core::decision::decide`]), carries them out, persists the
 //! topology and pushes it to every proxy.
 //!
-//! * [`keeper`] — [`Keeper`]: members, votes, agents' reports, decisions;
+//! * [`keeper`] — [`Keeper`]: state, sessions, agents' reports, epochs
+//!   that never go backwards, maintenance, status;
+//! * [`request`] — a switch request: gathering the decision's inputs,
+//!   deciding, answering, recording;
+//! * [`switch`] — carrying an approved switch out, phase by phase, with
+//!   one compensation path;
+//! * [`members`] — the registered proxies and their typed answers;
+//! * [`agents`] — how the keeper reaches agents;
 //! * [`store`] — what the keeper persists, and where;
+//! * [`record`] — the decisions' record;
 //! * [`http`] — the control router (proxies' WebSockets, agents'
 //!   heartbeats) and the admin router.
 
 #![forbid(unsafe_code)]
 
+pub mod agents;
 pub mod http;
 pub mod keeper;
+pub mod members;
+pub mod record;
+pub mod request;
 pub mod store;
+pub mod switch;
 
-pub use keeper::{DecisionRecord, Keeper, KeeperError};
+pub use keeper::{Keeper, KeeperError};
+pub use record::DecisionRecord;

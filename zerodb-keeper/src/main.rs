@@ -104,7 +104,9 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(config: KeeperConfig) -> anyhow::Result<()> {
     let metrics = install_metrics()?;
-    let keeper = Keeper::open(config.clone()).context("opening the keeper's state")?;
+    let keeper = Keeper::open(config.clone())
+        .await
+        .context("opening the keeper's state")?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let control = serve_http(
         "control plane",

@@ -63,7 +63,9 @@ async fn run(config: ProxyConfig) -> anyhow::Result<()> {
                 kcfg.token = zerodb_core::control::random_token();
             }
             let token = kcfg.token.clone();
-            let keeper = Keeper::open(kcfg).context("starting the embedded keeper")?;
+            let keeper = Keeper::open(kcfg)
+                .await
+                .context("starting the embedded keeper")?;
             let listener = tokio::net::TcpListener::bind(&config.embedded_keeper.listen)
                 .await
                 .with_context(|| format!("keeper listener on {}", config.embedded_keeper.listen))?;

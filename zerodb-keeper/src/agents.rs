@@ -1,0 +1,88 @@
+//! How the keeper reaches agents: the [`Agents`] trait (which tests fake),
+//! and [`AgentSet`], one [`AgentHandle`] per configured datasource (a
+//! remote `zerodb-agent`, or an in-process one for a datasource without).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use zerodb_agent::client::{AgentHandle, Client, OrderError};
+use zerodb_agent::AgentCore;
+use zerodb_core::config::KeeperConfig;
+use zerodb_core::control::{AgentReport, Order};
+
+/// The agents of a cluster's datasources, by datasource name.
+#[async_trait::async_trait]
+pub trait Agents: Send + Sync {
+    /// `datasource`'s report, or `None` if its agent did not answer within
+    /// `timeout`.
+    async fn report(&self, datasource: &str, timeout: Duration) -> Option<AgentReport>;
+
+    /// Has `datasource`'s agent carry out `order` within `timeout`.
+    async fn order(
+        &self,
+        datasource: &str,
+        order: Order,
+        timeout: Duration,
+    ) -> Result<(), OrderError>;
+}
+
+/// One handle per configured datasource.
+#[derive(Debug)]
+pub struct AgentSet {
+    handles: HashMap<String, AgentHandle>,
+    client: Client,
+}
+
+impl AgentSet {
+    /// The agents `cfg` names, and in-process ones for datasources without.
+    pub fn from_config(cfg: &KeeperConfig) -> Self {
+        let mut handles = HashMap::new();
+        for dh in &cfg.datahosts {
+            for ds in &dh.datasources {
+                handles.insert(ds.name.clone(), AgentHandle::for_datasource(cfg, dh, ds));
+            }
+        }
+        Self {
+            handles,
+            client: Client::new(&cfg.token),
+        }
+    }
+
+    /// The in-process agents, by datasource.
+    pub fn local(&self) -> impl Iterator<Item = (&String, &Arc<AgentCore>)> {
+        self.handles.iter().filter_map(|(n, h)| match h {
+            AgentHandle::Local(core) => Some((n, core)),
+            AgentHandle::Remote(_) => None,
+        })
+    }
+
+    /// The datasources whose agent runs on its own.
+    pub fn remote(&self) -> impl Iterator<Item = &String> {
+        self.handles
+            .iter()
+            .filter(|(_, h)| matches!(h, AgentHandle::Remote(_)))
+            .map(|(n, _)| n)
+    }
+}
+
+#[async_trait::async_trait]
+impl Agents for AgentSet {
+    async fn report(&self, datasource: &str, timeout: Duration) -> Option<AgentReport> {
+        self.handles
+            .get(datasource)?
+            .report(&self.client, timeout)
+            .await
+    }
+
+    async fn order(
+        &self,
+        datasource: &str,
+        order: Order,
+        timeout: Duration,
+    ) -> Result<(), OrderError> {
+        match self.handles.get(datasource) {
+            Some(h) => h.order(&self.client, &order, timeout).await,
+            None => Err(OrderError::NoAgent(datasource.to_string())),
+        }
+    }
+}

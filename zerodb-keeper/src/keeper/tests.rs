@@ -1,0 +1,127 @@
+//! The keeper over fakes: a memory store, agents that report and obey,
+//! proxies as channels.
+
+use super::*;
+use crate::store::MemoryStore;
+use crate::switch::Phase;
+use zerodb_agent::client::OrderError;
+use zerodb_core::control::{Order, Rejection, ReplicaStatus, Request, RequestKind, SwitchAnswer};
+
+/// mysql_11 is a true standby of mysql_1; every order succeeds.
+struct Obedient;
+
+#[async_trait::async_trait]
+impl Agents for Obedient {
+    async fn report(&self, datasource: &str, _timeout: Duration) -> Option<AgentReport> {
+        let replica = (datasource == "mysql_11").then(|| ReplicaStatus {
+            source: "10.0.0.1:3306".into(),
+            sql_running: true,
+            ..Default::default()
+        });
+        Some(AgentReport {
+            datasource: datasource.into(),
+            alive: true,
+            load: Some(0.1),
+            replica,
+            ..Default::default()
+        })
+    }
+
+    async fn order(&self, _: &str, _: Order, _: Duration) -> Result<(), OrderError> {
+        Ok(())
+    }
+}
+
+fn config() -> KeeperConfig {
+    let yaml = r#"
+token: t
+need_vote: false
+datahosts:
+  - name: dh1
+    user: u
+    datasources:
+      - {name: mysql_1, addr: "10.0.0.1:3306"}
+      - {name: mysql_11, addr: "10.0.0.11:3306"}
+"#;
+    KeeperConfig::from_yaml(yaml).expect("config")
+}
+
+async fn keeper(store: &Arc<MemoryStore>) -> Arc<Keeper> {
+    Keeper::with_parts(config(), store.clone(), Arc::new(Obedient), Vec::new())
+        .await
+        .expect("keeper")
+}
+
+fn failover() -> Request {
+    Request {
+        datahost: "dh1".into(),
+        source: "mysql_1".into(),
+        kind: RequestKind::Failover {
+            requester: "p1".into(),
+        },
+    }
+}
+
+/// A keeper that stops between persisting a switch's topology and
+/// publishing it (a crash) left the new topology persisted: the next
+/// keeper gives it to every proxy that registers.
+#[tokio::test(start_paused = true)]
+async fn a_keeper_restarted_between_persist_and_publish_hands_out_the_new_topology() {
+    let store = Arc::new(MemoryStore::default());
+    let k = keeper(&store).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let first = k.register("p1", k.next_id(), tx).await.expect("register");
+    assert_eq!(
+        (first.epoch, first.datahosts[0].active.as_str()),
+        (1, "mysql_1")
+    );
+
+    k.stop_switches_after(Some(Phase::Persist));
+    let answer = k.request_switch(failover()).await;
+    assert!(
+        matches!(&answer, SwitchAnswer::Rejected { rejection: Rejection::PromotionFailed { error, .. } } if error.contains("Persist")),
+        "{answer:?}"
+    );
+    assert!(rx.try_recv().is_err(), "nothing published");
+    drop(k);
+
+    let restarted = keeper(&store).await;
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let t = restarted
+        .register("p1", restarted.next_id(), tx)
+        .await
+        .expect("register");
+    assert_eq!((t.epoch, t.datahosts[0].active.as_str()), (2, "mysql_11"));
+    assert_eq!(restarted.state().switch, None);
+}
+
+/// An approved failover through the keeper: promoted, persisted, pushed
+/// to the registered proxy, recorded with its phases.
+#[tokio::test(start_paused = true)]
+async fn an_approved_failover_is_pushed_and_recorded() {
+    let store = Arc::new(MemoryStore::default());
+    let k = keeper(&store).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    k.register("p1", k.next_id(), tx).await.expect("register");
+    let answer = k.request_switch(failover()).await;
+    assert!(
+        matches!(answer, SwitchAnswer::Switched { .. }),
+        "{answer:?}"
+    );
+    match rx.try_recv() {
+        Ok(FromKeeper::Topology { topology }) => {
+            assert_eq!(topology.datahosts[0].active, "mysql_11")
+        }
+        other => panic!("expected the new topology, got {other:?}"),
+    }
+    let d = k.decisions().pop().expect("recorded");
+    assert_eq!(d.epoch, Some(2));
+    for phase in ["reports", "promote", "publish"] {
+        assert!(
+            d.phases_ms.contains_key(phase),
+            "{phase}: {:?}",
+            d.phases_ms
+        );
+    }
+    k.finish_background().await;
+}

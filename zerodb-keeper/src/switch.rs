@@ -1,0 +1,437 @@
+//! Carrying out an approved switch (SPEC §3 step 7), as explicit phases:
+//!
+//! 1. **reserve** the next epoch, with the switch's intent, in one durable
+//!    write;
+//! 2. a planned switchover only: **hold** new statements in every proxy and
+//!    let open transactions finish, **fence** the old source, and let the
+//!    target **catch up** with its binlog end;
+//! 3. **promote** the target;
+//! 4. a failover only: fence the old source in the background (a paused or
+//!    dead source does not answer; its agent fences it when it sees the
+//!    epoch);
+//! 5. **persist** the new topology, then **publish** it to every proxy;
+//! 6. **re-point** the other standbys to the new source, in the background.
+//!
+//! A phase that fails ends the switch through one compensation path,
+//! which undoes what was done, newest first: a fence without a promotion
+//! is lifted, held proxies are released. Background work is tracked
+//! ([`Background`]), not detached. The switch reaches agents, proxies and
+//! the store only through the [`Agents`], [`Proxies`] and [`Store`]
+//! traits, so its tests run on fakes in paused time.
+
+use crate::agents::Agents;
+use crate::store::{Persisted, Store, StoreError, SwitchIntent};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::task::JoinSet;
+use zerodb_agent::client::OrderError;
+use zerodb_core::config::KeeperTimings;
+use zerodb_core::control::{ClusterTopology, Order, OrderKind};
+
+/// How a switch reaches the registered proxies.
+#[async_trait::async_trait]
+pub trait Proxies: Send + Sync {
+    /// Asks every connected proxy to hold new statements for `datahost`
+    /// (for at most `max`) and to let sessions in a statement or a
+    /// transaction finish for up to `grace`; waits up to `wait` for their
+    /// answers. Returns how many sessions were still open.
+    async fn hold(&self, datahost: &str, grace: Duration, max: Duration, wait: Duration) -> u64;
+    /// The switchover did not happen: every proxy serves `datahost` again.
+    fn release(&self, datahost: &str);
+    /// Sends every connected proxy the new topology.
+    fn publish(&self, topology: &ClusterTopology);
+}
+
+/// The phases of a switch, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    /// The epoch and intent are persisted.
+    Reserve,
+    /// Proxies hold new statements (planned).
+    Hold,
+    /// The old source is read-only (planned).
+    Fence,
+    /// The target has applied the old source's binlog (planned).
+    CatchUp,
+    /// The target is writable.
+    Promote,
+    /// The new topology is persisted.
+    Persist,
+    /// The new topology is sent to every proxy.
+    Publish,
+}
+
+/// What to switch: decided by [`zerodb_core::decision::decide`].
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The dataHost switched.
+    pub datahost: String,
+    /// Its active datasource now.
+    pub source: String,
+    /// The standby to promote.
+    pub target: String,
+    /// An operator's switchover (the source is alive: hold, fence, catch
+    /// up first), not a failover.
+    pub planned: bool,
+    /// An operator forced the target: a failed catch-up does not stop it.
+    pub force: bool,
+    /// The dataHost's standbys now (the target among them).
+    pub standbys: Vec<String>,
+    /// How the other standbys follow the target, when it is known: its
+    /// address and the replication login.
+    pub follow: Option<Follow>,
+}
+
+/// Where and as whom standbys replicate from a new source.
+#[derive(Clone, Debug)]
+pub struct Follow {
+    /// The new source's address (host:port).
+    pub addr: String,
+    /// The replication user.
+    pub user: String,
+    /// Its password.
+    pub password: String,
+}
+
+/// Why a switch did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum SwitchError {
+    /// No epoch could be reserved: nothing was ordered.
+    #[error("cannot persist the epoch: {0}")]
+    Reserve(#[source] StoreError),
+    /// The old source could not be fenced (planned).
+    #[error("cannot fence the source {source_name}: {error}")]
+    Fence {
+        /// The old source.
+        source_name: String,
+        /// What its agent said.
+        #[source]
+        error: OrderError,
+    },
+    /// The target did not catch up with the old source (planned).
+    #[error("{target} did not catch up: {error}")]
+    CatchUp {
+        /// The target.
+        target: String,
+        /// What its agent said.
+        #[source]
+        error: OrderError,
+    },
+    /// The target could not be promoted.
+    #[error("{error}")]
+    Promote {
+        /// The target.
+        target: String,
+        /// What its agent said.
+        #[source]
+        error: OrderError,
+    },
+    /// The new topology could not be persisted (the target was promoted).
+    #[error("cannot persist the topology: {0}")]
+    Persist(#[source] StoreError),
+    /// A fault point stopped the keeper after this phase, as a crash
+    /// would: nothing was compensated.
+    #[error("stopped after {0:?}")]
+    Stopped(Phase),
+}
+
+/// Background work the keeper started and still tracks (fencing a dead
+/// source, re-pointing standbys).
+#[derive(Debug, Default)]
+pub struct Background {
+    tasks: Mutex<JoinSet<()>>,
+}
+
+impl Background {
+    /// Runs `work` in the background, forgetting work that has finished.
+    pub fn spawn(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(work);
+    }
+
+    /// Waits for all the work started so far.
+    pub async fn finish(&self) {
+        let mut tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        while tasks.join_next().await.is_some() {}
+    }
+}
+
+/// What a switch has done so far: what compensation must undo.
+#[derive(Clone, Copy, Debug, Default)]
+struct Done {
+    held: bool,
+    fenced: bool,
+    promoted: bool,
+}
+
+/// One switch in progress.
+pub struct Switch<'a> {
+    /// What to switch.
+    pub plan: &'a Plan,
+    /// The agents of the dataHost's datasources.
+    pub agents: Arc<dyn Agents>,
+    /// The registered proxies.
+    pub proxies: &'a dyn Proxies,
+    /// Where the epoch and the topology are persisted.
+    pub store: &'a dyn Store,
+    /// Timeouts of each phase.
+    pub timings: &'a KeeperTimings,
+    /// Where background orders run.
+    pub background: &'a Background,
+    /// Stop as a crash would, right after this phase (fault injection).
+    pub stop_after: Option<Phase>,
+    /// Milliseconds per phase, for the decision's record.
+    pub phases_ms: BTreeMap<&'static str, u64>,
+}
+
+impl Switch<'_> {
+    /// Carries the switch out; on success returns the persisted state with
+    /// the new topology, already published.
+    pub async fn run(&mut self) -> Result<Persisted, SwitchError> {
+        let epoch = self.reserve().await?;
+        let mut done = Done::default();
+        let result = self.phases(epoch, &mut done).await;
+        if let Err(e) = &result {
+            if !matches!(e, SwitchError::Stopped(_)) {
+                self.compensate(epoch, done).await;
+            }
+        }
+        result
+    }
+
+    fn check(&self, phase: Phase) -> Result<(), SwitchError> {
+        match self.stop_after {
+            Some(p) if p == phase => Err(SwitchError::Stopped(phase)),
+            _ => Ok(()),
+        }
+    }
+
+    fn timed(&mut self, name: &'static str, since: Instant) {
+        let d = since.elapsed();
+        metrics::histogram!("zerodb_keeper_phase_seconds", "phase" => name).record(d.as_secs_f64());
+        self.phases_ms.insert(name, d.as_millis() as u64);
+    }
+
+    async fn phases(&mut self, epoch: u64, done: &mut Done) -> Result<Persisted, SwitchError> {
+        let plan = self.plan;
+        if plan.planned {
+            let started = Instant::now();
+            self.hold().await;
+            done.held = true;
+            self.timed("hold", started);
+            self.check(Phase::Hold)?;
+            self.fence(epoch).await?;
+            done.fenced = true;
+            self.check(Phase::Fence)?;
+            self.catch_up(epoch).await?;
+            self.timed("fence_and_catch_up", started);
+            self.check(Phase::CatchUp)?;
+        }
+        let started = Instant::now();
+        self.order(
+            &plan.target,
+            epoch,
+            OrderKind::Promote,
+            self.timings.promote_timeout,
+        )
+        .await
+        .map_err(|error| SwitchError::Promote {
+            target: plan.target.clone(),
+            error,
+        })?;
+        done.promoted = true;
+        self.timed("promote", started);
+        self.check(Phase::Promote)?;
+        if !plan.planned {
+            self.fence_in_background(epoch);
+        }
+        let started = Instant::now();
+        let state = self.persist(epoch).await?;
+        self.check(Phase::Persist)?;
+        self.proxies.publish(&state.topology);
+        self.timed("publish", started);
+        self.check(Phase::Publish)?;
+        self.repoint(epoch);
+        Ok(state)
+    }
+
+    async fn order(
+        &self,
+        datasource: &str,
+        epoch: u64,
+        kind: OrderKind,
+        timeout: Duration,
+    ) -> Result<(), OrderError> {
+        self.agents
+            .order(datasource, Order { epoch, kind }, timeout)
+            .await
+    }
+
+    async fn reserve(&self) -> Result<u64, SwitchError> {
+        let plan = self.plan;
+        let intent = SwitchIntent {
+            datahost: plan.datahost.clone(),
+            source: plan.source.clone(),
+            target: plan.target.clone(),
+            epoch: 0,
+            planned: plan.planned,
+        };
+        let epoch = self
+            .store
+            .reserve_epoch(&intent)
+            .await
+            .map_err(SwitchError::Reserve)?;
+        metrics::gauge!("zerodb_keeper_epoch").set(epoch as f64);
+        self.check(Phase::Reserve)?;
+        Ok(epoch)
+    }
+
+    /// Holds new statements in every proxy and lets open transactions
+    /// finish (up to the grace period).
+    async fn hold(&self) {
+        let t = self.timings;
+        let grace = t.switchover_grace;
+        let max = grace + t.catch_up_timeout + t.promote_timeout + t.agent_timeout * 4;
+        let open = self
+            .proxies
+            .hold(&self.plan.datahost, grace, max, grace + t.agent_timeout)
+            .await;
+        if open > 0 {
+            tracing::warn!(
+                open,
+                "sessions still open after the grace period: they lose their transaction"
+            );
+        }
+    }
+
+    async fn fence(&self, epoch: u64) -> Result<(), SwitchError> {
+        let source = &self.plan.source;
+        self.order(source, epoch, OrderKind::Fence, self.timings.agent_timeout)
+            .await
+            .map_err(|error| SwitchError::Fence {
+                source_name: source.clone(),
+                error,
+            })
+    }
+
+    /// Lets the target apply everything the fenced source wrote (when its
+    /// binlog end can be read). A forced switchover goes on without.
+    async fn catch_up(&self, epoch: u64) -> Result<(), SwitchError> {
+        let (plan, t) = (self.plan, self.timings);
+        let end = self.agents.report(&plan.source, t.agent_timeout).await;
+        let Some(position) = end.and_then(|r| r.binlog_end) else {
+            return Ok(());
+        };
+        let timeout_ms = t.catch_up_timeout.as_millis() as u64;
+        let kind = OrderKind::CatchUp {
+            position,
+            timeout_ms,
+        };
+        let caught_up = self
+            .order(
+                &plan.target,
+                epoch,
+                kind,
+                t.catch_up_timeout + t.agent_timeout,
+            )
+            .await;
+        match caught_up {
+            Err(error) if plan.force => {
+                tracing::warn!(%error, "forced switchover: promoting without catching up");
+                Ok(())
+            }
+            Err(error) => Err(SwitchError::CatchUp {
+                target: plan.target.clone(),
+                error,
+            }),
+            Ok(()) => Ok(()),
+        }
+    }
+
+    /// Best effort, in the background: a paused or dead source does not
+    /// answer, and its agent fences it when it sees the new epoch.
+    fn fence_in_background(&self, epoch: u64) {
+        let agents = self.agents.clone();
+        let source = self.plan.source.clone();
+        let timeout = self.timings.agent_timeout;
+        self.background.spawn(async move {
+            let order = Order {
+                epoch,
+                kind: OrderKind::Fence,
+            };
+            if let Err(e) = agents.order(&source, order, timeout).await {
+                tracing::warn!(datasource = %source, error = %e, "source not fenced now; its agent fences it when it sees the new epoch");
+            }
+        });
+    }
+
+    async fn persist(&self, epoch: u64) -> Result<Persisted, SwitchError> {
+        let plan = self.plan;
+        let standbys: Vec<String> = std::iter::once(plan.source.clone())
+            .chain(plan.standbys.iter().filter(|s| **s != plan.target).cloned())
+            .collect();
+        let (datahost, target) = (plan.datahost.clone(), plan.target.clone());
+        self.store
+            .update(&move |s: &mut Persisted| {
+                s.topology.epoch = epoch;
+                if let Some(d) = s.topology.datahosts.iter_mut().find(|d| d.name == datahost) {
+                    d.active = target.clone();
+                    d.standbys = standbys.clone();
+                }
+                s.switch = None;
+            })
+            .await
+            .map_err(SwitchError::Persist)
+    }
+
+    /// Re-points the surviving standbys to the new source, in the
+    /// background (a standby not re-pointed now rejoins from its agent's
+    /// heartbeat).
+    fn repoint(&self, epoch: u64) {
+        let plan = self.plan;
+        let Some(follow) = &plan.follow else { return };
+        for s in plan.standbys.iter().filter(|s| **s != plan.target) {
+            let (agents, s) = (self.agents.clone(), s.clone());
+            let kind = OrderKind::Follow {
+                source: follow.addr.clone(),
+                user: follow.user.clone(),
+                password: follow.password.clone(),
+            };
+            let timeout = self.timings.agent_timeout * 4;
+            self.background.spawn(async move {
+                if let Err(e) = agents.order(&s, Order { epoch, kind }, timeout).await {
+                    tracing::warn!(datasource = %s, error = %e, "standby not re-pointed; it rejoins from its agent's heartbeat");
+                }
+            });
+        }
+    }
+
+    /// Undoes what a failed switch did, newest first. A source fenced for
+    /// a switchover whose target was not promoted is made writable again
+    /// (promoting a server that replicates from nobody only clears
+    /// `read_only`); held proxies are released.
+    async fn compensate(&self, epoch: u64, done: Done) {
+        let plan = self.plan;
+        if done.fenced && !done.promoted {
+            let undo = self
+                .order(
+                    &plan.source,
+                    epoch,
+                    OrderKind::Promote,
+                    self.timings.promote_timeout,
+                )
+                .await;
+            if let Err(e) = undo {
+                tracing::error!(datasource = %plan.source, error = %e, "the switchover failed and the source stays read-only: an operator must clear read_only");
+            }
+        }
+        if done.held {
+            self.proxies.release(&plan.datahost);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
