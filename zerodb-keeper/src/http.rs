@@ -9,6 +9,7 @@
 
 use crate::keeper::{Keeper, KeeperError};
 use crate::members::Answer;
+use crate::request::request_switch;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -82,16 +83,15 @@ async fn switchover(State(k): State<Arc<Keeper>>, Json(b): Json<SwitchoverBody>)
         )
             .into_response();
     };
-    let answer = k
-        .request_switch(Request {
-            datahost: b.datahost,
-            source: active,
-            kind: RequestKind::Switchover {
-                target: b.target,
-                force: b.force,
-            },
-        })
-        .await;
+    let request = Request {
+        datahost: b.datahost,
+        source: active,
+        kind: RequestKind::Switchover {
+            target: b.target,
+            force: b.force,
+        },
+    };
+    let answer = request_switch(&k, request).await;
     let status = match answer {
         SwitchAnswer::Switched { .. } => StatusCode::OK,
         _ => StatusCode::CONFLICT,
@@ -242,13 +242,12 @@ async fn proxy_session(k: Arc<Keeper>, socket: WebSocket) {
                 let (k, tx, requester) = (k.clone(), tx.clone(), name.clone());
                 tokio::spawn(async move {
                     tracing::info!(proxy = %requester, datahost = %datahost, source = %source, "switch requested");
-                    let answer = k
-                        .request_switch(Request {
-                            datahost,
-                            source,
-                            kind: RequestKind::Failover { requester },
-                        })
-                        .await;
+                    let request = Request {
+                        datahost,
+                        source,
+                        kind: RequestKind::Failover { requester },
+                    };
+                    let answer = request_switch(&k, request).await;
                     let _ = tx.send(FromKeeper::SwitchAnswer { id, answer });
                 });
             }

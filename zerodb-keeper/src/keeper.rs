@@ -1,6 +1,6 @@
 //! The keeper: its persisted state, the proxies' sessions, the agents'
 //! reports, epochs that never go backwards, maintenance and status.
-//! Switch requests are decided and carried out in [`crate::request`].
+//! Switch requests are decided and carried out in `request.rs`.
 
 use crate::agents::{AgentSet, Agents};
 use crate::members::{Answer, Members};

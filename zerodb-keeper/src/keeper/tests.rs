@@ -77,7 +77,7 @@ async fn a_keeper_restarted_between_persist_and_publish_hands_out_the_new_topolo
     );
 
     k.stop_switches_after(Some(Phase::Persist));
-    let answer = k.request_switch(failover()).await;
+    let answer = crate::request::request_switch(&k, failover()).await;
     assert!(
         matches!(&answer, SwitchAnswer::Rejected { rejection: Rejection::PromotionFailed { error, .. } } if error.contains("Persist")),
         "{answer:?}"
@@ -103,7 +103,7 @@ async fn an_approved_failover_is_pushed_and_recorded() {
     let k = keeper(&store).await;
     let (tx, mut rx) = mpsc::unbounded_channel();
     k.register("p1", k.next_id(), tx).await.expect("register");
-    let answer = k.request_switch(failover()).await;
+    let answer = crate::request::request_switch(&k, failover()).await;
     assert!(
         matches!(answer, SwitchAnswer::Switched { .. }),
         "{answer:?}"
