@@ -97,27 +97,24 @@ fn reject(rejection: Rejection) -> Step {
     Step::Done(Decision::Reject { rejection })
 }
 
-/// SPEC §3, steps 1–6. Step 7 (promotion, persisting, publishing) is I/O
-/// and belongs to the keeper.
-pub fn decide(input: &Input<'_>) -> Step {
-    let req = input.request;
-    let planned = matches!(req.kind, RequestKind::Switchover { .. });
-
+/// Steps 1 and 2, and what stops automatic switches only: a stale
+/// request, maintenance, an unconfirmed membership, cooldown, a lost proxy.
+fn gates(input: &Input<'_>, planned: bool) -> Option<Step> {
     // 1. Stale request.
-    if req.source != input.active {
-        return Step::Done(Decision::Stale);
+    if input.request.source != input.active {
+        return Some(Step::Done(Decision::Stale));
     }
     // Automatic switches only: an operator may switch during maintenance
     // or cooldown.
     if !planned {
         if input.maintenance {
-            return reject(Rejection::Maintenance);
+            return Some(reject(Rejection::Maintenance));
         }
         if !input.membership_confirmed {
-            return reject(Rejection::MembershipUnconfirmed);
+            return Some(reject(Rejection::MembershipUnconfirmed));
         }
         if let Some(ms) = input.cooldown_left_ms.filter(|ms| *ms > 0) {
-            return reject(Rejection::Cooldown { remaining_ms: ms });
+            return Some(reject(Rejection::Cooldown { remaining_ms: ms }));
         }
     }
     // 2. Lost proxy.
@@ -127,32 +124,44 @@ pub fn decide(input: &Input<'_>) -> Step {
         .filter(|m| m.lost)
         .map(|m| m.name.clone())
         .collect();
-    if !lost.is_empty() {
-        return reject(Rejection::LostProxy { proxies: lost });
+    (!lost.is_empty()).then(|| reject(Rejection::LostProxy { proxies: lost }))
+}
+
+/// Step 3, the vote (a planned switchover has a live source: nothing to
+/// vote on).
+fn vote(input: &Input<'_>, planned: bool) -> Option<Step> {
+    if !input.policy.need_vote || planned {
+        return None;
     }
-    // 3. Vote (a planned switchover has a live source: nothing to vote on).
-    if input.policy.need_vote && !planned {
-        let Some(votes) = input.votes else {
-            return Step::Need(Need::Votes);
-        };
-        let voters = input.members.len();
-        let silent: Vec<String> = input
-            .members
-            .iter()
-            .filter(|m| !matches!(votes.get(&m.name), Some(Vote::Down | Vote::Up)))
-            .map(|m| m.name.clone())
-            .collect();
-        if !silent.is_empty() {
-            return reject(Rejection::LostProxy { proxies: silent });
-        }
-        let approvals = input
-            .members
-            .iter()
-            .filter(|m| votes.get(&m.name) == Some(&Vote::Down))
-            .count();
-        if approvals * 100 <= input.policy.approve_ratio as usize * voters {
-            return reject(Rejection::VoteFailed { approvals, voters });
-        }
+    let Some(votes) = input.votes else {
+        return Some(Step::Need(Need::Votes));
+    };
+    let voters = input.members.len();
+    let silent: Vec<String> = input
+        .members
+        .iter()
+        .filter(|m| !matches!(votes.get(&m.name), Some(Vote::Down | Vote::Up)))
+        .map(|m| m.name.clone())
+        .collect();
+    if !silent.is_empty() {
+        return Some(reject(Rejection::LostProxy { proxies: silent }));
+    }
+    let approvals = input
+        .members
+        .iter()
+        .filter(|m| votes.get(&m.name) == Some(&Vote::Down))
+        .count();
+    (approvals * 100 <= input.policy.approve_ratio as usize * voters)
+        .then(|| reject(Rejection::VoteFailed { approvals, voters }))
+}
+
+/// SPEC §3, steps 1–6. Step 7 (promotion, persisting, publishing) is I/O
+/// and belongs to the keeper.
+pub fn decide(input: &Input<'_>) -> Step {
+    let req = input.request;
+    let planned = matches!(req.kind, RequestKind::Switchover { .. });
+    if let Some(step) = gates(input, planned).or_else(|| vote(input, planned)) {
+        return step;
     }
     // 4. Target.
     let (named, force) = match &req.kind {
@@ -705,10 +714,12 @@ mod tests {
     /// SPEC §7 rule 1: only a true standby of the failing source is
     /// promoted automatically; each row makes mysql_12 something else
     /// while mysql_11 stays a true standby but less advanced.
-    #[test]
-    fn only_a_true_standby_is_promoted() {
-        type Change = fn(&mut AgentReport);
-        let table: [(&str, Change, &str); 7] = [
+    type Change = fn(&mut AgentReport);
+
+    /// Ways to be something other than a true standby, with the reason
+    /// given (empty: still a true standby).
+    fn not_standbys() -> [(&'static str, Change, &'static str); 7] {
+        [
             ("a true standby", |_| {}, ""),
             (
                 "IO thread reconnecting",
@@ -754,8 +765,12 @@ mod tests {
                 |r| r.errant = Some("holds 0-1-9".into()),
                 "holds 0-1-9",
             ),
-        ];
-        for (what, change, why) in table {
+        ]
+    }
+
+    #[test]
+    fn only_a_true_standby_is_promoted() {
+        for (what, change, why) in not_standbys() {
             let mut c = Case::new();
             c.standbys = vec!["mysql_11".into(), "mysql_12".into()];
             let mut ahead = replica("mysql_12", 2000, 2000, 0.1);

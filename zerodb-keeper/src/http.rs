@@ -159,33 +159,45 @@ fn text(m: &FromKeeper) -> Option<Message> {
         .map(|s| Message::Text(s.into()))
 }
 
+/// The first message of a proxy's connection, which must register it
+/// under a name: that name, or `None` (refused, or the connection ended).
+async fn first_register(
+    k: &Keeper,
+    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    stream: &mut futures_util::stream::SplitStream<WebSocket>,
+) -> Option<String> {
+    let first = tokio::time::timeout(Duration::from_secs(5), stream.next()).await;
+    let Ok(Some(Ok(Message::Text(t)))) = first else {
+        return None;
+    };
+    match serde_json::from_str::<ToKeeper>(&t) {
+        Ok(ToKeeper::Register {
+            name,
+            epoch,
+            topology,
+        }) if !name.is_empty() => {
+            k.observe(&name, epoch, topology.as_ref()).await;
+            Some(name)
+        }
+        _ => {
+            let refuse = FromKeeper::Refused {
+                reason: "the first message must be a register with a name".into(),
+            };
+            if let Some(m) = text(&refuse) {
+                let _ = sink.send(m).await;
+            }
+            None
+        }
+    }
+}
+
 /// One proxy's connection: it must register first; then heartbeats,
 /// switch requests and votes come in, and votes, answers and topologies
 /// go out.
 async fn proxy_session(k: Arc<Keeper>, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
-    let first = tokio::time::timeout(Duration::from_secs(5), stream.next()).await;
-    let name = match first {
-        Ok(Some(Ok(Message::Text(t)))) => match serde_json::from_str::<ToKeeper>(&t) {
-            Ok(ToKeeper::Register {
-                name,
-                epoch,
-                topology,
-            }) if !name.is_empty() => {
-                k.observe(&name, epoch, topology.as_ref()).await;
-                name
-            }
-            _ => {
-                let refuse = FromKeeper::Refused {
-                    reason: "the first message must be a register with a name".into(),
-                };
-                if let Some(m) = text(&refuse) {
-                    let _ = sink.send(m).await;
-                }
-                return;
-            }
-        },
-        _ => return,
+    let Some(name) = first_register(&k, &mut sink, &mut stream).await else {
+        return;
     };
     // After a start without state, no proxy is told a topology before the
     // agents had their say.
@@ -230,37 +242,8 @@ async fn proxy_session(k: Arc<Keeper>, socket: WebSocket) {
             });
             break;
         }
-        match serde_json::from_str::<ToKeeper>(&t) {
-            Ok(ToKeeper::Heartbeat) | Ok(ToKeeper::Register { .. }) => {}
-            Ok(ToKeeper::Vote { id, down }) => k.answered(id, Answer::Vote { down }),
-            Ok(ToKeeper::Held { id, open }) => k.answered(id, Answer::Held { open }),
-            Ok(ToKeeper::SwitchRequest {
-                id,
-                datahost,
-                source,
-            }) => {
-                let (k, tx, requester) = (k.clone(), tx.clone(), name.clone());
-                tokio::spawn(async move {
-                    tracing::info!(proxy = %requester, datahost = %datahost, source = %source, "switch requested");
-                    let request = Request {
-                        datahost,
-                        source,
-                        kind: RequestKind::Failover { requester },
-                    };
-                    let answer = request_switch(&k, request).await;
-                    let _ = tx.send(FromKeeper::SwitchAnswer { id, answer });
-                });
-            }
-            Ok(ToKeeper::Unregister { reason }) => {
-                if let Err(e) = k.unregister(&name, &reason).await {
-                    tracing::error!(proxy = %name, error = %e, "cannot persist the unregistration");
-                }
-                break;
-            }
-            Err(e) => {
-                tracing::warn!(proxy = %name, error = %e, "malformed control message; closing");
-                break;
-            }
+        if !on_message(&k, &name, &tx, &t).await {
+            break;
         }
     }
     k.disconnected(&name, conn);
@@ -273,4 +256,47 @@ async fn proxy_session(k: Arc<Keeper>, socket: WebSocket) {
     {
         abort.abort();
     }
+}
+
+/// Acts on one message from the registered proxy `name`; `false` when
+/// the connection is to end.
+async fn on_message(
+    k: &Arc<Keeper>,
+    name: &str,
+    tx: &mpsc::UnboundedSender<FromKeeper>,
+    text: &str,
+) -> bool {
+    match serde_json::from_str::<ToKeeper>(text) {
+        Ok(ToKeeper::Heartbeat) | Ok(ToKeeper::Register { .. }) => {}
+        Ok(ToKeeper::Vote { id, down }) => k.answered(id, Answer::Vote { down }),
+        Ok(ToKeeper::Held { id, open }) => k.answered(id, Answer::Held { open }),
+        Ok(ToKeeper::SwitchRequest {
+            id,
+            datahost,
+            source,
+        }) => {
+            let (keeper, tx, requester) = (k.clone(), tx.clone(), name.to_string());
+            k.background.spawn(async move {
+                tracing::info!(proxy = %requester, datahost = %datahost, source = %source, "switch requested");
+                let request = Request {
+                    datahost,
+                    source,
+                    kind: RequestKind::Failover { requester },
+                };
+                let answer = request_switch(&keeper, request).await;
+                let _ = tx.send(FromKeeper::SwitchAnswer { id, answer });
+            });
+        }
+        Ok(ToKeeper::Unregister { reason }) => {
+            if let Err(e) = k.unregister(name, &reason).await {
+                tracing::error!(proxy = %name, error = %e, "cannot persist the unregistration");
+            }
+            return false;
+        }
+        Err(e) => {
+            tracing::warn!(proxy = %name, error = %e, "malformed control message; closing");
+            return false;
+        }
+    }
+    true
 }

@@ -17,6 +17,7 @@
 //!   heartbeats) and the admin router.
 
 #![forbid(unsafe_code)]
+#![warn(clippy::too_many_lines)]
 
 pub mod agents;
 pub mod http;

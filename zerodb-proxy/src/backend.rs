@@ -176,100 +176,88 @@ impl BackendConn {
             .await
             .map_err(|_| connect_err(format!("timed out after {:?}", p.connect_timeout)))?
             .map_err(|e| connect_err(e.to_string()))?;
-        let mut conn = Conn::new(stream);
-        let login = async {
-            let greeting = read(&mut conn, &p.addr).await?;
-            if let Some(e) = parse_err(&greeting.payload) {
-                return Err(BackendError::Login {
-                    addr: p.addr.clone(),
-                    code: e.code,
-                    message: e.message,
-                });
-            }
-            let hs = ParseBuf(&greeting.payload)
-                .parse::<HandshakePacket<'_>>(())
-                .map_err(|e| protocol(&p.addr, format!("bad handshake: {e}")))?;
-            let server_caps = hs.capabilities().bits();
-            if server_caps & caps::PROTOCOL_41 == 0 {
-                return Err(protocol(&p.addr, "server predates protocol 4.1".into()));
-            }
-            let server_mariadb_caps = if server_caps & caps::LONG_PASSWORD == 0 {
-                hs.mariadb_ext_capabilities().bits()
-            } else {
-                0
-            };
-            // Responses are relayed as bytes: the server must speak exactly
-            // as the client was told it would.
-            if key.mariadb_caps & !server_mariadb_caps != 0 {
-                return Err(protocol(
-                    &p.addr,
-                    format!(
-                        "the server lacks MariaDB capabilities {:#x} the client agreed with the proxy",
-                        key.mariadb_caps & !server_mariadb_caps
-                    ),
-                ));
-            }
-            let nonce = hs.nonce();
-            let plugin = hs
-                .auth_plugin()
-                .map(|x| x.into_owned())
-                .unwrap_or(AuthPlugin::MysqlNativePassword);
-            let mut proc = AuthProc::init(&plugin).map_err(|e| protocol(&p.addr, e.to_string()))?;
-            let first = proc
-                .run(
-                    AuthCtx {
-                        pass: p.password.as_bytes(),
-                        scramble: &nonce,
-                    },
-                    &nonce,
-                )
-                .map_err(|e| protocol(&p.addr, format!("auth: {e}")))?;
-            let want = caps::REQUIRED | caps::PLUGIN_AUTH_LENENC_CLIENT_DATA | key.caps;
-            let negotiated = want & server_caps;
-            let response = HandshakeResponse::new(
-                Some(first.data().unwrap_or_default().to_vec()),
-                hs.server_version_parsed().unwrap_or((5, 7, 0)),
-                Some(p.user.as_bytes()),
-                None::<&[u8]>,
-                Some(plugin.clone()),
-                CapabilityFlags::from_bits_retain(negotiated),
-                None,
-                16 << 20,
-            )
-            .with_mariadb_ext_capabilities(MariadbCapabilities::from_bits_truncate(
-                key.mariadb_caps,
-            ));
-            let mut buf = Vec::new();
-            response.serialize(&mut buf);
-            // HandshakeResponse always asks for utf8mb4: put the client's
-            // collation in its place (byte 8: after flags and max packet).
-            if let Some(b) = buf.get_mut(8) {
-                *b = key.collation;
-            }
-            conn.send(greeting.last_seq.wrapping_add(1), &buf)
-                .await
-                .map_err(|e| lost(&p.addr, e.to_string()))?;
-            finish_auth(&mut conn, &p.addr, &p.password, proc, nonce.clone()).await?;
-            Ok(Self {
-                conn,
+        tokio::time::timeout(
+            p.connect_timeout * 2,
+            Self::login(Conn::new(stream), p, key),
+        )
+        .await
+        .map_err(|_| connect_err("login timed out".into()))?
+    }
+
+    /// The login on a fresh connection: the server's greeting, the
+    /// handshake response, and the authentication exchange.
+    async fn login(
+        mut conn: Conn,
+        p: &ConnectParams,
+        key: BackendKey,
+    ) -> Result<Self, BackendError> {
+        let greeting = read(&mut conn, &p.addr).await?;
+        if let Some(e) = parse_err(&greeting.payload) {
+            return Err(BackendError::Login {
                 addr: p.addr.clone(),
-                thread_id: hs.connection_id(),
-                key,
-                caps: negotiated,
-                server: ServerInfo {
-                    version: hs.server_version_str().into_owned(),
-                    capabilities: server_caps,
-                    mariadb_capabilities: server_mariadb_caps,
+                code: e.code,
+                message: e.message,
+            });
+        }
+        let hs = ParseBuf(&greeting.payload)
+            .parse::<HandshakePacket<'_>>(())
+            .map_err(|e| protocol(&p.addr, format!("bad handshake: {e}")))?;
+        let (server_caps, server_mariadb_caps) = server_capabilities(&hs, key, &p.addr)?;
+        let nonce = hs.nonce();
+        let plugin = hs
+            .auth_plugin()
+            .map(|x| x.into_owned())
+            .unwrap_or(AuthPlugin::MysqlNativePassword);
+        let mut proc = AuthProc::init(&plugin).map_err(|e| protocol(&p.addr, e.to_string()))?;
+        let first = proc
+            .run(
+                AuthCtx {
+                    pass: p.password.as_bytes(),
+                    scramble: &nonce,
                 },
-                last_used: Instant::now(),
-                broken: false,
-                nonce,
-                plugin,
-            })
-        };
-        tokio::time::timeout(p.connect_timeout * 2, login)
+                &nonce,
+            )
+            .map_err(|e| protocol(&p.addr, format!("auth: {e}")))?;
+        let negotiated =
+            (caps::REQUIRED | caps::PLUGIN_AUTH_LENENC_CLIENT_DATA | key.caps) & server_caps;
+        let response = HandshakeResponse::new(
+            Some(first.data().unwrap_or_default().to_vec()),
+            hs.server_version_parsed().unwrap_or((5, 7, 0)),
+            Some(p.user.as_bytes()),
+            None::<&[u8]>,
+            Some(plugin.clone()),
+            CapabilityFlags::from_bits_retain(negotiated),
+            None,
+            16 << 20,
+        )
+        .with_mariadb_ext_capabilities(MariadbCapabilities::from_bits_truncate(key.mariadb_caps));
+        let mut buf = Vec::new();
+        response.serialize(&mut buf);
+        // HandshakeResponse always asks for utf8mb4: put the client's
+        // collation in its place (byte 8: after flags and max packet).
+        if let Some(b) = buf.get_mut(8) {
+            *b = key.collation;
+        }
+        conn.send(greeting.last_seq.wrapping_add(1), &buf)
             .await
-            .map_err(|_| connect_err("login timed out".into()))?
+            .map_err(|e| lost(&p.addr, e.to_string()))?;
+        finish_auth(&mut conn, &p.addr, &p.password, proc, nonce.clone()).await?;
+        Ok(Self {
+            conn,
+            addr: p.addr.clone(),
+            thread_id: hs.connection_id(),
+            key,
+            caps: negotiated,
+            server: ServerInfo {
+                version: hs.server_version_str().into_owned(),
+                capabilities: server_caps,
+                mariadb_capabilities: server_mariadb_caps,
+            },
+            last_used: Instant::now(),
+            broken: false,
+            nonce,
+            plugin,
+        })
     }
 
     /// COM_CHANGE_USER as the same user: the server rolls back what is open,
@@ -476,6 +464,35 @@ impl Outcome {
             None => Ok(self),
         }
     }
+}
+
+/// The server's capability flags and MariaDB's extended ones, checked:
+/// responses are relayed as bytes, so the server must speak exactly as the
+/// client was told it would.
+fn server_capabilities(
+    hs: &HandshakePacket<'_>,
+    key: BackendKey,
+    addr: &str,
+) -> Result<(u32, u32), BackendError> {
+    let server_caps = hs.capabilities().bits();
+    if server_caps & caps::PROTOCOL_41 == 0 {
+        return Err(protocol(addr, "server predates protocol 4.1".into()));
+    }
+    let server_mariadb_caps = if server_caps & caps::LONG_PASSWORD == 0 {
+        hs.mariadb_ext_capabilities().bits()
+    } else {
+        0
+    };
+    if key.mariadb_caps & !server_mariadb_caps != 0 {
+        return Err(protocol(
+            addr,
+            format!(
+                "the server lacks MariaDB capabilities {:#x} the client agreed with the proxy",
+                key.mariadb_caps & !server_mariadb_caps
+            ),
+        ));
+    }
+    Ok((server_caps, server_mariadb_caps))
 }
 
 /// The rest of an authentication exchange after the first response was

@@ -20,6 +20,10 @@ use zerodb_core::control::{
 };
 use zerodb_core::governance::{Action, Mode, Outcome, Rules};
 
+/// The WebSocket to the keeper.
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
 pub struct Cluster {
     shared: Arc<Shared>,
     keeper: String,
@@ -234,13 +238,9 @@ impl Cluster {
         }
     }
 
-    /// One connection: register, apply the keeper's topology, then serve
-    /// messages until it breaks.
-    async fn session(
-        &self,
-        stop: &mut watch::Receiver<bool>,
-        want: &mut watch::Receiver<bool>,
-    ) -> Result<(), String> {
+    /// Dials the keeper, registers with the topology this proxy holds, and
+    /// applies the keeper's.
+    async fn register(&self) -> Result<Ws, String> {
         let t = self.cfg.request_timeout;
         let mut req = format!("ws://{}/v1/proxy", self.keeper)
             .into_client_request()
@@ -249,11 +249,10 @@ impl Cluster {
             .parse()
             .map_err(|_| "the token is not a valid header value".to_string())?;
         req.headers_mut().insert("authorization", auth);
-        let (ws, _) = tokio::time::timeout(t, tokio_tungstenite::connect_async(req))
+        let (mut ws, _) = tokio::time::timeout(t, tokio_tungstenite::connect_async(req))
             .await
             .map_err(|_| "connect timed out".to_string())?
             .map_err(|e| e.to_string())?;
-        let (mut sink, mut stream) = ws.split();
         let epoch = self.shared.topology.epoch();
         let register = ToKeeper::Register {
             name: self.shared.config.name.clone(),
@@ -261,18 +260,29 @@ impl Cluster {
             // Epoch 0 is the config's: nothing a keeper should adopt.
             topology: (epoch > 0).then(|| self.held_topology()),
         };
-        send(&mut sink, &register).await?;
-        let first = tokio::time::timeout(t, stream.next())
+        send(&mut ws, &register).await?;
+        let first = tokio::time::timeout(t, ws.next())
             .await
             .map_err(|_| "no answer to register".to_string())?;
         match parse(first) {
             Some(FromKeeper::Registered { topology, .. }) => {
                 self.apply(&topology);
                 self.topology_arrived();
+                Ok(ws)
             }
-            Some(FromKeeper::Refused { reason }) => return Err(format!("refused: {reason}")),
-            _ => return Err("unexpected answer to register".into()),
+            Some(FromKeeper::Refused { reason }) => Err(format!("refused: {reason}")),
+            _ => Err("unexpected answer to register".into()),
         }
+    }
+
+    /// One connection: register, apply the keeper's topology, then serve
+    /// messages until it breaks.
+    async fn session(
+        &self,
+        stop: &mut watch::Receiver<bool>,
+        want: &mut watch::Receiver<bool>,
+    ) -> Result<(), String> {
+        let (mut sink, mut stream) = self.register().await?.split();
         let (tx, mut rx) = mpsc::unbounded_channel();
         *lock(&self.outbox) = Some(tx.clone());
         self.connected.send_replace(true);

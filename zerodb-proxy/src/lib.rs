@@ -22,6 +22,7 @@
 //! * `admin` (feature `admin-http`) — `/health`, `/status`, `/metrics`.
 
 #![forbid(unsafe_code)]
+#![warn(clippy::too_many_lines)]
 
 #[cfg(feature = "admin-http")]
 pub mod admin;

@@ -147,6 +147,84 @@ where
     });
 }
 
+/// The proxy's background work until `stop` changes: a probe loop and pool
+/// upkeep per datasource, nudging sessions when a datasource goes down,
+/// and reclaiming idle sessions' buffers.
+fn spawn_background(shared: &Arc<Shared>, stop: &watch::Receiver<bool>) {
+    for dh in shared.topology.datahosts() {
+        for ds in &dh.datasources {
+            tokio::spawn(crate::probe::probe_loop(
+                ds.clone(),
+                shared.config.health.clone(),
+                shared.health_events.clone(),
+                stop.clone(),
+            ));
+            let pool = ds.pool.clone();
+            spawn_every(Duration::from_secs(1), stop.clone(), move || {
+                let pool = pool.clone();
+                async move { pool.maintain().await }
+            });
+        }
+    }
+    // A statement waiting on a datasource the probes mark down gives up
+    // at once (its session is nudged, and sees the verdict).
+    let mut events = shared.health_events.subscribe();
+    let mut rx = stop.clone();
+    let nudged = shared.clone();
+    tokio::spawn(async move {
+        loop {
+            let event = tokio::select! {
+                e = events.recv() => e,
+                _ = rx.changed() => return,
+            };
+            match event {
+                Ok(e) if e.up => {}
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => nudged.registry.nudge_all(),
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    let reclaiming = shared.clone();
+    spawn_every(TICK, stop.clone(), move || {
+        reclaiming.registry.reclaim_idle_buffers();
+        std::future::ready(())
+    });
+}
+
+/// A client connected: its session runs (on a session thread, if any)
+/// while it holds one of `max_connections` permits; without one it is
+/// refused with error 1040.
+fn admit(
+    shared: &Arc<Shared>,
+    permits: &Arc<Semaphore>,
+    workers: Option<&Workers>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+) {
+    metrics::counter!("zerodb_client_connections_total").increment(1);
+    let Ok(permit) = permits.clone().try_acquire_owned() else {
+        metrics::counter!("zerodb_client_refused_total").increment(1);
+        let e = crate::errors::ClientError::too_many_connections();
+        tokio::spawn(crate::session::refuse(stream, e));
+        return;
+    };
+    let shared = shared.clone();
+    let session = move |stream| async move {
+        crate::session::run(shared, stream, peer).await;
+        drop(permit);
+    };
+    match workers {
+        Some(w) => {
+            if let Err(e) = w.spawn(stream, session) {
+                tracing::warn!(%peer, error = %e, "cannot hand a client to a session thread");
+            }
+        }
+        None => {
+            tokio::spawn(session(stream));
+        }
+    }
+}
+
 /// The session threads `config` asks for (`None`: sessions run on the
 /// caller's runtime, as asked or because threads could not start).
 fn start_workers(config: &ProxyConfig) -> Option<Workers> {
@@ -210,46 +288,7 @@ impl BoundProxy {
     pub async fn run(self, stop: impl std::future::Future<Output = ()>) {
         let shared = self.shared;
         let (stop_bg, bg_rx) = watch::channel(false);
-        for dh in shared.topology.datahosts() {
-            for ds in &dh.datasources {
-                tokio::spawn(crate::probe::probe_loop(
-                    ds.clone(),
-                    shared.config.health.clone(),
-                    shared.health_events.clone(),
-                    bg_rx.clone(),
-                ));
-                let pool = ds.pool.clone();
-                spawn_every(Duration::from_secs(1), bg_rx.clone(), move || {
-                    let pool = pool.clone();
-                    async move { pool.maintain().await }
-                });
-            }
-        }
-        // A statement waiting on a datasource the probes mark down gives up
-        // at once (its session is nudged, and sees the verdict).
-        let mut events = shared.health_events.subscribe();
-        let mut rx = bg_rx.clone();
-        let nudged = shared.clone();
-        tokio::spawn(async move {
-            loop {
-                let event = tokio::select! {
-                    e = events.recv() => e,
-                    _ = rx.changed() => return,
-                };
-                match event {
-                    Ok(e) if e.up => {}
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                        nudged.registry.nudge_all()
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        });
-        let reclaiming = shared.clone();
-        spawn_every(TICK, bg_rx.clone(), move || {
-            reclaiming.registry.reclaim_idle_buffers();
-            std::future::ready(())
-        });
+        spawn_background(&shared, &bg_rx);
         let workers = start_workers(&shared.config);
         let limit = shared.config.max_connections;
         let permits = Arc::new(Semaphore::new(limit));
@@ -290,30 +329,7 @@ impl BoundProxy {
                             continue;
                         }
                     };
-                    metrics::counter!("zerodb_client_connections_total").increment(1);
-                    match permits.clone().try_acquire_owned() {
-                        Ok(permit) => {
-                            let shared = shared.clone();
-                            let session = move |stream| async move {
-                                crate::session::run(shared, stream, peer).await;
-                                drop(permit);
-                            };
-                            match &workers {
-                                Some(w) => {
-                                    if let Err(e) = w.spawn(stream, session) {
-                                        tracing::warn!(%peer, error = %e, "cannot hand a client to a session thread");
-                                    }
-                                }
-                                None => {
-                                    tokio::spawn(session(stream));
-                                }
-                            }
-                        }
-                        Err(_) => {
-                            metrics::counter!("zerodb_client_refused_total").increment(1);
-                            tokio::spawn(crate::session::refuse(stream, crate::errors::ClientError::too_many_connections()));
-                        }
-                    }
+                    admit(&shared, &permits, workers.as_ref(), stream, peer);
                 }
             }
         }

@@ -474,6 +474,40 @@ fn assignment_key(a: &[u8]) -> Option<String> {
     Some(t.trim().to_string())
 }
 
+const CONNECTION_ID: &[u8] = b"connection_id";
+
+/// The length of a `CONNECTION_ID()` call at the front of `s`, whose first
+/// word is `word_len` bytes long.
+fn connection_id_call(s: &[u8], word_len: usize) -> Option<usize> {
+    if !s[..word_len].eq_ignore_ascii_case(CONNECTION_ID) {
+        return None;
+    }
+    let spaces = |t: &[u8]| t.iter().take_while(|c| c.is_ascii_whitespace()).count();
+    let after = &s[word_len..];
+    let ws = spaces(after);
+    (after.get(ws) == Some(&b'(')).then_some(())?;
+    let inner = &after[ws + 1..];
+    let ws2 = spaces(inner);
+    (inner.get(ws2) == Some(&b')')).then_some(word_len + ws + 1 + ws2 + 1)
+}
+
+/// Writes the value of the session's `id` in place of `call`, keeping the
+/// column name when the call is a whole select item (after `SELECT` or
+/// `,`, before `,`, `FROM` or the end).
+fn replace_call(out: &mut Vec<u8>, call: &[u8], rest: &[u8], prev_token: &[u8], id: u32) {
+    let (next, _) = next_word(rest);
+    let tail = skip_noise(rest);
+    let whole_item = (prev_token.eq_ignore_ascii_case(b"SELECT") || prev_token == b",")
+        && (tail.is_empty() || tail[0] == b',' || next.eq_ignore_ascii_case(b"FROM"));
+    let value = format!("COALESCE(CAST({id:010} AS UNSIGNED), CONNECTION_ID())");
+    if whole_item {
+        let named = format!("{value} AS `{}`", String::from_utf8_lossy(call));
+        out.extend_from_slice(named.as_bytes());
+    } else {
+        out.extend_from_slice(value.as_bytes());
+    }
+}
+
 /// Replaces each `CONNECTION_ID()` outside strings and comments with `id`,
 /// keeping the column name when it is a whole select item. `None` when there
 /// is nothing to replace.
@@ -490,15 +524,12 @@ fn assignment_key(a: &[u8]) -> Option<String> {
 /// or stored program runs later, in whatever session uses it, so it must
 /// keep the function.
 pub fn rewrite_connection_id(sql: &[u8], id: u32) -> Option<Vec<u8>> {
-    const NAME: &[u8] = b"connection_id";
     // Fast path: no '(' preceded by the name.
-    let mut hit = false;
-    for (i, _) in sql.iter().enumerate().filter(|(_, c)| **c == b'(') {
-        if i >= NAME.len() && sql[i - NAME.len()..i].eq_ignore_ascii_case(NAME) {
-            hit = true;
-            break;
-        }
-    }
+    let hit = sql.iter().enumerate().any(|(i, c)| {
+        *c == b'('
+            && i >= CONNECTION_ID.len()
+            && sql[i - CONNECTION_ID.len()..i].eq_ignore_ascii_case(CONNECTION_ID)
+    });
     if !hit || matches!(&first_keyword(sql)[..6], b"CREATE" | b"ALTER\0") {
         return None;
     }
@@ -537,40 +568,18 @@ pub fn rewrite_connection_id(sql: &[u8], id: u32) -> Option<Vec<u8>> {
                 .take_while(|c| c.is_ascii_alphanumeric() || **c == b'_')
                 .count();
             let word = &sql[i..i + n];
-            if word.eq_ignore_ascii_case(NAME) {
-                let after = &sql[i + n..];
-                let ws = after.iter().take_while(|c| c.is_ascii_whitespace()).count();
-                if after.get(ws) == Some(&b'(') {
-                    let inner = &after[ws + 1..];
-                    let ws2 = inner.iter().take_while(|c| c.is_ascii_whitespace()).count();
-                    if inner.get(ws2) == Some(&b')') {
-                        let consumed = n + ws + 1 + ws2 + 1;
-                        let (next, _) = next_word(&sql[i + consumed..]);
-                        let tail = skip_noise(&sql[i + consumed..]);
-                        let whole_item = (prev_token.eq_ignore_ascii_case(b"SELECT")
-                            || prev_token == b",")
-                            && (tail.is_empty()
-                                || tail[0] == b','
-                                || next.eq_ignore_ascii_case(b"FROM"));
-                        let value =
-                            format!("COALESCE(CAST({id:010} AS UNSIGNED), CONNECTION_ID())");
-                        if whole_item {
-                            out.extend_from_slice(
-                                format!(
-                                    "{value} AS `{}`",
-                                    String::from_utf8_lossy(&sql[i..i + consumed])
-                                )
-                                .as_bytes(),
-                            );
-                        } else {
-                            out.extend_from_slice(value.as_bytes());
-                        }
-                        i += consumed;
-                        changed = true;
-                        prev_token = b"x";
-                        continue;
-                    }
-                }
+            if let Some(consumed) = connection_id_call(&sql[i..], n) {
+                replace_call(
+                    &mut out,
+                    &sql[i..i + consumed],
+                    &sql[i + consumed..],
+                    prev_token,
+                    id,
+                );
+                i += consumed;
+                changed = true;
+                prev_token = b"x";
+                continue;
             }
             out.extend_from_slice(word);
             prev_token = word;

@@ -65,6 +65,10 @@ fn protocol_error(addr: &str, e: ResponseError) -> BackendError {
 /// by the health probes (`health` says so when the session is nudged), and
 /// the client going away (its socket reaching end of stream; bytes it
 /// pipelines meanwhile are kept).
+#[expect(
+    clippy::too_many_lines,
+    reason = "the hot loop of every statement: one future, no nested ones (each costs the session task state and instructions per statement, measured with scripts/callgrind.sh)"
+)]
 pub(super) async fn relay(
     client: &mut Conn,
     seq: &mut u8,
