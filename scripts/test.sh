@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Runs zeroDB's whole test suite: unit and property tests, then integration
 # tests that start their own MariaDB servers and drive the real proxy with
-# the mariadb CLI, sysbench and Python drivers.
+# the mariadb CLI, sysbench and Python drivers; then the structure checks
+# (no module cycle, typed errors: scripts/check-structure.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
 # The failover tests run the keeper and agent binaries too: build them all.
 cargo build --workspace --locked
 cargo test --workspace --locked "$@"
+scripts/check-structure.sh

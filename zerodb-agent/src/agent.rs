@@ -3,7 +3,7 @@
 //! topology says its server is no longer the active one (SPEC §5).
 //!
 //! [`AgentCore`] holds that logic without any transport: the `zerodb-agent`
-//! binary serves it over HTTP ([`service`]), and an embedded keeper drives it
+//! binary serves it over HTTP (the `http` module), and a keeper drives it
 //! in-process for datasources that have no agent of their own.
 
 use crate::ops::{MysqlOps, OpsError};
@@ -15,10 +15,18 @@ use zerodb_core::control::{
     errant_gtids, AgentHeartbeatReply, AgentReport, ClusterTopology, Order, OrderKind,
 };
 
+/// Why an order was not carried out.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
+    /// The order's epoch is older than the newest the agent has seen.
     #[error("order under epoch {offered} refused: epoch {seen} has been seen")]
-    StaleEpoch { seen: u64, offered: u64 },
+    StaleEpoch {
+        /// The newest epoch seen.
+        seen: u64,
+        /// The order's epoch.
+        offered: u64,
+    },
+    /// The SQL work on the server failed.
     #[error(transparent)]
     Ops(#[from] OpsError),
 }
@@ -40,13 +48,16 @@ struct State {
 /// topology from it (SPEC §7).
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SavedState {
+    /// The newest epoch seen.
     pub epoch: u64,
+    /// The newest topology seen (`None`: none yet).
     pub topology: Option<ClusterTopology>,
 }
 
 /// One datasource's agent.
 #[derive(Debug)]
 pub struct AgentCore {
+    /// The server this agent looks after, reached over SQL.
     pub ops: std::sync::Arc<MysqlOps>,
     /// How long a promotion may wait for the relay log to be applied.
     pub promote_timeout: Duration,
@@ -57,6 +68,7 @@ pub struct AgentCore {
 }
 
 impl AgentCore {
+    /// An agent for `ops` that keeps nothing across restarts (see [`Self::with_state_dir`]).
     pub fn new(ops: MysqlOps, promote_timeout: Duration) -> Self {
         Self {
             ops: std::sync::Arc::new(ops),
@@ -122,10 +134,13 @@ impl AgentCore {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The newest epoch seen, in an order or a topology.
     pub fn epoch(&self) -> u64 {
         self.state().epoch
     }
 
+    /// The server's report, with the agent's epoch, fencing and errant transactions added; never
+    /// fails.
     pub async fn report(&self) -> AgentReport {
         let mut r = self.ops.report().await;
         let s = self.state().clone();

@@ -15,17 +15,30 @@ use zerodb_core::control::{bearer, AgentReport, Order};
 /// A failed control-plane call.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
+    /// No answer within the timeout.
     #[error("{url}: no answer within {timeout:?}")]
     Timeout {
+        /// The URL called.
         url: String,
+        /// The timeout that ran out.
         timeout: std::time::Duration,
     },
+    /// The call failed in transport, or its answer could not be decoded.
     #[error("{url}: {source}")]
-    Transport { url: String, source: reqwest::Error },
+    Transport {
+        /// The URL called.
+        url: String,
+        /// The HTTP client's error.
+        source: reqwest::Error,
+    },
+    /// The peer answered with a non-success HTTP status.
     #[error("{url}: {status}: {body}")]
     Refused {
+        /// The URL called.
         url: String,
+        /// The HTTP status code.
         status: u16,
+        /// The answer's body (empty if it could not be read).
         body: String,
     },
 }
@@ -39,6 +52,7 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client that sends `token` as a bearer token on every request.
     pub fn new(token: &str) -> Self {
         Self {
             http: reqwest::Client::builder()

@@ -11,11 +11,14 @@ use zerodb_core::control::LoadMeasure;
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentDatasourceConfig {
+    /// The datasource's name, as the keeper knows it (e.g. `mysql_1`).
     pub name: String,
+    /// The server's MySQL address, host:port.
     pub addr: String,
     /// An administrative user: it promotes, fences (`SUPER` or
     /// `READ_ONLY ADMIN`, `CONNECTION ADMIN`) and re-points replication.
     pub user: String,
+    /// The administrative user's password (default empty).
     #[serde(default)]
     pub password: String,
     /// The binlog index file, read when the server is dead (default:
@@ -32,17 +35,22 @@ pub struct AgentConfig {
     pub listen: String,
     /// Admin HTTP (/health, /metrics, /status), host:port.
     pub admin: String,
+    /// The cluster token, required: it is sent on every call and peers without it are refused.
     pub token: String,
     /// The keeper's control address, host:port.
     pub keeper: String,
+    /// The datasource this agent looks after.
     pub datasource: AgentDatasourceConfig,
+    /// How often the agent sends its report to the keeper (default 250ms).
     #[serde(with = "duration")]
     pub heartbeat_interval: Duration,
     /// Timeout of one SQL operation on the server.
     #[serde(with = "duration")]
     pub timeout: Duration,
+    /// How long a promotion may wait for the relay log to be applied (default 10s).
     #[serde(with = "duration")]
     pub promote_timeout: Duration,
+    /// How the load the keeper checks is measured (default: load average per CPU).
     pub load_measure: LoadMeasure,
     /// Where the agent keeps the newest epoch and topology it has seen.
     pub state_dir: PathBuf,
@@ -79,6 +87,8 @@ const AGENT_KEYS: [&str; 10] = [
 ];
 
 impl AgentConfig {
+    /// Reads `path` (YAML or TOML) with the `ZERODB_*` overrides; fails without `token`,
+    /// `datasource.name` or `datasource.addr`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let cfg: Self = load_file(path, &AGENT_KEYS)?;
         if cfg.token.is_empty() {

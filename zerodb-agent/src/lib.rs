@@ -13,7 +13,7 @@
 //! * [`config`] — what `zerodb-agent` reads.
 
 #![forbid(unsafe_code)]
-#![warn(clippy::too_many_lines)]
+#![warn(missing_docs, clippy::too_many_lines)]
 
 pub mod agent;
 pub mod client;

@@ -10,15 +10,21 @@ use std::time::Duration;
 use zerodb_core::control::LoadMeasure;
 use zerodb_core::control::{AgentReport, BinlogPos, ReplicaStatus};
 
+/// A failed operation on the server.
 #[derive(Debug, thiserror::Error)]
 pub enum OpsError {
+    /// The server could not be reached or refused a statement.
     #[error("{addr}: {source}")]
     Sql {
+        /// The server's address, host:port.
         addr: String,
+        /// The driver's error.
         source: mysql_async::Error,
     },
+    /// The server at this address did not answer within the operation timeout.
     #[error("{0}: no answer in time")]
     Timeout(String),
+    /// The operation could not be carried out, for this reason.
     #[error("{0}")]
     Failed(String),
 }
@@ -33,7 +39,9 @@ const CLIENT_THREADS_RUNNING: &str = "SELECT COUNT(*) FROM information_schema.PR
 /// One server, reached over SQL.
 #[derive(Debug)]
 pub struct MysqlOps {
+    /// The datasource's name.
     pub name: String,
+    /// The server's address, host:port.
     pub addr: String,
     opts: OptsBuilder,
     timeout: Duration,
@@ -43,6 +51,9 @@ pub struct MysqlOps {
 }
 
 impl MysqlOps {
+    /// Operations on the server at `addr` (host:port; port 3306 when omitted) as `user`: `timeout`
+    /// bounds each connection attempt and statement, `binlog_index` is the configured binlog index
+    /// file (`None`: learned from the server).
     pub fn new(
         name: &str,
         addr: &str,
@@ -177,6 +188,7 @@ impl MysqlOps {
         r
     }
 
+    /// Whether the server's `@@global.read_only` is on.
     pub async fn read_only(&self) -> Result<bool, OpsError> {
         let ro: Option<u8> = self
             .with_conn(self.timeout, async |c| {

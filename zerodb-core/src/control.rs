@@ -14,14 +14,20 @@ use std::collections::BTreeMap;
 /// For each dataHost, its active datasource, under one epoch.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ClusterTopology {
+    /// The epoch of the last approved switch (0: the config's initial topology).
     pub epoch: u64,
+    /// Every dataHost's state.
     pub datahosts: Vec<DataHostState>,
 }
 
+/// One dataHost in a topology: its active datasource and its standbys.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DataHostState {
+    /// The dataHost's name.
     pub name: String,
+    /// The name of the datasource that takes reads and writes.
     pub active: String,
+    /// The names of its other datasources.
     pub standbys: Vec<String>,
 }
 
@@ -86,6 +92,7 @@ impl ClusterTopology {
         Ok(())
     }
 
+    /// The dataHost named `name`, if the topology has it.
     pub fn datahost(&self, name: &str) -> Option<&DataHostState> {
         self.datahosts.iter().find(|d| d.name == name)
     }
@@ -107,32 +114,44 @@ pub enum ToKeeper {
     /// the newest topology the proxy holds, if any (a keeper that lost its
     /// state adopts it: SPEC §7).
     Register {
+        /// The proxy's name, unique in the cluster.
         name: String,
+        /// The epoch of the topology the proxy holds (0: only its config's).
         epoch: u64,
+        /// That topology (`None` when it is only the config's).
         #[serde(default)]
         topology: Option<ClusterTopology>,
     },
+    /// Keeps the proxy's session alive.
     Heartbeat,
     /// The proxy cannot reach `source`, the active datasource of `datahost`.
     SwitchRequest {
+        /// Chosen by the proxy; the keeper's [`FromKeeper::SwitchAnswer`] carries it back.
         id: u64,
+        /// The dataHost to switch.
         datahost: String,
+        /// The datasource the proxy believes active and cannot reach.
         source: String,
     },
     /// Answer to a [`FromKeeper::VoteRequest`]: whether a fresh probe failed.
     Vote {
+        /// The `id` of the vote request answered.
         id: u64,
+        /// True when the proxy's probe failed (a vote to switch).
         down: bool,
     },
     /// Answer to a [`FromKeeper::Hold`]: the dataHost is held; `open`
     /// sessions were still in a statement or transaction when the grace
     /// period ended.
     Held {
+        /// The `id` of the hold answered.
         id: u64,
+        /// How many sessions were still open when the grace period ended.
         open: u32,
     },
     /// The proxy leaves the cluster (it stops, or its view is the odd one).
     Unregister {
+        /// Why, for the keeper's log.
         reason: String,
     },
 }
@@ -141,22 +160,32 @@ pub enum ToKeeper {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum FromKeeper {
+    /// Answer to [`ToKeeper::Register`]: the proxy is a member.
     Registered {
+        /// The keeper's current topology.
         topology: ClusterTopology,
+        /// The keeper's session timeout in milliseconds: a proxy silent this long loses its session.
         session_timeout_ms: u64,
     },
     /// A newer topology; apply it if its epoch is newer than yours.
     Topology {
+        /// The new topology.
         topology: ClusterTopology,
     },
     /// Probe `datasource` now and answer with [`ToKeeper::Vote`].
     VoteRequest {
+        /// Identifies the request; the [`ToKeeper::Vote`] carries it back.
         id: u64,
+        /// The dataHost whose active datasource is in question.
         datahost: String,
+        /// The datasource to probe (the dataHost's active one).
         datasource: String,
     },
+    /// The keeper's decision on a [`ToKeeper::SwitchRequest`].
     SwitchAnswer {
+        /// The `id` of the switch request answered.
         id: u64,
+        /// The decision.
         answer: SwitchAnswer,
     },
     /// A planned switchover begins: hold new statements for `datahost`
@@ -165,18 +194,24 @@ pub enum FromKeeper {
     /// [`ToKeeper::Held`]. The hold ends with a newer topology, a
     /// [`FromKeeper::Release`], or after `max_ms` whatever happens.
     Hold {
+        /// Identifies the hold; the [`ToKeeper::Held`] carries it back.
         id: u64,
+        /// The dataHost to hold.
         datahost: String,
+        /// How long open statements and transactions may take to finish, in milliseconds.
         grace_ms: u64,
+        /// The longest the hold may last, in milliseconds.
         max_ms: u64,
     },
     /// The switchover did not happen: serve `datahost` as before.
     Release {
+        /// The dataHost to release.
         datahost: String,
     },
     /// The keeper will not talk to this connection (for example: a proxy of
     /// the same name is already connected).
     Refused {
+        /// Why, in words.
         reason: String,
     },
 }
@@ -185,14 +220,19 @@ pub enum FromKeeper {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum SwitchAnswer {
+    /// Approved: the new topology, with the new active datasource.
     Switched {
+        /// The new topology.
         topology: ClusterTopology,
     },
     /// The source named is no longer active: here is the current topology.
     Stale {
+        /// The current topology.
         topology: ClusterTopology,
     },
+    /// Refused: the topology does not change.
     Rejected {
+        /// Why.
         rejection: Rejection,
     },
 }
@@ -200,20 +240,27 @@ pub enum SwitchAnswer {
 /// Who asks for a switch, and how.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Request {
+    /// The dataHost to switch.
     pub datahost: String,
     /// The datasource the requester believes active (and cannot reach).
     pub source: String,
+    /// A proxy's failover or an operator's switchover.
     #[serde(flatten)]
     pub kind: RequestKind,
 }
 
+/// Where a switch request comes from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RequestKind {
     /// A proxy cannot reach the source.
-    Failover { requester: String },
+    Failover {
+        /// The name of the proxy that asks.
+        requester: String,
+    },
     /// An operator's planned switchover, to a named target or the best one.
     Switchover {
+        /// The datasource to promote (`None`: the keeper picks the best standby).
         target: Option<String>,
         /// Promote the named target even if it is not a true standby
         /// of the source, or not caught up with it (its missing
@@ -235,54 +282,84 @@ pub enum Rejection {
     MembershipUnconfirmed,
     /// Switched too recently (anti-flapping).
     Cooldown {
+        /// Milliseconds until the cooldown ends.
         remaining_ms: u64,
     },
     /// A registered proxy is lost: it may still write to the source.
     LostProxy {
+        /// The names of the lost proxies.
         proxies: Vec<String>,
     },
+    /// Too few proxies saw the source down: `approvals × 100 ≤ approve_ratio × voters`.
     VoteFailed {
+        /// How many proxies' probes of the source failed.
         approvals: usize,
+        /// How many registered proxies voted, the requester included.
         voters: usize,
     },
     /// No true standby to switch to: why each datasource is not one.
     NoStandby {
+        /// Each datasource passed over → why (empty: the dataHost has no standby).
         standbys: BTreeMap<String, String>,
     },
     /// The named target is not a true standby of the source, and the
     /// switchover was not forced.
     NotAStandby {
+        /// The target named.
         target: String,
+        /// Why it is not a true standby.
         why: String,
+    },
+    /// The keeper knows no dataHost of that name.
+    UnknownDataHost {
+        /// The dataHost named.
+        datahost: String,
     },
     /// The named target is not a standby of this dataHost.
     UnknownTarget {
+        /// The target named.
         target: String,
     },
+    /// The target's agent does not answer (agent CASE 2).
     TargetAgentDown {
+        /// The target datasource.
         target: String,
     },
     /// The target's server does not answer.
     TargetDown {
+        /// The target datasource.
         target: String,
     },
+    /// The target's load is at or above `safe_load`, or unknown.
     TargetOverloaded {
+        /// The target datasource.
         target: String,
+        /// The target's load (`None`: not measured, which counts as overloaded).
         load: Option<f64>,
+        /// The `need_target_load_check.safe_load` limit.
         safe_load: f64,
     },
+    /// The source's agent does not answer the strict binlog check (agent CASE 1).
     SourceAgentDown {
+        /// The source datasource.
         source: String,
     },
+    /// The target is too far behind the source or, in the lenient check, cannot apply its relay log.
     BinlogDelay {
+        /// The target datasource.
         target: String,
         /// Bytes behind the source's binlog end (`None`: not comparable).
         behind: Option<u64>,
+        /// The `safe_binlog_delay` limit in bytes (`None`: the lenient check).
         limit: Option<u64>,
+        /// What was compared, in words.
         detail: String,
     },
+    /// The target's agent could not promote it; the old topology stays.
     PromotionFailed {
+        /// The target datasource.
         target: String,
+        /// The promotion's error.
         error: String,
     },
 }
@@ -298,6 +375,7 @@ impl Rejection {
             Rejection::VoteFailed { .. } => "VoteFailed",
             Rejection::NoStandby { .. } => "NoStandby",
             Rejection::NotAStandby { .. } => "NotAStandby",
+            Rejection::UnknownDataHost { .. } => "UnknownDataHost",
             Rejection::UnknownTarget { .. } => "UnknownTarget",
             Rejection::TargetAgentDown { .. } => "TargetAgentDown",
             Rejection::TargetDown { .. } => "TargetDown",
@@ -312,7 +390,9 @@ impl Rejection {
 /// A position in a binlog, in the coordinates of the server that wrote it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BinlogPos {
+    /// The binlog file name, e.g. `mysql-bin.000007`.
     pub file: String,
+    /// The byte offset in that file.
     pub pos: u64,
 }
 
@@ -352,7 +432,9 @@ impl PartialOrd for BinlogPos {
 pub struct ReplicaStatus {
     /// host:port of the source it replicates from.
     pub source: String,
+    /// Whether the I/O thread runs (`Slave_IO_Running: Yes`).
     pub io_running: bool,
+    /// Whether the SQL thread runs (`Slave_SQL_Running: Yes`).
     pub sql_running: bool,
     /// Received up to here, in the source's coordinates.
     pub read: Option<BinlogPos>,
@@ -393,17 +475,22 @@ pub enum LoadMeasure {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AgentReport {
+    /// The datasource's name.
     pub datasource: String,
     /// The MySQL server answers.
     pub alive: bool,
+    /// The server's `@@global.read_only` (`None`: the server does not answer).
     pub read_only: Option<bool>,
     /// The load the keeper compares with `safe_load` (see `LoadMeasure`).
     pub load: Option<f64>,
+    /// The machine's 1-minute load average divided by its CPUs (`None`: unknown).
     pub loadavg_per_cpu: Option<f64>,
+    /// Client statements running, as for [`LoadMeasure::ThreadsRunning`] (`None`: the server does not answer).
     pub threads_running: Option<u64>,
     /// As a source: the end of its own binlog (read from the files on disk
     /// when the server is dead).
     pub binlog_end: Option<BinlogPos>,
+    /// Its replication status (`None`: not a replica, or the server does not answer).
     pub replica: Option<ReplicaStatus>,
     /// MariaDB `@@gtid_binlog_state`: the last GTID of every
     /// domain-server pair in its binlog (for the errant-transaction check).
@@ -419,11 +506,14 @@ pub struct AgentReport {
 /// An order from the keeper to an agent, under an epoch the agent checks.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Order {
+    /// The epoch the order is given under; agents refuse one older than the newest they have seen.
     pub epoch: u64,
+    /// What to do.
     #[serde(flatten)]
     pub kind: OrderKind,
 }
 
+/// What an order tells an agent to do to its server.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "order", rename_all = "snake_case")]
 pub enum OrderKind {
@@ -433,13 +523,18 @@ pub enum OrderKind {
     Fence,
     /// Replicate from `source` (host:port) with these credentials.
     Follow {
+        /// The new source's address, host:port.
         source: String,
+        /// The user to replicate as.
         user: String,
+        /// That user's password.
         password: String,
     },
     /// Wait until the executed position reaches `position` of the source.
     CatchUp {
+        /// The source's binlog end, in the source's coordinates.
         position: BinlogPos,
+        /// How long to wait, in milliseconds.
         timeout_ms: u64,
     },
 }
@@ -447,9 +542,11 @@ pub enum OrderKind {
 /// Agent → keeper heartbeat.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AgentHeartbeat {
+    /// The datasource the agent runs beside.
     pub datasource: String,
     /// The agent's control address, as the keeper should dial it.
     pub listen: String,
+    /// The agent's report on its datasource.
     pub report: AgentReport,
     /// The newest topology the agent has seen (it persists it).
     #[serde(default)]
@@ -459,17 +556,23 @@ pub struct AgentHeartbeat {
 /// Keeper → agent, in answer to a heartbeat.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AgentHeartbeatReply {
+    /// The keeper's current topology.
     pub topology: ClusterTopology,
     /// The datasource this agent's server should replicate from, when it is
     /// a standby: host:port and credentials, plus the source's GTID state.
     pub follow: Option<FollowHint>,
 }
 
+/// Where a standby replicates from, and as whom.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FollowHint {
+    /// The active datasource's name.
     pub source_name: String,
+    /// The active datasource's address, host:port.
     pub source: String,
+    /// The user to replicate as.
     pub user: String,
+    /// That user's password.
     pub password: String,
     /// The source's `@@gtid_binlog_state`, when known.
     pub source_gtid_binlog_state: Option<String>,

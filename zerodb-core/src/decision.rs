@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 /// A registered proxy as the keeper sees it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Member {
+    /// The proxy's registered name.
     pub name: String,
     /// Its session expired (no heartbeat within the session timeout).
     pub lost: bool,
@@ -36,14 +37,18 @@ pub enum Vote {
 /// What the agents said. `None`: the agent did not answer.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Reports {
+    /// The source's agent report (`None`: it did not answer).
     pub source: Option<AgentReport>,
+    /// Each standby's agent report, by datasource name (`None`: it did not answer).
     pub standbys: BTreeMap<String, Option<AgentReport>>,
 }
 
 /// Everything the decision reads.
 #[derive(Clone, Debug)]
 pub struct Input<'a> {
+    /// The policy keys the keeper reads (SPEC §2).
     pub policy: &'a Policy,
+    /// The switch request being decided.
     pub request: &'a Request,
     /// The dataHost's active datasource now.
     pub active: &'a str,
@@ -53,24 +58,31 @@ pub struct Input<'a> {
     pub source_addrs: &'a [String],
     /// The other datasources, in configured preference order.
     pub standbys: &'a [String],
+    /// The dataHost is in maintenance: no automatic switch.
     pub maintenance: bool,
     /// False after the keeper adopted a reported topology, until an
     /// operator confirms which proxies are members (SPEC §7).
     pub membership_confirmed: bool,
     /// Milliseconds of anti-flapping cooldown left, if any.
     pub cooldown_left_ms: Option<u64>,
+    /// Every registered proxy; all of them vote, the requester included.
     pub members: &'a [Member],
+    /// Each member's vote, by proxy name (`None`: not gathered yet).
     pub votes: Option<&'a BTreeMap<String, Vote>>,
+    /// The agents' reports (`None`: not gathered yet).
     pub reports: Option<&'a Reports>,
 }
 
 /// The next thing to gather, or the decision.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Step {
+    /// Gather this input, then call [`decide`] again.
     Need(Need),
+    /// The decision is made.
     Done(Decision),
 }
 
+/// An input [`decide`] needs before it can go on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Need {
     /// Ask every member to probe the source now.
@@ -79,6 +91,7 @@ pub enum Need {
     Reports,
 }
 
+/// The keeper's answer to a switch request (SPEC §3, steps 1–6).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "decision", rename_all = "snake_case")]
 pub enum Decision {
@@ -86,9 +99,12 @@ pub enum Decision {
     Stale,
     /// Promote `target` (the I/O that follows may still fail).
     Approve {
+        /// The datasource to promote.
         target: String,
     },
+    /// Refuse the switch; the topology stays as it is.
     Reject {
+        /// Why, in machine-readable form.
         rejection: Rejection,
     },
 }

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 pub enum Outcome {
     /// Approved (a new topology), or stale (someone else switched already).
     Switched,
+    /// The keeper refused the switch, for this reason.
     Rejected(Rejection),
     /// The keeper could not be reached (or did not answer in time).
     KeeperUnreachable,
@@ -22,6 +23,7 @@ pub enum Outcome {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
+    /// Serving clients.
     Online,
     /// Proxy CASE 4: lost the keeper and too many dataHosts.
     OfflineLostKeeper,
@@ -32,10 +34,13 @@ pub enum Mode {
 /// What the proxy must do now.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
+    /// Nothing to do.
     Nothing,
     /// Log and count; keep serving, do not switch (proxy CASE 1).
     Alert {
+        /// The dataHost whose switch request failed.
         datahost: String,
+        /// The rejection's kind (e.g. `VoteFailed`), or `KeeperUnreachable`.
         reason: String,
     },
     /// Close the listener, client and backend connections; `/health` 503.
@@ -48,6 +53,7 @@ pub enum Action {
     ServeWithoutKeeper,
 }
 
+/// One dataHost's failed switch requests; a success, or the source answering again, resets them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Counters {
     /// Consecutive switch requests rejected by the vote.
@@ -67,6 +73,7 @@ pub struct Rules {
 }
 
 impl Rules {
+    /// The rules for a proxy serving `served` dataHosts, starting online with no counts.
     pub fn new(policy: Policy, served: usize) -> Self {
         Self {
             policy,
@@ -76,10 +83,12 @@ impl Rules {
         }
     }
 
+    /// Whether the proxy serves clients now.
     pub fn mode(&self) -> Mode {
         self.mode
     }
 
+    /// Each dataHost's counters, by dataHost name.
     pub fn counters(&self) -> &BTreeMap<String, Counters> {
         &self.counters
     }

@@ -15,7 +15,7 @@
 //!   cluster token check, the Prometheus exporter.
 
 #![forbid(unsafe_code)]
-#![warn(clippy::too_many_lines)]
+#![warn(missing_docs, clippy::too_many_lines)]
 
 #[cfg(feature = "admin-http")]
 pub mod admin_http;

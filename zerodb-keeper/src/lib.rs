@@ -17,7 +17,7 @@
 //!   heartbeats) and the admin router.
 
 #![forbid(unsafe_code)]
-#![warn(clippy::too_many_lines)]
+#![warn(missing_docs, clippy::too_many_lines)]
 
 pub mod agents;
 pub mod http;

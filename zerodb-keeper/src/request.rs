@@ -30,8 +30,8 @@ struct Gathered {
 /// Decides a switch request (SPEC §3) and carries it out if approved.
 pub async fn request_switch(keeper: &Arc<Keeper>, request: Request) -> SwitchAnswer {
     let Some(lock) = keeper.locks.get(&request.datahost) else {
-        let rejection = Rejection::UnknownTarget {
-            target: request.datahost.clone(),
+        let rejection = Rejection::UnknownDataHost {
+            datahost: request.datahost.clone(),
         };
         return SwitchAnswer::Rejected { rejection };
     };

@@ -10,7 +10,9 @@ use mysql_common::auth::plugins::{
 };
 use rand::Rng;
 
+/// Name of the `mysql_native_password` plugin.
 pub const NATIVE: &str = "mysql_native_password";
+/// Name of the `caching_sha2_password` plugin.
 pub const CACHING_SHA2: &str = "caching_sha2_password";
 
 /// Length of the salt (nonce) sent in the handshake.
@@ -30,11 +32,15 @@ pub fn new_salt() -> [u8; SALT_LEN] {
 /// The authentication methods the proxy checks itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
+    /// `mysql_native_password`: a SHA-1 scramble.
     Native,
+    /// `caching_sha2_password`: a SHA-256 scramble, checked by fast auth.
     CachingSha2,
 }
 
 impl Method {
+    /// The method an authentication plugin name stands for, if the proxy
+    /// checks it.
     pub fn from_name(name: &[u8]) -> Option<Self> {
         match name {
             b"mysql_native_password" => Some(Self::Native),
@@ -43,6 +49,7 @@ impl Method {
         }
     }
 
+    /// The method's plugin name.
     pub fn name(self) -> &'static str {
         match self {
             Self::Native => NATIVE,

@@ -1,9 +1,10 @@
 //! Connections from the proxy to a datasource (MySQL/MariaDB), built on
 //! mysql_common's handshake packets and authentication plugins.
 
-use crate::protocol::conn::ReadError;
+use crate::conn::Conn;
+use crate::conn::ReadError;
 use crate::protocol::packets::{self, parse_err};
-use crate::protocol::{caps, Conn, ResponseKind, ResponseParser, Step};
+use crate::protocol::{caps, ResponseKind, ResponseParser, Step};
 use mysql_common::auth::plugins::{AuthProc, ChallengeResponsePlugin, Context};
 use mysql_common::constants::{CapabilityFlags, MariadbCapabilities};
 use mysql_common::io::ParseBuf;
@@ -31,6 +32,8 @@ pub struct BackendKey {
 }
 
 impl BackendKey {
+    /// The key of a client session: its capability flags cut to `caps::SESSION_SHAPING`,
+    /// its collation, and its MariaDB flags cut to those the proxy offers.
     pub fn new(client_caps: u32, collation: u8, mariadb_caps: u32) -> Self {
         Self {
             caps: client_caps & caps::SESSION_SHAPING,
@@ -59,9 +62,14 @@ impl Default for BackendKey {
 /// Where and as whom to connect.
 #[derive(Clone, Debug)]
 pub struct ConnectParams {
+    /// The datasource's address, `host:port`.
     pub addr: String,
+    /// The login the proxy uses (its dataHost's `user`).
     pub user: String,
+    /// The password of `user` (empty for none).
     pub password: String,
+    /// Limit on the TCP connect (`pool.connect_timeout`); the login gets
+    /// twice this.
     pub connect_timeout: Duration,
 }
 
@@ -69,23 +77,55 @@ pub struct ConnectParams {
 /// that met it can safely be sent elsewhere (nothing reached the server).
 #[derive(Debug, Error)]
 pub enum BackendError {
+    /// The TCP connect failed, or the connect or login did not finish in
+    /// time: no statement was sent.
     #[error("cannot connect to {addr}: {reason}")]
-    Connect { addr: String, reason: String },
+    Connect {
+        /// The datasource's address, `host:port`.
+        addr: String,
+        /// Why (the I/O error, or which step timed out).
+        reason: String,
+    },
+    /// The server answered the login with an ERR packet (wrong password,
+    /// host blocked, too many connections, …).
     #[error("{addr} refused the proxy's login: {code} {message}")]
     Login {
+        /// The datasource's address, `host:port`.
         addr: String,
+        /// The MySQL error code (e.g. 1045).
         code: u16,
+        /// The server's error message.
         message: String,
     },
+    /// The connection closed or failed mid-exchange; the server may have
+    /// run part of the command.
     #[error("connection to {addr} lost: {reason}")]
-    Lost { addr: String, reason: String },
+    Lost {
+        /// The datasource's address, `host:port`.
+        addr: String,
+        /// The I/O error or how the connection ended.
+        reason: String,
+    },
+    /// The server sent a packet the proxy cannot parse or did not expect;
+    /// the connection is unusable.
     #[error("{addr} broke the protocol: {what}")]
-    Protocol { addr: String, what: String },
+    Protocol {
+        /// The datasource's address, `host:port`.
+        addr: String,
+        /// What was wrong.
+        what: String,
+    },
+    /// The server answered a command of the proxy's own with an ERR packet
+    /// (the connection stays usable).
     #[error("{addr} answered {code}: {message}")]
     Server {
+        /// The datasource's address, `host:port`.
         addr: String,
+        /// The MySQL error code.
         code: u16,
+        /// The SQLSTATE (five characters).
         state: String,
+        /// The server's error message.
         message: String,
     },
 }
@@ -123,7 +163,9 @@ impl Context for AuthCtx<'_> {
 /// What the proxy learned from a backend's greeting.
 #[derive(Clone, Debug)]
 pub struct ServerInfo {
+    /// The server's version string (e.g. `10.11.6-MariaDB-log`).
     pub version: String,
+    /// The capability flags the server offers.
     pub capabilities: u32,
     /// MariaDB's extended flags (`caps::mariadb`); 0 from MySQL.
     pub mariadb_capabilities: u32,
@@ -132,14 +174,21 @@ pub struct ServerInfo {
 /// One authenticated connection to a datasource.
 #[derive(Debug)]
 pub struct BackendConn {
+    /// The packet stream to the server.
     pub conn: Conn,
+    /// The datasource's address, `host:port`.
     pub addr: String,
     /// The server's thread id for this connection (for KILL).
     pub thread_id: u32,
+    /// The session shape the connection was opened with; the pool lends it
+    /// only to sessions with the same key.
     pub key: BackendKey,
     /// Capability flags in force on this connection.
     pub caps: u32,
+    /// What the server's greeting said.
     pub server: ServerInfo,
+    /// When the last exchange (login, command, COM_CHANGE_USER) finished;
+    /// the pool closes connections idle longer than `pool.max_idle_time`.
     pub last_used: Instant,
     /// Set when the connection is mid-response or its state is unknown: it
     /// must be closed, never reused.
@@ -385,6 +434,7 @@ impl BackendConn {
         out.into_result(&self.addr)
     }
 
+    /// COM_PING: `Ok` when the server answers OK.
     pub async fn ping(&mut self) -> Result<(), BackendError> {
         let out = self
             .command(ResponseKind::Single, &[crate::protocol::cmd::PING])
@@ -403,6 +453,8 @@ impl BackendConn {
         out.into_result(&self.addr).map(|_| ())
     }
 
+    /// COM_INIT_DB: makes `schema` the current database. A server error
+    /// (unknown database, access denied) is in the `Outcome`, not `Err`.
     pub async fn init_db(&mut self, schema: &[u8]) -> Result<Outcome, BackendError> {
         let mut p = vec![crate::protocol::cmd::INIT_DB];
         p.extend_from_slice(schema);
@@ -413,8 +465,13 @@ impl BackendConn {
 /// The end of a response the proxy read for itself.
 #[derive(Clone, Debug, Default)]
 pub struct Outcome {
+    /// Status flags (`SERVER_STATUS_*`) of the last OK or EOF packet; `None`
+    /// if none came.
     pub status: Option<u16>,
+    /// The ERR packet in the response, if any.
     pub error: Option<packets::ErrPacket>,
+    /// The PREPARE_OK header of a COM_STMT_PREPARE response (statement id,
+    /// column and parameter counts).
     pub prepare: Option<crate::protocol::response::PrepareOk>,
     /// The first result set row, as the server sent it.
     pub first_row: Option<Vec<u8>>,
@@ -549,7 +606,7 @@ async fn finish_auth(
     }
 }
 
-async fn read(conn: &mut Conn, addr: &str) -> Result<crate::protocol::conn::Packet, BackendError> {
+async fn read(conn: &mut Conn, addr: &str) -> Result<crate::conn::Packet, BackendError> {
     conn.read_packet(MAX_INTERNAL_PACKET)
         .await
         .map_err(|e| match e {

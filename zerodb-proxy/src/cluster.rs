@@ -24,6 +24,8 @@ use zerodb_core::governance::{Action, Mode, Outcome, Rules};
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// This proxy's part in a cluster: its connection to the keeper, its
+/// switch requests and its own rules (SPEC §4).
 pub struct Cluster {
     shared: Arc<Shared>,
     keeper: String,
@@ -169,10 +171,14 @@ impl Cluster {
         }
     }
 
+    /// What the proxy's rules have made of it: online, offline for a lost
+    /// keeper, or unregistered.
     pub fn mode(&self) -> Mode {
         lock(&self.rules).mode()
     }
 
+    /// Whether the proxy is registered with the keeper over a live
+    /// connection.
     pub fn is_connected(&self) -> bool {
         *self.connected.borrow()
     }

@@ -18,25 +18,36 @@ use zerodb_core::policy::Policy;
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
+    /// `users[].name`: the account name clients log in with.
     pub name: String,
+    /// `users[].password`: its password (default: empty).
     #[serde(default)]
     pub password: String,
 }
 
+/// A dataHost (an entry of `datahosts`): its datasources and the proxy's
+/// login on them.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataHostConfig {
+    /// `datahosts[].name`: the dataHost's name; a keeper's dataHosts must
+    /// use the same names.
     pub name: String,
     /// Schemas routed here. The first dataHost (or the one marked
     /// `default`) also serves every schema no dataHost names.
     #[serde(default)]
     pub schemas: Vec<String>,
+    /// `datahosts[].default`: serves the schemas no dataHost names (default:
+    /// false; with none marked, the first dataHost does).
     #[serde(default)]
     pub default: bool,
     /// The backend user the proxy logs in as.
     pub user: String,
+    /// `datahosts[].password`: the password of `user` (default: empty).
     #[serde(default)]
     pub password: String,
+    /// `datahosts[].datasources`: its servers, each `{name, addr}` (and
+    /// `agent` for an embedded keeper); at least one.
     pub datasources: Vec<DatasourceConfig>,
     /// Which datasource starts active (default: the first).
     #[serde(default)]
@@ -46,6 +57,8 @@ pub struct DataHostConfig {
     /// `READ_ONLY ADMIN`, `REPLICATION SLAVE ADMIN` and `CONNECTION ADMIN`.
     #[serde(default)]
     pub admin_user: Option<String>,
+    /// `datahosts[].admin_password`: the password of `admin_user` (default:
+    /// `password`).
     #[serde(default)]
     pub admin_password: Option<String>,
 }
@@ -60,9 +73,13 @@ pub struct ProxyConfig {
     pub listen: String,
     /// Admin HTTP listener (/health, /status, /metrics), host:port.
     pub admin: String,
+    /// `users`: the accounts clients log in with; at least one.
     pub users: Vec<UserConfig>,
+    /// `datahosts`: the dataHosts this proxy serves; at least one.
     pub datahosts: Vec<DataHostConfig>,
+    /// `pool`: the backend connection pool of each datasource.
     pub pool: PoolConfig,
+    /// `health`: how datasources are probed.
     pub health: HealthConfig,
     /// Most client connections at once; more are refused with error 1040.
     pub max_connections: usize,
@@ -160,6 +177,8 @@ pub struct EmbeddedKeeperConfig {
     pub listen: String,
     /// Where it persists the topology and its epoch.
     pub state_dir: PathBuf,
+    /// The keeper's timings (`embedded_keeper.session_timeout`,
+    /// `.vote_timeout`, `.cooldown`, …), with zerodb-keeper's defaults.
     #[serde(flatten)]
     pub timings: KeeperTimings,
 }
@@ -236,6 +255,8 @@ impl ProxyConfig {
         Self::from_figment(Figment::from(Yaml::string(text)))
     }
 
+    /// Loads from any figment (TOML text, extra providers) and checks the
+    /// result; no `ZERODB_*` overrides unless `f` merges them.
     pub fn from_figment(f: Figment) -> Result<Self, ConfigError> {
         let cfg: Self = extract_known(f, &PROXY_KEYS)?;
         cfg.validate()?;

@@ -9,12 +9,16 @@ use std::borrow::Cow;
 /// An error sent to a client as an ERR packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientError {
+    /// The MySQL error code.
     pub code: u16,
+    /// The five-character SQLSTATE.
     pub state: Cow<'static, str>,
+    /// The human-readable message.
     pub message: String,
 }
 
 impl ClientError {
+    /// An error with the given code, SQLSTATE and message.
     pub fn new(code: u16, state: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
         Self {
             code,
@@ -28,6 +32,7 @@ impl ClientError {
         Self::new(e.code, e.state, e.message)
     }
 
+    /// The ERR packet payload that carries this error.
     pub fn packet(&self) -> Vec<u8> {
         crate::protocol::packets::err(self.code, &self.state, &self.message)
     }
@@ -37,6 +42,8 @@ impl ClientError {
         Self::new(1927, "70100", "Connection was killed")
     }
 
+    /// The client's credentials were refused (MySQL's ER_ACCESS_DENIED_ERROR,
+    /// 1045); `with_password` says whether it sent a password.
     pub fn access_denied(user: &str, host: &str, with_password: bool) -> Self {
         let using = if with_password { "YES" } else { "NO" };
         Self::new(
@@ -46,6 +53,8 @@ impl ClientError {
         )
     }
 
+    /// The client sent a command the proxy does not relay (MySQL's
+    /// ER_UNKNOWN_COM_ERROR, 1047), named from its command byte.
     pub fn unknown_command(cmd: u8) -> Self {
         Self::new(
             1047,
@@ -57,6 +66,8 @@ impl ClientError {
         )
     }
 
+    /// A prepared statement id the session does not know was given to `what`
+    /// (MySQL's ER_UNKNOWN_STMT_HANDLER, 1243).
     pub fn unknown_statement(id: u32, what: &str) -> Self {
         Self::new(
             1243,
@@ -65,6 +76,8 @@ impl ClientError {
         )
     }
 
+    /// A client packet, described by `what`, could not be parsed (MySQL's
+    /// ER_MALFORMED_PACKET, 1835).
     pub fn malformed(what: &str) -> Self {
         Self::new(
             1835,
@@ -73,14 +86,20 @@ impl ClientError {
         )
     }
 
+    /// A packet's sequence id did not follow the one before it (MySQL's
+    /// ER_NET_PACKETS_OUT_OF_ORDER, 1156).
     pub fn out_of_order() -> Self {
         Self::new(1156, "08S01", "Got packets out of order")
     }
 
+    /// The proxy already holds `max_connections` client sessions (MySQL's
+    /// ER_CON_COUNT_ERROR, 1040).
     pub fn too_many_connections() -> Self {
         Self::new(1040, "08004", "Too many connections")
     }
 
+    /// A packet of `len` bytes exceeds the limit of `max` (MySQL's
+    /// ER_NET_PACKET_TOO_LARGE, 1153).
     pub fn packet_too_large(len: usize, max: usize) -> Self {
         Self::new(
             1153,
@@ -89,10 +108,13 @@ impl ClientError {
         )
     }
 
+    /// `KILL` names a connection id no session has (MySQL's ER_NO_SUCH_THREAD,
+    /// 1094).
     pub fn unknown_thread(id: u64) -> Self {
         Self::new(1094, "HY000", format!("Unknown thread id: {id}"))
     }
 
+    /// `KILL` names another user's session (MySQL's ER_KILL_DENIED_ERROR, 1095).
     pub fn not_owner(id: u64) -> Self {
         Self::new(1095, "HY000", format!("You are not owner of thread {id}"))
     }
@@ -148,6 +170,8 @@ impl ClientError {
         Self::new(9104, "HY000", format!("zeroDB: {why}"))
     }
 
+    /// A schema change (`USE`, COM_INIT_DB) inside a transaction names a schema
+    /// on another dataHost. SQLSTATE 25000 is an invalid transaction state.
     pub fn cross_datahost_in_transaction(schema: &str) -> Self {
         Self::new(
             9105,

@@ -63,21 +63,30 @@ impl Default for Health {
 /// A snapshot for status pages.
 #[derive(Debug, Clone, Serialize)]
 pub struct HealthSnapshot {
+    /// Whether the datasource is up.
     pub up: bool,
+    /// Failed probes in a row (0 after a success).
     pub consecutive_failures: u32,
+    /// Round trip of the last successful probe, in microseconds (0 before
+    /// any).
     pub last_rtt_us: u64,
+    /// Probes made since the proxy started.
     pub probes: u64,
 }
 
 impl Health {
+    /// Whether the datasource is up: true at start, false after `health.fall`
+    /// failed probes in a row, true again after `health.rise` successes.
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Acquire)
     }
 
+    /// Failed probes in a row (0 after a success).
     pub fn consecutive_failures(&self) -> u32 {
         self.consecutive_failures.load(Ordering::Acquire)
     }
 
+    /// The state and counters now, for `/status`.
     pub fn snapshot(&self) -> HealthSnapshot {
         HealthSnapshot {
             up: self.is_up(),
@@ -114,8 +123,11 @@ impl Health {
 /// A datasource changed state.
 #[derive(Debug, Clone)]
 pub struct HealthEvent {
+    /// The datasource's name.
     pub datasource: String,
+    /// Its new state.
     pub up: bool,
+    /// Failed probes in a row when it flipped (0 when it came up).
     pub consecutive_failures: u32,
 }
 

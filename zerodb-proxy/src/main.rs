@@ -8,9 +8,8 @@ use anyhow::Context;
 use clap::Parser;
 use std::path::PathBuf;
 use std::sync::Arc;
-use zerodb_core::admin_http::{install_metrics, serve_http, serve_router};
+use zerodb_core::admin_http::{install_metrics, serve_http};
 use zerodb_core::process;
-use zerodb_keeper::Keeper;
 use zerodb_proxy::cluster::Cluster;
 use zerodb_proxy::config::ProxyConfig;
 use zerodb_proxy::server::Proxy;
@@ -55,43 +54,14 @@ async fn run(config: ProxyConfig) -> anyhow::Result<()> {
     let mut admin = zerodb_proxy::admin::router(shared.clone(), Some(metrics.clone()));
 
     // The cluster: a keeper of our own, or the one configured.
-    let mut cluster = None;
-    if let Some(keeper) = &config.keeper {
-        let (addr, token) = if config.embedded_keeper() {
-            let mut kcfg = config.keeper_config();
-            if kcfg.token.is_empty() {
-                kcfg.token = zerodb_core::control::random_token();
-            }
-            let token = kcfg.token.clone();
-            let keeper = Keeper::open(kcfg)
-                .await
-                .context("starting the embedded keeper")?;
-            let listener = tokio::net::TcpListener::bind(&config.embedded_keeper.listen)
-                .await
-                .with_context(|| format!("keeper listener on {}", config.embedded_keeper.listen))?;
-            let addr = listener.local_addr()?.to_string();
-            tracing::info!(listen = %addr, "embedded keeper listening");
-            let mut stop = stop_rx.clone();
-            tokio::spawn(serve_router(
-                listener,
-                zerodb_keeper::http::control_router(keeper.clone()),
-                async move {
-                    let _ = stop.changed().await;
-                },
-            ));
-            keeper.spawn_local_agents(config.cluster.heartbeat_interval, stop_rx.clone());
-            admin = admin.nest(
-                "/keeper",
-                zerodb_keeper::http::admin_router(keeper, Some(metrics.clone())),
-            );
-            (addr, token)
-        } else {
-            (keeper.clone(), config.token.clone().unwrap_or_default())
-        };
-        let c = Cluster::join(shared.clone(), addr, token);
-        c.spawn(stop_rx.clone());
-        cluster = Some(c);
+    let joined = zerodb_proxy::embedded::join(&shared, stop_rx.clone()).await?;
+    if let Some(keeper) = joined.as_ref().and_then(|j| j.keeper.clone()) {
+        admin = admin.nest(
+            "/keeper",
+            zerodb_keeper::http::admin_router(keeper, Some(metrics.clone())),
+        );
     }
+    let cluster: Option<Arc<Cluster>> = joined.map(|j| j.cluster);
 
     let admin_task = serve_http("admin HTTP", &config.admin, admin, stop_rx.clone()).await?;
     let leaving: Option<Arc<Cluster>> = cluster.clone();

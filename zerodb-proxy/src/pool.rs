@@ -33,6 +33,8 @@ pub struct PoolConfig {
     /// How long a session waits for a connection when the pool is full.
     #[serde(with = "zerodb_core::config::duration")]
     pub acquire_timeout: Duration,
+    /// `pool.connect_timeout`: limit on the TCP connect to a datasource
+    /// (default 2s); the login gets twice this.
     #[serde(with = "zerodb_core::config::duration")]
     pub connect_timeout: Duration,
 }
@@ -52,14 +54,21 @@ impl Default for PoolConfig {
 /// Why no connection could be had.
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
+    /// Every connection stayed in use for `pool.acquire_timeout`.
     #[error("pool for {datasource} is exhausted ({max} connections) after waiting {waited:?}")]
     Exhausted {
+        /// The datasource's name.
         datasource: String,
+        /// Its `pool.max_size`.
         max: usize,
+        /// How long the caller waited.
         waited: Duration,
     },
+    /// The named datasource is out of service: it is not its dataHost's
+    /// active one.
     #[error("datasource {0} is not in service")]
     Disabled(String),
+    /// Opening a new connection failed (connect or login).
     #[error(transparent)]
     Backend(#[from] BackendError),
 }
@@ -146,6 +155,8 @@ impl Drop for PooledConn {
 }
 
 impl Pool {
+    /// An empty pool for the datasource `name`, in service; connections open
+    /// on demand and in [`Pool::maintain`].
     pub fn new(name: impl Into<String>, params: ConnectParams, cfg: PoolConfig) -> Arc<Self> {
         Arc::new(Self {
             name: name.into(),
@@ -158,18 +169,22 @@ impl Pool {
         })
     }
 
+    /// The datasource's name.
     pub fn name(&self) -> &str {
         &self.name
     }
 
+    /// Where and as whom the pool connects.
     pub fn params(&self) -> &ConnectParams {
         &self.params
     }
 
+    /// The pool's settings (`pool:`).
     pub fn config(&self) -> &PoolConfig {
         &self.cfg
     }
 
+    /// Whether the datasource is in service (see [`Pool::set_enabled`]).
     pub fn is_enabled(&self) -> bool {
         self.enabled.load(Ordering::Acquire)
     }

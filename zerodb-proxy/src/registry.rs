@@ -12,8 +12,12 @@ use std::time::{Duration, Instant};
 /// One live client session, as other sessions and the admin API see it.
 #[derive(Debug)]
 pub struct SessionHandle {
+    /// The proxy's connection id: what the client sees in the greeting and
+    /// `CONNECTION_ID()`, and what `KILL` names.
     pub id: u32,
+    /// The client's address.
     pub peer: SocketAddr,
+    /// When the session started.
     pub started: Instant,
     user: Mutex<String>,
     backend: Mutex<Option<(Arc<Datasource>, u32)>>,
@@ -78,6 +82,7 @@ const RELEASE: u64 = u64::MAX - 1;
 const EMPTY: u64 = u64::MAX - 2;
 
 impl SessionHandle {
+    /// The user the client logged in as (empty until it has).
     pub fn user(&self) -> String {
         self.user.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -126,6 +131,7 @@ impl SessionHandle {
         self.busy.store(busy, Ordering::Release);
     }
 
+    /// Whether the session was asked to close (see [`SessionHandle::kill`]).
     pub fn is_killed(&self) -> bool {
         self.killed.load(Ordering::Acquire)
     }
@@ -199,18 +205,22 @@ impl Registry {
         self.lock().remove(&id);
     }
 
+    /// The live session with connection id `id`.
     pub fn get(&self, id: u32) -> Option<Arc<SessionHandle>> {
         self.lock().get(&id).cloned()
     }
 
+    /// How many sessions are live.
     pub fn len(&self) -> usize {
         self.lock().len()
     }
 
+    /// Whether no session is live.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// Every live session, in no particular order.
     pub fn all(&self) -> Vec<Arc<SessionHandle>> {
         self.lock().values().cloned().collect()
     }

@@ -20,9 +20,12 @@ use tokio::sync::{broadcast, watch, Semaphore};
 /// Errors building or starting a proxy.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    /// The client listener (`listen`) could not be opened.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        /// The address from `listen`.
         addr: String,
+        /// The OS error (address in use, permission denied, …).
         source: std::io::Error,
     },
 }
@@ -108,6 +111,7 @@ impl Proxy {
         self
     }
 
+    /// The state its sessions will share (config, topology, registry).
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }
@@ -274,10 +278,13 @@ pub struct BoundProxy {
 }
 
 impl BoundProxy {
+    /// The address the client listener is bound to (the real port when
+    /// `listen` asks for port 0).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 
+    /// The state its sessions share (config, topology, registry).
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }

@@ -17,7 +17,10 @@ use tokio::sync::{broadcast, watch};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Serving {
+    /// Taking clients and serving every dataHost.
     Serving,
+    /// Shutting down: the listener is closed and sessions end after their
+    /// statement.
     Draining,
     /// Offline by the proxy's own rules (SPEC §4): the listener is closed.
     Offline,
@@ -38,10 +41,16 @@ pub trait ClusterLink: Send + Sync + std::fmt::Debug {
 
 /// What every session shares.
 pub struct Shared {
+    /// The config the proxy started with.
     pub config: ProxyConfig,
+    /// Every dataHost and its active datasource.
     pub topology: Arc<Topology>,
+    /// Client accounts: user name to password (`users`).
     pub users: HashMap<String, String>,
+    /// Every live client session.
     pub registry: Registry,
+    /// Hooks every statement text goes through, in order (see
+    /// [`crate::server::Proxy::with_hook`]).
     pub hooks: Vec<Arc<dyn StatementHook>>,
     /// Version string sent to clients.
     pub server_version: ArcSwap<String>,
@@ -49,6 +58,7 @@ pub struct Shared {
     pub backend_caps: AtomicU32,
     /// MariaDB's extended flags the backends offer (learned at start).
     pub backend_mariadb_caps: AtomicU32,
+    /// Every state flip of a datasource, as the probes see it.
     pub health_events: broadcast::Sender<HealthEvent>,
     /// False once the proxy drains for shutdown.
     pub(crate) serving: AtomicBool,
@@ -69,6 +79,7 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
+    /// Whether the proxy takes clients now (what `/health` reports).
     pub fn serving(&self) -> Serving {
         if !self.serving.load(Ordering::Acquire) {
             Serving::Draining
@@ -116,6 +127,7 @@ impl Shared {
         );
     }
 
+    /// Whether the client listener is open (see [`Shared::set_online`]).
     pub fn is_online(&self) -> bool {
         *self.online.borrow()
     }

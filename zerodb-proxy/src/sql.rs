@@ -115,7 +115,10 @@ pub fn parse_use(sql: &[u8]) -> Option<Vec<u8>> {
 /// `KILL [HARD|SOFT] [CONNECTION|QUERY] <target>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Kill<'a> {
+    /// Whether it is `KILL QUERY`, which ends the running statement but not
+    /// the connection.
     pub query_only: bool,
+    /// The connection named.
     pub target: KillTarget<'a>,
 }
 

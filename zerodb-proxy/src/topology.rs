@@ -16,24 +16,35 @@ use std::sync::{Arc, Mutex};
 /// One MySQL/MariaDB server.
 #[derive(Debug)]
 pub struct Datasource {
+    /// Its name in config (`mysql_1`).
     pub name: String,
+    /// Its address, `host:port`.
     pub addr: String,
+    /// The pool sessions borrow connections from; in service only while
+    /// the datasource is its dataHost's active one.
     pub pool: Arc<Pool>,
+    /// What the prober knows of it.
     pub health: Health,
 }
 
 /// The active datasource of a dataHost and the epoch that made it so.
 #[derive(Debug, Clone)]
 pub struct Active {
+    /// The datasource that takes the dataHost's statements.
     pub datasource: Arc<Datasource>,
+    /// The epoch that made it active (0: the config's, before any
+    /// topology from a keeper or operator).
     pub epoch: u64,
 }
 
 /// A logical database: one active datasource and its standbys.
 #[derive(Debug)]
 pub struct DataHost {
+    /// Its name in config (`datahosts[].name`).
     pub name: String,
+    /// The schemas routed to it (`datahosts[].schemas`).
     pub schemas: Vec<String>,
+    /// Every datasource of it, active and standbys, in config order.
     pub datasources: Vec<Arc<Datasource>>,
     active: ArcSwap<Active>,
     /// Bumped after every store of `active`: a session that reads the
@@ -61,6 +72,9 @@ impl Drop for BufferSlot<'_> {
 }
 
 impl DataHost {
+    /// A dataHost whose datasource at index `active` is active under
+    /// `epoch`; only that one's pool is left in service. `None` when `active`
+    /// is out of range.
     pub fn new(
         name: String,
         schemas: Vec<String>,
@@ -109,6 +123,8 @@ impl DataHost {
             .store(until.is_some(), std::sync::atomic::Ordering::Release);
     }
 
+    /// Whether new statements are held now (see [`DataHost::hold`]); a hold
+    /// that has run out ends here.
     pub fn is_held(&self) -> bool {
         if !self.held.load(std::sync::atomic::Ordering::Acquire) {
             return false;
@@ -156,6 +172,7 @@ impl DataHost {
         Arc::ptr_eq(&self.active.load().datasource, ds)
     }
 
+    /// Its datasource named `name`, if any.
     pub fn datasource(&self, name: &str) -> Option<&Arc<Datasource>> {
         self.datasources.iter().find(|d| d.name == name)
     }
@@ -164,13 +181,24 @@ impl DataHost {
 /// Why a topology change was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TopologyError {
+    /// The change's epoch is not newer than the one in force (a stale or
+    /// replayed topology).
     #[error("epoch {offered} is not newer than the epoch in force, {current}")]
-    StaleEpoch { current: u64, offered: u64 },
+    StaleEpoch {
+        /// The epoch in force.
+        current: u64,
+        /// The epoch the change carried.
+        offered: u64,
+    },
+    /// The change names a dataHost this proxy does not serve.
     #[error("no dataHost named {0}")]
     UnknownDataHost(String),
+    /// The change names a datasource its dataHost does not have.
     #[error("dataHost {datahost} has no datasource named {datasource}")]
     UnknownDatasource {
+        /// The dataHost's name.
         datahost: String,
+        /// The unknown datasource's name.
         datasource: String,
     },
 }
@@ -178,9 +206,14 @@ pub enum TopologyError {
 /// One datasource swap that took effect.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Swap {
+    /// The dataHost's name.
     pub datahost: String,
+    /// The datasource active before (the same as `to` when the change
+    /// only stamped a new epoch).
     pub from: String,
+    /// The datasource active now.
     pub to: String,
+    /// The epoch the swap took effect under.
     pub epoch: u64,
 }
 
@@ -211,10 +244,12 @@ impl Topology {
         }
     }
 
+    /// Every dataHost, in config order.
     pub fn datahosts(&self) -> &[Arc<DataHost>] {
         &self.datahosts
     }
 
+    /// The dataHost named `name`, if any.
     pub fn datahost(&self, name: &str) -> Option<&Arc<DataHost>> {
         self.datahosts.iter().find(|d| d.name == name)
     }
@@ -228,6 +263,8 @@ impl Topology {
         &self.datahosts[i]
     }
 
+    /// The dataHost serving unmapped schemas and sessions without one
+    /// (`datahosts[].default`, else the first).
     pub fn default_datahost(&self) -> &Arc<DataHost> {
         &self.datahosts[self.default]
     }

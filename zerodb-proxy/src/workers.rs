@@ -78,6 +78,8 @@ impl Workers {
         self.threads.len()
     }
 
+    /// Whether there are no threads (never: [`Workers::start`] starts at
+    /// least one).
     pub fn is_empty(&self) -> bool {
         self.threads.is_empty()
     }

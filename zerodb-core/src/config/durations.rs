@@ -7,10 +7,12 @@ pub mod duration {
     use serde::{de, Deserialize, Deserializer, Serializer};
     use std::time::Duration;
 
+    /// Writes the duration as whole milliseconds, e.g. `"250ms"`.
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&format!("{}ms", d.as_millis()))
     }
 
+    /// Reads a number of milliseconds or a string with a unit (see [`parse`]).
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         #[derive(Deserialize)]
         #[serde(untagged)]
@@ -62,6 +64,7 @@ pub mod duration_opt {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
 
+    /// Writes `Some` as [`duration::serialize`](super::duration::serialize) does, `None` as null.
     pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
         match d {
             Some(d) => super::duration::serialize(d, s),
@@ -69,6 +72,7 @@ pub mod duration_opt {
         }
     }
 
+    /// Reads a duration as [`duration`](super::duration) does; null or absent is `None`.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         #[derive(Deserialize)]
         struct Wrap(#[serde(with = "super::duration")] Duration);

@@ -15,6 +15,7 @@ use std::time::Duration;
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatasourceConfig {
+    /// The datasource's name, as topologies and orders name it.
     pub name: String,
     /// host:port
     pub addr: String,
@@ -78,14 +79,17 @@ impl Default for KeeperTimings {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeeperDataHostConfig {
+    /// The dataHost's name, the same as in the proxies' config.
     pub name: String,
     /// The user the keeper logs in as to datasources without an agent.
     pub user: String,
+    /// The password of `user` (empty: none).
     #[serde(default)]
     pub password: String,
     /// The user standbys replicate as (default: `user`).
     #[serde(default)]
     pub replication_user: Option<String>,
+    /// The replication user's password (default: `password`).
     #[serde(default)]
     pub replication_password: Option<String>,
     /// In preference order: the first is active at the first start, and
@@ -97,6 +101,7 @@ pub struct KeeperDataHostConfig {
 }
 
 impl KeeperDataHostConfig {
+    /// The user and password standbys replicate as, defaults applied.
     pub fn replication_credentials(&self) -> (String, String) {
         (
             self.replication_user
@@ -117,12 +122,16 @@ pub struct KeeperConfig {
     pub listen: String,
     /// Admin HTTP, host:port (an embedded keeper shares the proxy's).
     pub admin: Option<String>,
+    /// The cluster token every proxy and agent presents; required.
     pub token: String,
     /// Where the topology and epoch are persisted.
     pub state_dir: PathBuf,
+    /// The dataHosts the keeper switches.
     pub datahosts: Vec<KeeperDataHostConfig>,
+    /// Timeouts and the cooldown (top-level keys in the file).
     #[serde(flatten)]
     pub timings: KeeperTimings,
+    /// The seed's switch policy: `need_vote`, `safe_load`, … (top-level keys).
     #[serde(flatten)]
     pub policy: Policy,
 }
@@ -159,18 +168,21 @@ const KEEPER_KEYS: [&str; 14] = [
 ];
 
 impl KeeperConfig {
+    /// Loads `path` (YAML, or TOML if it ends in `.toml`) with `ZERODB_*` overrides, and validates it.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let cfg: Self = load_file(path, &KEEPER_KEYS)?;
         cfg.validate()?;
         Ok(cfg)
     }
 
+    /// Parses YAML text, without environment overrides, and validates it.
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
         let cfg: Self = extract_known(Figment::from(Yaml::string(text)), &KEEPER_KEYS)?;
         cfg.validate()?;
         Ok(cfg)
     }
 
+    /// Checks what parsing cannot: a token, at least one dataHost, datasources in each, and `approve_ratio` ≤ 100.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         if self.token.is_empty() {

@@ -15,10 +15,13 @@ use std::path::Path;
 /// A config that could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file cannot be read or parsed, or a value has the wrong type.
     #[error("{0}")]
     Figment(#[from] Box<figment::Error>),
+    /// A top-level key that is neither a known key nor a policy key.
     #[error("unknown config key `{0}` (a typo? keys are listed in docs/config.md)")]
     UnknownKey(String),
+    /// The values parse but do not make a usable config.
     #[error("invalid config: {0}")]
     Invalid(String),
 }
@@ -67,10 +70,12 @@ pub struct EnvOverrides {
 }
 
 impl EnvOverrides {
+    /// Takes the `prefix`ed variables of the process environment that name one of `keys` or a policy key.
     pub fn new(prefix: &str, keys: &[&str]) -> Self {
         Self::from_vars(prefix, keys, std::env::vars())
     }
 
+    /// As [`new`](Self::new), but from `vars` instead of the process environment.
     pub fn from_vars(
         prefix: &str,
         keys: &[&str],

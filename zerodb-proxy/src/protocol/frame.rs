@@ -15,7 +15,9 @@ pub const HEADER_LEN: usize = 4;
 /// The header of one physical frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FrameHeader {
+    /// Payload bytes in this frame.
     pub len: usize,
+    /// Sequence id of this frame.
     pub seq: u8,
 }
 
@@ -67,19 +69,34 @@ pub fn put_packet(dst: &mut BytesMut, mut seq: u8, payload: &[u8]) -> u8 {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Assembled {
     /// Not all frames are here yet; at least `need` more bytes are wanted.
-    Incomplete { need: usize },
+    Incomplete {
+        /// Bytes wanted at least.
+        need: usize,
+    },
     /// A whole packet: its payload, the sequence id of its first frame and of
     /// its last frame, and how many bytes of the buffer it used.
     Packet {
+        /// The payload, joined from all its frames.
         payload: Vec<u8>,
+        /// Sequence id of the first frame.
         first_seq: u8,
+        /// Sequence id of the last frame.
         last_seq: u8,
+        /// Bytes of the buffer the frames take.
         consumed: usize,
     },
     /// The packet is larger than allowed.
-    TooLarge { len: usize },
+    TooLarge {
+        /// Payload bytes counted when the limit was passed.
+        len: usize,
+    },
     /// A frame's sequence id does not follow the one before it.
-    BadSequence { expected: u8, got: u8 },
+    BadSequence {
+        /// The sequence id that should have come.
+        expected: u8,
+        /// The sequence id that came.
+        got: u8,
+    },
 }
 
 /// Takes one logical packet from the front of `buf` without consuming it,

@@ -139,9 +139,11 @@ pub fn eof_status(p: &[u8]) -> Option<u16> {
 /// The fields of an ERR packet.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ErrPacket {
+    /// The error code.
     pub code: u16,
     /// The SQLSTATE (`HY000` when the packet has none).
     pub state: String,
+    /// The human-readable message.
     pub message: String,
 }
 

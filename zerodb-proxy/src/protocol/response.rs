@@ -21,7 +21,10 @@ pub enum ResponseKind {
     /// with SERVER_STATUS_CURSOR_EXISTS has its rows fetched later with
     /// COM_STMT_FETCH. Without it, that flag only says a stored program
     /// holds a cursor open, and rows follow as usual.
-    Execute { cursor: bool },
+    Execute {
+        /// The request asked for a read-only cursor.
+        cursor: bool,
+    },
     /// COM_STMT_FETCH: rows then a terminator.
     Fetch,
     /// COM_FIELD_LIST: column definitions then a terminator.
@@ -48,8 +51,10 @@ pub enum Step {
 /// A response that breaks the protocol.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ResponseError {
+    /// A packet, named by the string, could not be parsed.
     #[error("malformed {0} from the server")]
     Malformed(&'static str),
+    /// A frame came after the response had ended.
     #[error("frame after the response had ended")]
     AfterEnd,
 }
@@ -57,8 +62,11 @@ pub enum ResponseError {
 /// The parts of a PREPARE_OK the proxy needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PrepareOk {
+    /// The statement's id, for later commands on it.
     pub statement_id: u32,
+    /// How many columns its result has.
     pub columns: u16,
+    /// How many parameters it takes.
     pub params: u16,
 }
 
@@ -95,6 +103,8 @@ pub struct ResponseParser {
 }
 
 impl ResponseParser {
+    /// A parser for a response of `kind`, on a connection that agreed on
+    /// `CLIENT_DEPRECATE_EOF` if `deprecate_eof`.
     pub fn new(kind: ResponseKind, deprecate_eof: bool) -> Self {
         let state = match kind {
             ResponseKind::Fetch => State::Rows,

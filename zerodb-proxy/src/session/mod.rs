@@ -29,12 +29,13 @@ mod state;
 mod stats;
 
 use crate::backend::BackendKey;
+use crate::conn::Conn;
+use crate::conn::{Packet, ReadError};
 use crate::errors::ClientError;
 use crate::hooks::StatementContext;
 use crate::pool::PooledConn;
-use crate::protocol::conn::{Packet, ReadError};
 use crate::protocol::packets::{self, u32_at};
-use crate::protocol::{cmd, Conn, ResponseKind};
+use crate::protocol::{cmd, ResponseKind};
 use crate::registry::SessionHandle;
 use crate::shared::Shared;
 use crate::topology::{DataHost, Datasource};

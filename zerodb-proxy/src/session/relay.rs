@@ -6,11 +6,12 @@
 //! packet of their own, never decoded, never re-encoded.
 
 use crate::backend::{BackendConn, BackendError};
+use crate::conn::Conn;
+use crate::conn::{write_now, ReadError};
 use crate::health::Health;
-use crate::protocol::conn::{write_now, ReadError};
 use crate::protocol::frame::{FrameHeader, HEADER_LEN};
 use crate::protocol::response::{ResponseError, ResponseParser};
-use crate::protocol::{Conn, ResponseKind, Step};
+use crate::protocol::{ResponseKind, Step};
 use crate::registry::SessionHandle;
 use tokio::io::AsyncWriteExt;
 

@@ -1,7 +1,7 @@
 //! A TCP connection speaking MySQL frames, with buffers that an idle
 //! connection gives back.
 
-use super::frame::{assemble, put_packet, Assembled};
+use crate::protocol::frame::{assemble, put_packet, Assembled};
 use bytes::{Buf, BytesMut};
 use std::io;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -25,6 +25,7 @@ pub fn write_now(stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
 /// A framed MySQL connection (client side or backend side).
 #[derive(Debug)]
 pub struct Conn {
+    /// The socket.
     pub stream: TcpStream,
     /// Bytes read and not yet consumed.
     pub rbuf: BytesMut,
@@ -41,25 +42,44 @@ fn current_runtime() -> Option<tokio::runtime::Id> {
 /// Why a packet could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
+    /// The peer closed the connection.
     #[error("connection closed by peer")]
     Closed,
+    /// Reading from the socket failed.
     #[error(transparent)]
     Io(#[from] io::Error),
+    /// The packet is larger than the limit.
     #[error("packet of {len} bytes exceeds the limit of {max}")]
-    TooLarge { len: usize, max: usize },
+    TooLarge {
+        /// Payload bytes counted when the limit was passed.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A frame's sequence id does not follow the one before it.
     #[error("packet out of order: expected sequence id {expected}, got {got}")]
-    BadSequence { expected: u8, got: u8 },
+    BadSequence {
+        /// The sequence id that should have come.
+        expected: u8,
+        /// The sequence id that came.
+        got: u8,
+    },
 }
 
 /// One logical packet read whole.
 #[derive(Debug)]
 pub struct Packet {
+    /// The payload, joined from all its frames.
     pub payload: Vec<u8>,
+    /// The sequence id of its first frame.
     pub first_seq: u8,
+    /// The sequence id of its last frame.
     pub last_seq: u8,
 }
 
 impl Conn {
+    /// Wraps a socket, with `TCP_NODELAY` set and empty buffers, polled by
+    /// the runtime this is called on.
     pub fn new(stream: TcpStream) -> Self {
         let _ = stream.set_nodelay(true);
         Self {
