@@ -67,6 +67,9 @@ struct DataHostStatus {
     schemas: Vec<String>,
     active: String,
     epoch: u64,
+    /// The proxy's login may write despite `read_only`: fencing cannot
+    /// hold against it.
+    login_bypasses_read_only: bool,
     datasources: Vec<DatasourceStatus>,
 }
 
@@ -102,6 +105,7 @@ async fn status(State(s): State<AdminState>) -> Json<Status> {
                 schemas: dh.schemas.clone(),
                 active: active.datasource.name.clone(),
                 epoch: active.epoch,
+                login_bypasses_read_only: dh.login_bypasses_read_only(),
                 datasources: dh
                     .datasources
                     .iter()

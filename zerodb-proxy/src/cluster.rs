@@ -371,7 +371,9 @@ impl Cluster {
                     // A datasource this proxy does not serve cannot be
                     // reached by it: it does not stand in the way.
                     let down = match ds {
-                        Some(ds) => !crate::health::probe_once(ds.pool.params(), timeout).await,
+                        Some(ds) => crate::health::probe_once(ds.pool.params(), timeout)
+                            .await
+                            .failed(),
                         None => true,
                     };
                     tracing::info!(datahost = %datahost, datasource = %datasource, down, "vote");

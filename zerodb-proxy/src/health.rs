@@ -5,7 +5,7 @@
 //! `fall` consecutive failures and up again after `rise` consecutive
 //! successes; every flip is logged, counted and broadcast to subscribers.
 
-use crate::backend::{BackendConn, BackendKey};
+use crate::backend::{BackendConn, BackendError, BackendKey};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -131,14 +131,75 @@ pub struct HealthEvent {
     pub consecutive_failures: u32,
 }
 
-/// One fresh probe on a new connection (for a keeper's vote): whether the
-/// datasource answered a COM_PING within `timeout`.
-pub async fn probe_once(params: &crate::backend::ConnectParams, timeout: Duration) -> bool {
+/// What one probe found (SPEC §7: only a failure a switch can cure asks
+/// for one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeOutcome {
+    /// The server answered the ping.
+    Answered,
+    /// The server answered with an error (too many connections 1040,
+    /// access denied 1045, host blocked 1129, …): it is alive, and another
+    /// datasource would not cure that. An alert, not a failed probe.
+    Refused {
+        /// The MySQL error code.
+        code: u16,
+        /// The server's message.
+        message: String,
+    },
+    /// No answer, or no usable one: a failed probe.
+    Failed(String),
+}
+
+impl ProbeOutcome {
+    /// The outcome of a probe that finished within its timeout.
+    pub fn of(result: Result<(), BackendError>) -> Self {
+        match result {
+            Ok(()) => ProbeOutcome::Answered,
+            Err(
+                BackendError::Login { code, message, .. }
+                | BackendError::Server { code, message, .. },
+            ) => ProbeOutcome::Refused { code, message },
+            Err(e) => ProbeOutcome::Failed(e.to_string()),
+        }
+    }
+
+    /// Whether the probe counts as failed.
+    pub fn failed(&self) -> bool {
+        matches!(self, ProbeOutcome::Failed(_))
+    }
+}
+
+/// One fresh probe on a new connection (for a keeper's vote), within
+/// `timeout`.
+pub async fn probe_once(params: &crate::backend::ConnectParams, timeout: Duration) -> ProbeOutcome {
     let probe = async {
         let mut c = BackendConn::connect(params, BackendKey::default()).await?;
         c.ping().await
     };
-    matches!(tokio::time::timeout(timeout, probe).await, Ok(Ok(())))
+    match tokio::time::timeout(timeout, probe).await {
+        Ok(r) => ProbeOutcome::of(r),
+        Err(_) => ProbeOutcome::Failed(format!("no answer within {timeout:?}")),
+    }
+}
+
+/// Whether the login of `params` holds `SUPER` or `READ_ONLY ADMIN` on the
+/// server (granted to it directly, `ALL PRIVILEGES` included), so that its
+/// writes pass `read_only` and fencing cannot stop them; `None` when the
+/// server does not say within `timeout`.
+pub async fn bypasses_read_only(
+    params: &crate::backend::ConnectParams,
+    timeout: Duration,
+) -> Option<bool> {
+    const QUERY: &str = "SELECT COUNT(*) FROM information_schema.USER_PRIVILEGES \
+        WHERE PRIVILEGE_TYPE IN ('SUPER', 'READ_ONLY ADMIN') \
+        AND GRANTEE = CONCAT('''', SUBSTRING_INDEX(CURRENT_USER(), '@', 1), '''@''', \
+        SUBSTRING_INDEX(CURRENT_USER(), '@', -1), '''')";
+    let ask = async {
+        let mut c = BackendConn::connect(params, BackendKey::default()).await?;
+        c.execute(QUERY).await
+    };
+    let out = tokio::time::timeout(timeout, ask).await.ok()?.ok()?;
+    Some(out.first_value()? != b"0")
 }
 
 /// Whether the server answers with `read_only=OFF` (`false` when it does
@@ -157,6 +218,31 @@ pub async fn writable(params: &crate::backend::ConnectParams, timeout: Duration)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_server_error_is_an_answer_not_a_failure() {
+        let login = |code| BackendError::Login {
+            addr: "a".into(),
+            code,
+            message: "m".into(),
+        };
+        for code in [1040, 1045, 1129, 1053] {
+            let o = ProbeOutcome::of(Err(login(code)));
+            assert!(matches!(o, ProbeOutcome::Refused { code: c, .. } if c == code));
+            assert!(!o.failed(), "{code}");
+        }
+        let refused = BackendError::Connect {
+            addr: "a".into(),
+            reason: "connection refused".into(),
+        };
+        assert!(ProbeOutcome::of(Err(refused)).failed());
+        let lost = BackendError::Lost {
+            addr: "a".into(),
+            reason: "eof".into(),
+        };
+        assert!(ProbeOutcome::of(Err(lost)).failed());
+        assert!(!ProbeOutcome::of(Ok(())).failed());
+    }
 
     #[test]
     fn flips_after_fall_and_rise() {

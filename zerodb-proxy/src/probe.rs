@@ -2,7 +2,7 @@
 //! its [`crate::health::Health`] and announcing when it flips.
 
 use crate::backend::{BackendConn, BackendKey};
-use crate::health::{HealthConfig, HealthEvent};
+use crate::health::{HealthConfig, HealthEvent, ProbeOutcome};
 use crate::topology::Datasource;
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,6 +20,8 @@ pub async fn probe_loop(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let params = ds.pool.params().clone();
     let mut last_ok = Instant::now();
+    // The error code of the refusals going on, if any.
+    let mut refused = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -36,11 +38,17 @@ pub async fn probe_loop(
             }
         })
         .await;
-        let ok = matches!(result, Ok(Ok(())));
-        if !ok {
-            // A timed-out or failed connection is in an unknown state.
+        let outcome = match result {
+            Ok(r) => ProbeOutcome::of(r),
+            Err(_) => ProbeOutcome::Failed(format!("no answer within {:?}", cfg.timeout)),
+        };
+        if outcome != ProbeOutcome::Answered {
+            // A timed-out, failed or refused connection is in an unknown
+            // state.
             conn = None;
         }
+        refused = alert_if_refused(&ds, &outcome, refused);
+        let ok = !outcome.failed();
         if ok {
             last_ok = Instant::now();
         }
@@ -58,10 +66,9 @@ pub async fn probe_loop(
                 // From the last probe that answered to the verdict.
                 metrics::histogram!("zerodb_detection_seconds", "datasource" => ds.name.clone())
                     .record(last_ok.elapsed().as_secs_f64());
-                let why = match &result {
-                    Ok(Err(e)) => e.to_string(),
-                    Err(_) => format!("no answer within {:?}", cfg.timeout),
-                    Ok(Ok(())) => String::new(),
+                let why = match &outcome {
+                    ProbeOutcome::Failed(why) => why.clone(),
+                    _ => String::new(),
                 };
                 tracing::warn!(datasource = %ds.name, addr = %ds.addr, failures, error = %why, "datasource is down");
             }
@@ -72,4 +79,26 @@ pub async fn probe_loop(
             });
         }
     }
+}
+
+/// Counts a probe the server answered with an error, and says so when such
+/// refusals start, change code or stop (an alert: the server is alive, and
+/// a switch would not cure it). Returns the code going on.
+fn alert_if_refused(ds: &Datasource, outcome: &ProbeOutcome, before: Option<u16>) -> Option<u16> {
+    let now = match outcome {
+        ProbeOutcome::Refused { code, message } => {
+            metrics::counter!("zerodb_probe_refusals_total", "datasource" => ds.name.clone(), "code" => code.to_string())
+                .increment(1);
+            if before != Some(*code) {
+                tracing::warn!(datasource = %ds.name, addr = %ds.addr, code, %message,
+                    "the datasource answers probes with an error: an alert, not a reason to switch");
+            }
+            Some(*code)
+        }
+        _ => None,
+    };
+    if before.is_some() && now.is_none() {
+        tracing::info!(datasource = %ds.name, "the datasource no longer refuses probes");
+    }
+    now
 }

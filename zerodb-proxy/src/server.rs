@@ -3,6 +3,7 @@
 
 use crate::backend::{BackendConn, BackendKey, ConnectParams};
 use crate::config::ProxyConfig;
+use crate::health;
 use crate::hooks::StatementHook;
 use crate::protocol::caps;
 use crate::registry::{Registry, TICK};
@@ -126,6 +127,7 @@ impl Proxy {
                 source,
             })?;
         learn_backend(&self.shared).await;
+        check_fencing(&self.shared).await;
         Ok(BoundProxy {
             shared: self.shared,
             listener,
@@ -267,6 +269,26 @@ async fn learn_backend(shared: &Shared) {
         }
         Err(e) => {
             tracing::warn!(datasource = %active.datasource.name, error = %e, "backend not reachable at start; offering default capabilities")
+        }
+    }
+}
+
+/// Reports each dataHost whose login can write despite `read_only`: a
+/// fenced former source would take its sessions' writes (SPEC §7).
+async fn check_fencing(shared: &Shared) {
+    for dh in shared.topology.datahosts() {
+        let active = dh.active();
+        let params = active.datasource.pool.params();
+        let timeout = params.connect_timeout * 2;
+        let Some(bypasses) = health::bypasses_read_only(params, timeout).await else {
+            continue;
+        };
+        dh.set_login_bypasses_read_only(bypasses);
+        metrics::gauge!("zerodb_login_bypasses_read_only", "datahost" => dh.name.clone())
+            .set(if bypasses { 1.0 } else { 0.0 });
+        if bypasses {
+            tracing::warn!(datahost = %dh.name, user = %params.user,
+                "this login holds SUPER or READ_ONLY ADMIN: its writes pass read_only, so fencing a former source cannot stop them; revoke them (REVOKE SUPER, READ_ONLY ADMIN ON *.* FROM ...)");
         }
     }
 }

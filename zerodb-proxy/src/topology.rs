@@ -60,6 +60,9 @@ pub struct DataHost {
     /// Whether `held_until` is set: every statement asks, and almost always
     /// the answer is no, without a lock or a clock read.
     held: std::sync::atomic::AtomicBool,
+    /// The proxy's login here may write despite `read_only` (see
+    /// [`DataHost::set_login_bypasses_read_only`]).
+    login_bypasses_read_only: std::sync::atomic::AtomicBool,
 }
 
 /// A place in a dataHost's statement buffer, given back on drop.
@@ -99,6 +102,7 @@ impl DataHost {
             buffered: Default::default(),
             held_until: std::sync::Mutex::new(None),
             held: Default::default(),
+            login_bypasses_read_only: Default::default(),
         })
     }
 
@@ -137,6 +141,20 @@ impl DataHost {
         *until = None;
         self.held.store(false, std::sync::atomic::Ordering::Release);
         false
+    }
+
+    /// Records whether the proxy's login to this dataHost holds `SUPER` or
+    /// `READ_ONLY ADMIN`: its sessions could then write to a fenced former
+    /// source (SPEC §7: fencing that cannot hold is reported).
+    pub fn set_login_bypasses_read_only(&self, bypasses: bool) {
+        self.login_bypasses_read_only
+            .store(bypasses, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// See [`DataHost::set_login_bypasses_read_only`].
+    pub fn login_bypasses_read_only(&self) -> bool {
+        self.login_bypasses_read_only
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A receiver that changes on every swap of the active datasource.

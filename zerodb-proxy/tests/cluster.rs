@@ -736,3 +736,48 @@ fn a_restarted_proxy_never_serves_the_config_topology() {
         .collect();
     assert!(missing.is_empty(), "acknowledged writes lost: {missing:?}");
 }
+
+/// SPEC §7, only a failure a switch can cure asks for one: the source
+/// starts refusing the proxy's login (1045: its backend user's password
+/// changed there alone) and every connection the proxy holds is cut, the
+/// probe's included. The probes get an answer, an error: the datasource
+/// stays up, no switch is requested, and the refusal is counted.
+#[test]
+fn a_probe_answered_with_an_error_asks_for_no_switch() {
+    let bins = bins();
+    let (m1, m11) = pair(&[], &[]);
+    let dhs = one_dh(&m1, &m11);
+    let keeper = start_keeper(&bins, &dhs, &[], "");
+    let p1 = start_member(&bins, "p1", keeper.port, &dhs, "");
+    wait_registered(&keeper, 1);
+    m1.sql_script(&format!(
+        "SET sql_log_bin = 0; ALTER USER '{BACKEND_USER}'@'%' IDENTIFIED BY 'changed'; SET sql_log_bin = 1"
+    ))
+    .expect("password changed on the source alone");
+    let ids = m1.sql(&format!(
+        "SELECT GROUP_CONCAT(ID) FROM information_schema.PROCESSLIST WHERE USER = '{BACKEND_USER}'"
+    ));
+    for id in ids.split(',').filter(|s| !s.is_empty() && *s != "NULL") {
+        let _ = m1.try_sql(&format!("KILL {id}"));
+    }
+    // Well past health.fall failed probes, and a switch's time.
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        keeper.decisions().is_empty(),
+        "no switch requested: {:?}",
+        keeper.reasons()
+    );
+    assert_eq!(active_of(&p1, "dh1"), "mysql_1");
+    let (_, metrics) = p1.http_get("/metrics").expect("metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("zerodb_probe_refusals_total") && l.contains("\"1045\"")),
+        "the refusal counted: {metrics}"
+    );
+    m1.sql_script(&format!(
+        "SET sql_log_bin = 0; ALTER USER '{BACKEND_USER}'@'%' IDENTIFIED BY '{BACKEND_PASSWORD}'; SET sql_log_bin = 1"
+    ))
+    .expect("password restored");
+    assert_eq!(p1.sql("SELECT @@server_id"), "1", "served again");
+}

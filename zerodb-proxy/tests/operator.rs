@@ -196,3 +196,42 @@ fn sigterm_lets_the_running_statement_finish() {
     // The listener is closed.
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
 }
+
+/// SPEC §7, fencing that cannot hold is reported: a proxy whose backend
+/// login holds `READ_ONLY ADMIN` (here through `ALL PRIVILEGES`) says so
+/// at start, in `/status` and as a metric; one whose login holds plain
+/// data privileges does not.
+#[test]
+fn a_login_that_can_write_despite_read_only_is_reported() {
+    let db = MariaDb::start("mysql_1", 1);
+    db.sql_script(
+        "CREATE USER 'plain'@'%' IDENTIFIED BY 'plain-pw'; \
+         GRANT SELECT, INSERT, UPDATE, DELETE ON app.* TO 'plain'@'%'",
+    )
+    .expect("a login without READ_ONLY ADMIN");
+    let all = start_proxy(&one_datahost_config(&[&db]));
+    assert_eq!(
+        all.status()["datahosts"][0]["login_bypasses_read_only"],
+        true
+    );
+    let (_, metrics) = all.http_get("/metrics").expect("metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("zerodb_login_bypasses_read_only{datahost=\"dh1\"} 1")),
+        "{metrics}"
+    );
+    assert!(all.log().contains("holds SUPER or READ_ONLY ADMIN"));
+
+    let plain_config = one_datahost_config(&[&db])
+        .replace(&format!("user: {BACKEND_USER}"), "user: plain")
+        .replace(
+            &format!("password: {BACKEND_PASSWORD}"),
+            "password: plain-pw",
+        );
+    let plain = start_proxy(&plain_config);
+    assert_eq!(
+        plain.status()["datahosts"][0]["login_bypasses_read_only"],
+        false
+    );
+}
