@@ -199,7 +199,9 @@ impl MysqlOps {
     }
 
     /// Applies the relay log it has, clears `read_only`, and stops and
-    /// resets replication.
+    /// resets replication. When the relay log cannot be applied in time the
+    /// promotion fails and changes nothing: `read_only` stays on and the
+    /// replica keeps replicating from its source.
     ///
     /// `STOP SLAVE` waits for the I/O thread, which on a frozen source
     /// (paused, cut off) MariaDB only gets out of after seconds. Nothing
@@ -275,16 +277,31 @@ impl MysqlOps {
             })
             .await;
         let me = self.clone();
+        let promoted = applied.is_ok();
+        let was_replica = received.is_some();
         tokio::spawn(async move {
             let _ = stopper.await;
-            let reset = me
-                .with_conn(me.timeout * 8, async |c| {
-                    c.query_drop("STOP SLAVE").await?;
-                    c.query_drop("RESET SLAVE ALL").await
-                })
-                .await;
-            if let Err(e) = reset {
-                tracing::error!(datasource = %me.name, error = %e, "promoted, but replication could not be reset");
+            if promoted {
+                let reset = me
+                    .with_conn(me.timeout * 8, async |c| {
+                        c.query_drop("STOP SLAVE").await?;
+                        c.query_drop("RESET SLAVE ALL").await
+                    })
+                    .await;
+                if let Err(e) = reset {
+                    tracing::error!(datasource = %me.name, error = %e, "promoted, but replication could not be reset");
+                }
+            } else if was_replica {
+                // A failed promotion changes nothing (SPEC §7): the server
+                // stays a read-only replica of the same source, receiving.
+                let restart = me
+                    .with_conn(me.timeout * 4, async |c| {
+                        c.query_drop("START SLAVE IO_THREAD").await
+                    })
+                    .await;
+                if let Err(e) = restart {
+                    tracing::error!(datasource = %me.name, error = %e, "promotion failed, and replication could not be restarted");
+                }
             }
         });
         applied

@@ -310,6 +310,12 @@ pub enum Rejection {
         /// Why it is not a true standby.
         why: String,
     },
+    /// A switch of this dataHost failed recently: automatic requests wait
+    /// `switch_backoff` before the next attempt.
+    Backoff {
+        /// Milliseconds left.
+        remaining_ms: u64,
+    },
     /// The keeper knows no dataHost of that name.
     UnknownDataHost {
         /// The dataHost named.
@@ -375,6 +381,7 @@ impl Rejection {
             Rejection::VoteFailed { .. } => "VoteFailed",
             Rejection::NoStandby { .. } => "NoStandby",
             Rejection::NotAStandby { .. } => "NotAStandby",
+            Rejection::Backoff { .. } => "Backoff",
             Rejection::UnknownDataHost { .. } => "UnknownDataHost",
             Rejection::UnknownTarget { .. } => "UnknownTarget",
             Rejection::TargetAgentDown { .. } => "TargetAgentDown",

@@ -63,6 +63,8 @@ pub struct Input<'a> {
     /// False after the keeper adopted a reported topology, until an
     /// operator confirms which proxies are members (SPEC §7).
     pub membership_confirmed: bool,
+    /// Milliseconds left before a failed switch may be tried again, if any.
+    pub backoff_left_ms: Option<u64>,
     /// Milliseconds of anti-flapping cooldown left, if any.
     pub cooldown_left_ms: Option<u64>,
     /// Every registered proxy; all of them vote, the requester included.
@@ -131,6 +133,9 @@ fn gates(input: &Input<'_>, planned: bool) -> Option<Step> {
         }
         if let Some(ms) = input.cooldown_left_ms.filter(|ms| *ms > 0) {
             return Some(reject(Rejection::Cooldown { remaining_ms: ms }));
+        }
+        if let Some(ms) = input.backoff_left_ms.filter(|ms| *ms > 0) {
+            return Some(reject(Rejection::Backoff { remaining_ms: ms }));
         }
     }
     // 2. Lost proxy.
@@ -470,6 +475,7 @@ mod tests {
         maintenance: bool,
         membership_confirmed: bool,
         cooldown: Option<u64>,
+        backoff: Option<u64>,
         members: Vec<Member>,
         votes: Option<BTreeMap<String, Vote>>,
         reports: Option<Reports>,
@@ -486,6 +492,7 @@ mod tests {
                 maintenance: false,
                 membership_confirmed: true,
                 cooldown: None,
+                backoff: None,
                 members: members(&["p1", "p2", "p3"], &[]),
                 votes: Some(votes(&["p1", "p2", "p3"], &[])),
                 reports: Some(reports(
@@ -505,6 +512,7 @@ mod tests {
                 maintenance: self.maintenance,
                 membership_confirmed: self.membership_confirmed,
                 cooldown_left_ms: self.cooldown,
+                backoff_left_ms: self.backoff,
                 members: &self.members,
                 votes: self.votes.as_ref(),
                 reports: self.reports.as_ref(),
@@ -658,6 +666,23 @@ mod tests {
         let mut c = Case::new();
         c.membership_confirmed = false;
         assert_eq!(c.rejection(), Rejection::MembershipUnconfirmed);
+        c.request.kind = RequestKind::Switchover {
+            target: None,
+            force: false,
+        };
+        assert_eq!(c.approved(), "mysql_11");
+    }
+
+    /// SPEC §7 rule 2: after a failed switch, automatic requests wait out
+    /// `switch_backoff`; an operator's switchover need not.
+    #[test]
+    fn a_failed_switch_backs_off_automatic_requests_only() {
+        let mut c = Case::new();
+        c.backoff = Some(1200);
+        assert_eq!(c.rejection(), Rejection::Backoff { remaining_ms: 1200 });
+        c.backoff = Some(0);
+        assert_eq!(c.approved(), "mysql_11");
+        c.backoff = Some(1200);
         c.request.kind = RequestKind::Switchover {
             target: None,
             force: false,

@@ -77,7 +77,9 @@ pub struct Keeper {
     /// Last heartbeat report of each datasource's agent.
     reports: Mutex<HashMap<String, (Instant, AgentReport)>>,
     /// When each dataHost last switched (anti-flapping).
-    pub(crate) last_switch: Mutex<HashMap<String, Instant>>,
+    pub(crate) last_switch: Mutex<HashMap<String, tokio::time::Instant>>,
+    /// When a switch of each dataHost last failed (`switch_backoff`).
+    pub(crate) failed_switch: Mutex<HashMap<String, tokio::time::Instant>>,
     /// Serialises decisions per dataHost.
     pub(crate) locks: HashMap<String, tokio::sync::Mutex<()>>,
     pub(crate) decisions: DecisionLog,
@@ -201,6 +203,7 @@ impl Keeper {
             local_agents: local,
             reports: Mutex::new(HashMap::new()),
             last_switch: Mutex::new(HashMap::new()),
+            failed_switch: Mutex::new(HashMap::new()),
             locks,
             decisions: DecisionLog::default(),
             background: Background::default(),

@@ -20,6 +20,7 @@ struct Gathered {
     maintenance: bool,
     membership_confirmed: bool,
     cooldown_left_ms: Option<u64>,
+    backoff_left_ms: Option<u64>,
     members: Vec<Member>,
     source_addrs: Vec<String>,
     votes: Option<BTreeMap<String, Vote>>,
@@ -80,6 +81,15 @@ async fn inputs(keeper: &Keeper, request: &Request) -> Gathered {
                 .saturating_sub(at.elapsed())
                 .as_millis() as u64
         });
+    let backoff_left_ms = keeper
+        .failed_switch
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&request.datahost)
+        .map(|at| {
+            let backoff = keeper.cfg.timings.switch_backoff;
+            backoff.saturating_sub(at.elapsed()).as_millis() as u64
+        });
     Gathered {
         source_addrs: keeper.addr_of(&active).into_iter().collect(),
         active,
@@ -87,6 +97,7 @@ async fn inputs(keeper: &Keeper, request: &Request) -> Gathered {
         maintenance: state.maintenance.contains(&request.datahost),
         membership_confirmed: state.membership_confirmed,
         cooldown_left_ms,
+        backoff_left_ms,
         members: keeper.members().await,
         votes: None,
         reports: None,
@@ -106,6 +117,7 @@ async fn reach_decision(keeper: &Keeper, request: &Request, g: &mut Gathered) ->
             maintenance: g.maintenance,
             membership_confirmed: g.membership_confirmed,
             cooldown_left_ms: g.cooldown_left_ms,
+            backoff_left_ms: g.backoff_left_ms,
             members: &g.members,
             votes: g.votes.as_ref(),
             reports: g.reports.as_ref(),
@@ -199,10 +211,15 @@ async fn carry_out(
     match outcome {
         Ok(state) => {
             keeper
+                .failed_switch
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&request.datahost);
+            keeper
                 .last_switch
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(request.datahost.clone(), Instant::now());
+                .insert(request.datahost.clone(), tokio::time::Instant::now());
             let topology: ClusterTopology = state.topology;
             let epoch = Some(topology.epoch);
             (
@@ -212,6 +229,11 @@ async fn carry_out(
             )
         }
         Err(error) => {
+            keeper
+                .failed_switch
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(request.datahost.clone(), tokio::time::Instant::now());
             let rejection = Rejection::PromotionFailed {
                 target,
                 error: error.to_string(),

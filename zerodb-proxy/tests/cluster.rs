@@ -781,3 +781,84 @@ fn a_probe_answered_with_an_error_asks_for_no_switch() {
     .expect("password restored");
     assert_eq!(p1.sql("SELECT @@server_id"), "1", "served again");
 }
+
+/// SPEC §7, a failed promotion changes nothing on the target: a session
+/// on the standby locks the table the next replicated write goes to, so
+/// the relay log cannot be applied within its agent's `promote_timeout`;
+/// the source dies. The promotion fails (`PromotionFailed`); the standby
+/// stays read-only and still replicates from the old source; automatic
+/// requests back off (`Backoff`); once the lock is gone, the next attempt
+/// promotes it with every row.
+#[test]
+fn a_failed_promotion_changes_nothing_on_the_target() {
+    use std::io::BufRead;
+    let bins = bins();
+    let (mut m1, m11) = pair(&[], &[]);
+    let (a1p, a11p) = (agent_port(), agent_port());
+    let dhs = one_dh(&m1, &m11);
+    let agents = [("mysql_1", a1p), ("mysql_11", a11p)];
+    let keeper = start_keeper(&bins, &dhs, &agents, "switch_backoff: 3s\n");
+    let _a1 = start_agent(&bins, &m1, a1p, keeper.port);
+    let _a11 = start_agent_with(&bins, &m11, a11p, keeper.port, "", "promote_timeout: 1s\n");
+    let p1 = start_member(&bins, "p1", keeper.port, &dhs, "");
+    wait_registered(&keeper, 1);
+    p1.sql("INSERT INTO acks VALUES (1, 0)");
+    m11.catch_up(&m1);
+
+    let mut locker = Command::new("python3")
+        .args([
+            "-c",
+            "import pymysql,sys,time\n\
+             c=pymysql.connect(host='127.0.0.1',port=int(sys.argv[1]),user=sys.argv[2],password=sys.argv[3],database='app')\n\
+             c.cursor().execute('LOCK TABLES acks WRITE')\n\
+             print('locked',flush=True)\n\
+             time.sleep(600)",
+            &m11.port.to_string(),
+            BACKEND_USER,
+            BACKEND_PASSWORD,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    std::io::BufReader::new(locker.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("locked");
+    assert_eq!(line.trim(), "locked");
+    let locker = KillOnDrop(locker);
+    p1.sql("INSERT INTO acks VALUES (2, 0)");
+    std::thread::sleep(Duration::from_millis(500)); // received, not applied
+    m1.kill();
+
+    wait_for("PromotionFailed", Duration::from_secs(20), || {
+        keeper.reasons().iter().any(|r| r == "PromotionFailed")
+    });
+    assert_eq!(m11.sql("SELECT @@read_only"), "1", "still read-only");
+    wait_for(
+        "still replicating from mysql_1",
+        Duration::from_secs(10),
+        || {
+            m11.sql("SHOW SLAVE STATUS")
+                .contains(&format!("\t{}\t", m1.port))
+        },
+    );
+    wait_for("requests backing off", Duration::from_secs(10), || {
+        keeper.reasons().iter().any(|r| r == "Backoff")
+    });
+    drop(locker);
+    wait_for("switched to mysql_11", Duration::from_secs(30), || {
+        active_of(&p1, "dh1") == "mysql_11"
+    });
+    assert_eq!(p1.sql("SELECT COUNT(*) FROM acks"), "2", "every row");
+    let failed = keeper
+        .reasons()
+        .iter()
+        .filter(|r| *r == "PromotionFailed")
+        .count();
+    assert_eq!(
+        failed,
+        1,
+        "one failed attempt, then backoff: {:?}",
+        keeper.reasons()
+    );
+}

@@ -57,6 +57,11 @@ pub struct KeeperTimings {
     /// once new statements are held (those still open then get an error).
     #[serde(with = "duration")]
     pub switchover_grace: Duration,
+    /// `switch_backoff`: after a switch of a dataHost failed (its target
+    /// could not be promoted, …), how long automatic requests for it are
+    /// refused (`Backoff`) before the next attempt.
+    #[serde(with = "duration")]
+    pub switch_backoff: Duration,
 }
 
 impl Default for KeeperTimings {
@@ -71,6 +76,7 @@ impl Default for KeeperTimings {
             load_measure: Default::default(),
             catch_up_timeout: Duration::from_secs(10),
             switchover_grace: Duration::from_secs(2),
+            switch_backoff: Duration::from_secs(3),
         }
     }
 }
@@ -150,7 +156,8 @@ impl Default for KeeperConfig {
     }
 }
 
-const KEEPER_KEYS: [&str; 14] = [
+const KEEPER_KEYS: [&str; 15] = [
+    "switch_backoff",
     "listen",
     "admin",
     "token",

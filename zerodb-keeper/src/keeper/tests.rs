@@ -6,9 +6,14 @@ use crate::store::MemoryStore;
 use crate::switch::Phase;
 use zerodb_agent::client::OrderError;
 use zerodb_core::control::{Order, Rejection, ReplicaStatus, Request, RequestKind, SwitchAnswer};
+use zerodb_core::decision::Decision;
 
-/// mysql_11 is a true standby of mysql_1; every order succeeds.
-struct Obedient;
+/// mysql_11 is a true standby of mysql_1; every order succeeds, but
+/// promotions while `refuse_promotions` is set.
+#[derive(Default)]
+struct Obedient {
+    refuse_promotions: std::sync::atomic::AtomicBool,
+}
 
 #[async_trait::async_trait]
 impl Agents for Obedient {
@@ -27,8 +32,16 @@ impl Agents for Obedient {
         })
     }
 
-    async fn order(&self, _: &str, _: Order, _: Duration) -> Result<(), OrderError> {
-        Ok(())
+    async fn order(&self, ds: &str, order: Order, _: Duration) -> Result<(), OrderError> {
+        let refuse = self
+            .refuse_promotions
+            .load(std::sync::atomic::Ordering::Relaxed);
+        match order.kind {
+            zerodb_core::control::OrderKind::Promote if refuse => {
+                Err(OrderError::NoAgent(ds.into()))
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -47,7 +60,11 @@ datahosts:
 }
 
 async fn keeper(store: &Arc<MemoryStore>) -> Arc<Keeper> {
-    Keeper::with_parts(config(), store.clone(), Arc::new(Obedient), Vec::new())
+    keeper_with(store, Arc::new(Obedient::default())).await
+}
+
+async fn keeper_with(store: &Arc<MemoryStore>, agents: Arc<Obedient>) -> Arc<Keeper> {
+    Keeper::with_parts(config(), store.clone(), agents, Vec::new())
         .await
         .expect("keeper")
 }
@@ -123,5 +140,43 @@ async fn an_approved_failover_is_pushed_and_recorded() {
             d.phases_ms
         );
     }
+    k.finish_background().await;
+}
+
+/// SPEC §7 rule 2: a failed promotion is recorded, and automatic requests
+/// for the dataHost are refused until `switch_backoff` has passed, instead
+/// of trying again at every request.
+#[tokio::test(start_paused = true)]
+async fn a_failed_promotion_backs_off_the_next_attempts() {
+    let store = Arc::new(MemoryStore::default());
+    let agents = Arc::new(Obedient::default());
+    agents
+        .refuse_promotions
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let k = keeper_with(&store, agents.clone()).await;
+    let reason = |a: &SwitchAnswer| match a {
+        SwitchAnswer::Rejected { rejection } => rejection.kind(),
+        SwitchAnswer::Switched { .. } => "switched",
+        SwitchAnswer::Stale { .. } => "stale",
+    };
+    let first = crate::request::request_switch(&k, failover()).await;
+    assert_eq!(reason(&first), "PromotionFailed");
+    agents
+        .refuse_promotions
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    let soon = crate::request::request_switch(&k, failover()).await;
+    assert_eq!(reason(&soon), "Backoff");
+    tokio::time::advance(k.config().timings.switch_backoff).await;
+    let later = crate::request::request_switch(&k, failover()).await;
+    assert_eq!(reason(&later), "switched");
+    let kinds: Vec<_> = k
+        .decisions()
+        .iter()
+        .map(|d| match &d.decision {
+            Decision::Reject { rejection } => rejection.kind(),
+            _ => "approve",
+        })
+        .collect();
+    assert_eq!(kinds, ["PromotionFailed", "Backoff", "approve"]);
     k.finish_background().await;
 }
