@@ -276,35 +276,39 @@ impl MysqlOps {
                 c.query_drop("SET GLOBAL read_only = OFF").await
             })
             .await;
-        let me = self.clone();
-        let promoted = applied.is_ok();
-        let was_replica = received.is_some();
+        let (me, promoted, was_replica) = (self.clone(), applied.is_ok(), received.is_some());
         tokio::spawn(async move {
             let _ = stopper.await;
-            if promoted {
-                let reset = me
-                    .with_conn(me.timeout * 8, async |c| {
-                        c.query_drop("STOP SLAVE").await?;
-                        c.query_drop("RESET SLAVE ALL").await
-                    })
-                    .await;
-                if let Err(e) = reset {
-                    tracing::error!(datasource = %me.name, error = %e, "promoted, but replication could not be reset");
-                }
-            } else if was_replica {
-                // A failed promotion changes nothing (SPEC §7): the server
-                // stays a read-only replica of the same source, receiving.
-                let restart = me
-                    .with_conn(me.timeout * 4, async |c| {
-                        c.query_drop("START SLAVE IO_THREAD").await
-                    })
-                    .await;
-                if let Err(e) = restart {
-                    tracing::error!(datasource = %me.name, error = %e, "promotion failed, and replication could not be restarted");
-                }
-            }
+            me.after_promotion(promoted, was_replica).await;
         });
         applied
+    }
+
+    /// What follows a promotion once the I/O thread has stopped: after a
+    /// success, replication is stopped and reset; after a failure, which
+    /// changes nothing (SPEC §7), a replica's I/O thread starts again so it
+    /// keeps receiving from its source.
+    async fn after_promotion(&self, promoted: bool, was_replica: bool) {
+        if promoted {
+            let reset = self
+                .with_conn(self.timeout * 8, async |c| {
+                    c.query_drop("STOP SLAVE").await?;
+                    c.query_drop("RESET SLAVE ALL").await
+                })
+                .await;
+            if let Err(e) = reset {
+                tracing::error!(datasource = %self.name, error = %e, "promoted, but replication could not be reset");
+            }
+        } else if was_replica {
+            let restart = self
+                .with_conn(self.timeout * 4, async |c| {
+                    c.query_drop("START SLAVE IO_THREAD").await
+                })
+                .await;
+            if let Err(e) = restart {
+                tracing::error!(datasource = %self.name, error = %e, "promotion failed, and replication could not be restarted");
+            }
+        }
     }
 
     /// Sets `read_only` and ends every client session but its own, so that
