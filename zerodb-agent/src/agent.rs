@@ -65,6 +65,8 @@ pub struct AgentCore {
     /// Where [`SavedState`] is kept (`None`: nowhere, for the keeper's
     /// in-process agents).
     saved: Option<PathBuf>,
+    /// Serialises writes of [`SavedState`].
+    saving: Mutex<()>,
 }
 
 impl AgentCore {
@@ -75,12 +77,20 @@ impl AgentCore {
             promote_timeout,
             state: Mutex::new(State::default()),
             saved: None,
+            saving: Mutex::new(()),
         }
     }
 
     /// Keeps the newest epoch and topology in `dir` (created if need be),
     /// starting from what was kept there before.
     pub fn with_state_dir(mut self, dir: &std::path::Path) -> std::io::Result<Self> {
+        self.keep_state_in(dir)?;
+        Ok(self)
+    }
+
+    /// [`Self::with_state_dir`] on an agent already built; on failure it
+    /// keeps nothing.
+    pub fn keep_state_in(&mut self, dir: &std::path::Path) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("agent-state.json");
         if let Some(b) = zerodb_core::durable::read_file(&path)? {
@@ -92,7 +102,7 @@ impl AgentCore {
             s.topology = saved.topology;
         }
         self.saved = Some(path);
-        Ok(self)
+        Ok(())
     }
 
     /// The newest topology seen, to report to the keeper.
@@ -103,6 +113,9 @@ impl AgentCore {
     /// Writes the epoch and topology down if they changed.
     fn save(&self, before: &SavedState) {
         let Some(path) = &self.saved else { return };
+        // One writer at a time, each writing the newest state: a write
+        // never replaces a newer one.
+        let _one = self.saving.lock().unwrap_or_else(|e| e.into_inner());
         let now = {
             let s = self.state();
             SavedState {
@@ -203,6 +216,44 @@ impl AgentCore {
         Ok(())
     }
 
+    /// With the keeper out of reach: fences a writable server that the
+    /// newest topology this agent has seen (kept across its restarts) names
+    /// a standby, so a former source that comes back never takes writes
+    /// while the keeper is down (SPEC §5).
+    pub async fn on_keeper_unreachable(&self, report: &AgentReport) {
+        if let Some(t) = self.topology() {
+            self.fence_unless_active(&t, report).await;
+        }
+    }
+
+    /// Fences the server if `topology` names another datasource active and
+    /// it is writable. `true` when it is a live standby that is (now)
+    /// read-only or fenced, `false` when there is nothing more to do (it is
+    /// the active one, unknown, dead, or the fence failed).
+    async fn fence_unless_active(&self, topology: &ClusterTopology, report: &AgentReport) -> bool {
+        let name = &self.ops.name;
+        let Some(dh) = topology
+            .datahosts
+            .iter()
+            .find(|d| d.active == *name || d.standbys.contains(name))
+        else {
+            return false;
+        };
+        if dh.active == *name || !report.alive {
+            return false;
+        }
+        if report.read_only == Some(false) {
+            tracing::warn!(datasource = %name, active = %dh.active, epoch = topology.epoch,
+                "writable but not the active datasource: fencing");
+            self.state().fenced = true;
+            if let Err(e) = self.ops.fence().await {
+                tracing::error!(datasource = %name, error = %e, "fencing failed; will retry");
+                return false;
+            }
+        }
+        true
+    }
+
     /// Acts on the topology the keeper sent back to a heartbeat: a server
     /// that is not its dataHost's active datasource is made read-only at
     /// once, and rejoins as a standby of the active one only if it holds no
@@ -224,25 +275,8 @@ impl AgentCore {
             }
         }
         self.save(&before);
-        let Some(dh) = reply
-            .topology
-            .datahosts
-            .iter()
-            .find(|d| d.active == name || d.standbys.contains(&name))
-        else {
+        if !self.fence_unless_active(&reply.topology, report).await {
             return;
-        };
-        if dh.active == name || !report.alive {
-            return;
-        }
-        if report.read_only == Some(false) {
-            tracing::warn!(datasource = %name, active = %dh.active, epoch = reply.topology.epoch,
-                "writable but not the active datasource: fencing");
-            self.state().fenced = true;
-            if let Err(e) = self.ops.fence().await {
-                tracing::error!(datasource = %name, error = %e, "fencing failed; will retry");
-                return;
-            }
         }
         let Some(hint) = &reply.follow else { return };
         if report

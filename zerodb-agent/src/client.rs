@@ -168,7 +168,14 @@ impl AgentHandle {
                     cfg.timings.load_measure,
                     None,
                 );
-                AgentHandle::Local(Arc::new(AgentCore::new(ops, cfg.timings.promote_timeout)))
+                // Its epoch and topology survive the keeper's restarts (and
+                // tell a keeper that lost its own state where it stood).
+                let mut core = AgentCore::new(ops, cfg.timings.promote_timeout);
+                let dir = cfg.state_dir.join("agents").join(&ds.name);
+                if let Err(e) = core.keep_state_in(&dir) {
+                    tracing::error!(datasource = %ds.name, dir = %dir.display(), error = %e, "the in-process agent keeps no state");
+                }
+                AgentHandle::Local(Arc::new(core))
             }
         }
     }

@@ -110,6 +110,7 @@ pub async fn heartbeat_loop(
                 }
                 metrics::counter!("zerodb_agent_heartbeats_total", "result" => "error")
                     .increment(1);
+                core.on_keeper_unreachable(&report).await;
             }
         }
     }

@@ -209,7 +209,21 @@ impl MysqlOps {
     /// the stop is issued at once on a connection of its own, the relay log
     /// received is applied, `read_only` is cleared, and the stop and
     /// `RESET SLAVE ALL` complete in the background.
+    ///
+    /// It runs as a task of its own: a caller that stops waiting (a timeout,
+    /// a dropped request) cannot cut it short between the stop of the I/O
+    /// thread and what must follow.
     pub async fn promote(
+        self: &std::sync::Arc<Self>,
+        apply_timeout: Duration,
+    ) -> Result<(), OpsError> {
+        let me = self.clone();
+        tokio::spawn(async move { me.promote_whole(apply_timeout).await })
+            .await
+            .map_err(|e| OpsError::Failed(format!("the promotion stopped: {e}")))?
+    }
+
+    async fn promote_whole(
         self: &std::sync::Arc<Self>,
         apply_timeout: Duration,
     ) -> Result<(), OpsError> {

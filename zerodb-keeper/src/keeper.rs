@@ -82,6 +82,10 @@ pub struct Keeper {
     pub(crate) failed_switch: Mutex<HashMap<String, tokio::time::Instant>>,
     /// Serialises decisions per dataHost.
     pub(crate) locks: HashMap<String, tokio::sync::Mutex<()>>,
+    /// Serialises switches of all dataHosts, from the epoch's reservation
+    /// to the topology's persistence: epochs are global, and a switch's
+    /// topology must carry the newest one.
+    pub(crate) switching: tokio::sync::Mutex<()>,
     pub(crate) decisions: DecisionLog,
     /// Orders still running in the background (fences, re-pointing).
     pub(crate) background: Background,
@@ -122,6 +126,28 @@ fn initial_topology(cfg: &KeeperConfig) -> ClusterTopology {
         epoch: 1,
         datahosts,
     }
+}
+
+/// Takes the active datasource of every dataHost `reported` names, and
+/// its epoch, into `topology`; dataHosts it does not name (a proxy reports
+/// only those it serves) stay as they are, and each dataHost's standbys
+/// are the other datasources of the keeper's own config.
+fn adopt_topology(
+    topology: &mut ClusterTopology,
+    reported: &ClusterTopology,
+    config: &[(String, Vec<String>)],
+) {
+    for r in &reported.datahosts {
+        let Some((_, sources)) = config.iter().find(|(n, _)| *n == r.name) else {
+            continue;
+        };
+        let entry = DataHostState::new(&r.name, &r.active, sources.iter().map(String::as_str));
+        match topology.datahosts.iter_mut().find(|d| d.name == r.name) {
+            Some(d) => *d = entry,
+            None => topology.datahosts.push(entry),
+        }
+    }
+    topology.epoch = reported.epoch;
 }
 
 impl Keeper {
@@ -205,6 +231,7 @@ impl Keeper {
             last_switch: Mutex::new(HashMap::new()),
             failed_switch: Mutex::new(HashMap::new()),
             locks,
+            switching: tokio::sync::Mutex::new(()),
             decisions: DecisionLog::default(),
             background: Background::default(),
             stop_after: Mutex::new(None),
@@ -304,11 +331,22 @@ impl Keeper {
                 }
             })
             .cloned();
+        let config: Vec<(String, Vec<String>)> = self
+            .cfg
+            .datahosts
+            .iter()
+            .map(|d| {
+                (
+                    d.name.clone(),
+                    d.datasources.iter().map(|s| s.name.clone()).collect(),
+                )
+            })
+            .collect();
         let saved = self
             .persist(move |s| {
                 s.epoch = s.epoch.max(reported);
                 if let Some(t) = adopt.as_ref().filter(|t| t.epoch > s.topology.epoch) {
-                    s.topology = t.clone();
+                    adopt_topology(&mut s.topology, t, &config);
                     s.membership_confirmed = false;
                 }
             })
@@ -359,7 +397,8 @@ impl Keeper {
     }
 
     /// Waits, after a start without saved state, until every agent has
-    /// reported or the discovery time is over.
+    /// reported (in-process ones included: they keep their epoch and
+    /// topology under `state_dir/agents/`) or the discovery time is over.
     pub async fn discovered(&self) {
         let Some(until) = self.discovery_until else {
             return;
@@ -371,7 +410,6 @@ impl Keeper {
                     .datahosts
                     .iter()
                     .flat_map(|d| &d.datasources)
-                    .filter(|ds| ds.agent.is_some())
                     .all(|ds| reports.contains_key(&ds.name))
             };
             if all_heard || Instant::now() >= until {
@@ -393,7 +431,12 @@ impl Keeper {
         let known = self.store.cached().proxies.iter().any(|p| p == name);
         if !known {
             let name = name.to_string();
-            self.persist(move |s| s.proxies.push(name.clone())).await?;
+            self.persist(move |s| {
+                if !s.proxies.contains(&name) {
+                    s.proxies.push(name.clone());
+                }
+            })
+            .await?;
         }
         match self.members.connect(name, conn, tx) {
             Some(old_id) => {

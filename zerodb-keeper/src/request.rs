@@ -206,7 +206,10 @@ async fn carry_out(
         stop_after: keeper.stop_after(),
         phases_ms: BTreeMap::new(),
     };
-    let outcome = switch.run().await;
+    let outcome = {
+        let _one_at_a_time = keeper.switching.lock().await;
+        switch.run().await
+    };
     phases_ms.append(&mut switch.phases_ms);
     match outcome {
         Ok(state) => {

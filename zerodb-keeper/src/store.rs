@@ -254,7 +254,12 @@ mod tests {
             .unwrap();
         let reopened = FileStore::open(&dir).unwrap();
         assert_eq!(reopened.load().await.unwrap(), Some(written));
-        assert!(!dir.join("state.json.tmp").exists());
+        let leftovers = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .count();
+        assert_eq!(leftovers, 0, "no temporary file left behind");
         // A state written before `membership_confirmed` existed is confirmed.
         std::fs::write(
             dir.join("state.json"),

@@ -164,6 +164,19 @@ struct Done {
     held: bool,
     fenced: bool,
     promoted: bool,
+    /// The promotion's answer did not come (a timeout, a dropped call): it
+    /// may have happened.
+    promotion_unknown: bool,
+}
+
+/// Whether the agent answered `error` (so the order was not carried
+/// out), as opposed to no answer, after which it may have been.
+fn refused(error: &OrderError) -> bool {
+    use zerodb_agent::client::CallError;
+    matches!(
+        error,
+        OrderError::Agent(_) | OrderError::NoAgent(_) | OrderError::Call(CallError::Refused { .. })
+    )
 }
 
 /// One switch in progress.
@@ -222,8 +235,10 @@ impl Switch<'_> {
             done.held = true;
             self.timed("hold", started);
             self.check(Phase::Hold)?;
-            self.fence(epoch).await?;
+            // Counted before it is sent: a fence whose answer is late may
+            // still land, and lifting one that did not is harmless.
             done.fenced = true;
+            self.fence(epoch).await?;
             self.check(Phase::Fence)?;
             self.catch_up(epoch).await?;
             self.timed("fence_and_catch_up", started);
@@ -234,12 +249,17 @@ impl Switch<'_> {
             &plan.target,
             epoch,
             OrderKind::Promote,
-            self.timings.promote_timeout,
+            // The agent's own apply timeout is `promote_timeout`: wait a
+            // little longer, so its answer, success or not, arrives.
+            self.timings.promote_timeout + self.timings.agent_timeout * 2,
         )
         .await
-        .map_err(|error| SwitchError::Promote {
-            target: plan.target.clone(),
-            error,
+        .map_err(|error| {
+            done.promotion_unknown = !refused(&error);
+            SwitchError::Promote {
+                target: plan.target.clone(),
+                error,
+            }
         })?;
         done.promoted = true;
         self.timed("promote", started);
@@ -375,7 +395,14 @@ impl Switch<'_> {
         let (datahost, target) = (plan.datahost.clone(), plan.target.clone());
         self.store
             .update(&move |s: &mut Persisted| {
-                s.topology.epoch = epoch;
+                // Never below the newest topology (switches are serialised,
+                // but a reported topology may have been adopted meanwhile).
+                if s.topology.epoch >= epoch {
+                    s.epoch += 1;
+                    s.topology.epoch = s.epoch;
+                } else {
+                    s.topology.epoch = epoch;
+                }
                 if let Some(d) = s.topology.datahosts.iter_mut().find(|d| d.name == datahost) {
                     d.active = target.clone();
                     d.standbys = standbys.clone();
@@ -408,20 +435,26 @@ impl Switch<'_> {
         }
     }
 
-    /// Undoes what a failed switch did, newest first. A source fenced for
-    /// a switchover whose target was not promoted is made writable again
+    /// Undoes what a failed switch did, newest first. A target whose
+    /// promotion may have happened is fenced again; a source fenced for a
+    /// switchover whose target was not promoted is made writable again
     /// (promoting a server that replicates from nobody only clears
-    /// `read_only`); held proxies are released.
+    /// `read_only`); held proxies are released. Then the unchanged topology
+    /// is persisted under the switch's epoch, its intent cleared, and
+    /// published: agents that took the epoch's orders follow the keeper's
+    /// topology again.
     async fn compensate(&self, epoch: u64, done: Done) {
         let plan = self.plan;
+        if done.promotion_unknown {
+            let t = self.timings.agent_timeout;
+            if let Err(e) = self.order(&plan.target, epoch, OrderKind::Fence, t).await {
+                tracing::error!(datasource = %plan.target, error = %e, "its promotion may have happened and it cannot be fenced: an operator must check read_only");
+            }
+        }
         if done.fenced && !done.promoted {
+            let timeout = self.timings.promote_timeout;
             let undo = self
-                .order(
-                    &plan.source,
-                    epoch,
-                    OrderKind::Promote,
-                    self.timings.promote_timeout,
-                )
+                .order(&plan.source, epoch, OrderKind::Promote, timeout)
                 .await;
             if let Err(e) = undo {
                 tracing::error!(datasource = %plan.source, error = %e, "the switchover failed and the source stays read-only: an operator must clear read_only");
@@ -429,6 +462,16 @@ impl Switch<'_> {
         }
         if done.held {
             self.proxies.release(&plan.datahost);
+        }
+        let restamp = |s: &mut Persisted| {
+            s.topology.epoch = s.topology.epoch.max(epoch);
+            s.switch = None;
+        };
+        match self.store.update(&restamp).await {
+            Ok(state) => self.proxies.publish(&state.topology),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot persist the topology after a failed switch")
+            }
         }
     }
 }

@@ -272,8 +272,11 @@ impl Cluster {
             .map_err(|_| "no answer to register".to_string())?;
         match parse(first) {
             Some(FromKeeper::Registered { topology, .. }) => {
-                self.apply(&topology);
-                self.topology_arrived();
+                // A topology this proxy cannot apply (a datasource its
+                // config lacks) does not end the start's hold.
+                if self.apply(&topology) {
+                    self.topology_arrived();
+                }
                 Ok(ws)
             }
             Some(FromKeeper::Refused { reason }) => Err(format!("refused: {reason}")),
@@ -348,7 +351,7 @@ impl Cluster {
     ) -> Result<(), String> {
         match m {
             FromKeeper::Registered { topology, .. } | FromKeeper::Topology { topology } => {
-                self.apply(&topology)
+                self.apply(&topology);
             }
             FromKeeper::SwitchAnswer { id, answer } => {
                 if let Some(waiter) = lock(&self.pending).remove(&id) {
@@ -444,10 +447,12 @@ impl Cluster {
     }
 
     /// Applies a topology from the keeper if it is newer than the one held.
-    fn apply(&self, t: &ClusterTopology) {
+    /// Returns whether the proxy now holds `t` or a newer topology (not
+    /// when `t` was refused).
+    fn apply(&self, t: &ClusterTopology) -> bool {
         let topo = &self.shared.topology;
         if t.epoch <= topo.epoch() {
-            return;
+            return true;
         }
         let changes: Vec<(&str, &str)> = t
             .changes()
@@ -455,9 +460,13 @@ impl Cluster {
             .filter(|(dh, _)| topo.datahost(dh).is_some())
             .collect();
         match topo.apply(t.epoch, &changes) {
-            Ok(_) => tracing::info!(epoch = t.epoch, "topology applied"),
+            Ok(_) => {
+                tracing::info!(epoch = t.epoch, "topology applied");
+                true
+            }
             Err(e) => {
-                tracing::error!(epoch = t.epoch, error = %e, "topology from the keeper refused")
+                tracing::error!(epoch = t.epoch, error = %e, "topology from the keeper refused");
+                false
             }
         }
     }

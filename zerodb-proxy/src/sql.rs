@@ -396,13 +396,23 @@ fn split_top_level(s: &[u8]) -> Vec<&[u8]> {
     parts
 }
 
+/// `s` without noise before it, and without trailing blanks, `;` and the
+/// `*/` that closes an executable comment it began in (`/*!40101 SET
+/// NAMES utf8mb4 */`, as mysqldump writes).
 fn trim(s: &[u8]) -> &[u8] {
     let s = skip_noise(s);
-    let end = s
-        .iter()
-        .rposition(|c| !c.is_ascii_whitespace() && *c != b';')
-        .map_or(0, |i| i + 1);
-    &s[..end]
+    let mut s = s;
+    loop {
+        let end = s
+            .iter()
+            .rposition(|c| !c.is_ascii_whitespace() && *c != b';')
+            .map_or(0, |i| i + 1);
+        s = &s[..end];
+        match s.strip_suffix(b"*/") {
+            Some(inner) => s = inner,
+            None => return s,
+        }
+    }
 }
 
 /// Classifies a `SET` statement (which must start with SET).
@@ -733,6 +743,27 @@ mod tests {
         assert_eq!(
             kept(b"SET @s = 'x;y' ; DELETE FROM t"),
             [plain("@s", "@s = 'x;y'")]
+        );
+    }
+
+    /// mysqldump's `/*!40101 SET NAMES utf8mb4 */`: the assignment, not
+    /// the comment's end (which made its replay fail).
+    #[test]
+    fn executable_comments_close_outside_the_assignment() {
+        let kept = |sql: &[u8]| match parse_set(sql) {
+            SetEffect::Session(a) => a.into_iter().map(|a| a.text).collect::<Vec<_>>(),
+            SetEffect::None => Vec::new(),
+        };
+        assert_eq!(
+            kept(b"/*!40101 SET NAMES utf8mb4 */"),
+            [b"NAMES utf8mb4".to_vec()]
+        );
+        assert_eq!(
+            kept(b"/*!40101 SET @OLD_SQL_MODE=@@SQL_MODE, SQL_MODE='NO_AUTO_VALUE_ON_ZERO' */;"),
+            [
+                b"@OLD_SQL_MODE=@@SQL_MODE".to_vec(),
+                b"SQL_MODE='NO_AUTO_VALUE_ON_ZERO'".to_vec()
+            ]
         );
     }
 

@@ -862,3 +862,38 @@ fn a_failed_promotion_changes_nothing_on_the_target() {
         keeper.reasons()
     );
 }
+
+/// SPEC §5 with the keeper down: after a failover the keeper is paused;
+/// the old source's agent restarts (its epoch and topology read back from
+/// its `state_dir`) and the old source comes back writable. Its agent
+/// fences it without the keeper, so no proxy that restarts and finds it
+/// writable could send it writes.
+#[test]
+fn with_the_keeper_down_a_returning_old_source_is_fenced_by_its_agent() {
+    let bins = bins();
+    let (mut m1, m11) = pair(&[], &[]);
+    let (a1p, a11p) = (agent_port(), agent_port());
+    let dhs = one_dh(&m1, &m11);
+    let keeper = start_keeper(&bins, &dhs, &[("mysql_1", a1p), ("mysql_11", a11p)], "");
+    let mut a1 = start_agent(&bins, &m1, a1p, keeper.port);
+    let _a11 = start_agent(&bins, &m11, a11p, keeper.port);
+    let p1 = start_member(&bins, "p1", keeper.port, &dhs, "");
+    wait_registered(&keeper, 1);
+    m1.kill();
+    wait_for("p1 on mysql_11", Duration::from_secs(20), || {
+        active_of(&p1, "dh1") == "mysql_11"
+    });
+    wait_for("mysql_1's agent holds the new topology", Duration::from_secs(10), || {
+        a1.json("/status")["epoch"].as_u64().unwrap_or(0) >= 2
+    });
+
+    keeper.signal(SIGSTOP);
+    a1.kill();
+    a1.restart();
+    m1.restart();
+    wait_for("mysql_1 fenced by its agent", Duration::from_secs(15), || {
+        m1.try_sql("SELECT @@read_only").as_deref() == Ok("1")
+    });
+    assert!(a1.log().contains("writable but not the active datasource"));
+    keeper.signal(SIGCONT);
+}

@@ -241,10 +241,11 @@ fn replayed_state_runs_only_the_assignments() {
          run('SET @a=1; INSERT INTO r VALUES (1)')\n\
          run(\"INSERT INTO r VALUES (2); SET @b = 'x;y'\")\n\
          run('SET @n = NEXTVAL(s)')\n\
+         run(\"SET @t = CONCAT('it''s ', CHAR(92 USING utf8mb4), ';')\")\n\
          run('INSERT INTO ai VALUES (NULL), (NULL), (NULL); SET @id = LAST_INSERT_ID() + 0.5')\n\
          cur.execute('SELECT CONNECTION_ID()'); print(cur.fetchone()[0], flush=True)\n\
          sys.stdin.readline()\n\
-         cur.execute('SELECT @a, @b, @n, @id, (SELECT COUNT(*) FROM r), NEXTVAL(s)')\n\
+         cur.execute('SELECT @a, @b, @n, @id, (SELECT COUNT(*) FROM r), NEXTVAL(s), @t')\n\
          print(' '.join(str(x) for x in cur.fetchone()), flush=True)\n",
         port = proxy.port
     );
@@ -262,8 +263,8 @@ fn replayed_state_runs_only_the_assignments() {
     client.go();
     assert_eq!(
         client.line(),
-        "1 x;y 1 1.5 2 2",
-        "@a, @b, @n, @id, rows of r, the next sequence value"
+        "1 x;y 1 1.5 2 2 it's \\;",
+        "@a, @b, @n, @id, rows of r, the next sequence value, @t (read back as hex)"
     );
     let (status, stderr) = client.finish();
     assert!(status.success(), "{stderr}");

@@ -180,3 +180,34 @@ async fn a_failed_promotion_backs_off_the_next_attempts() {
     assert_eq!(kinds, ["PromotionFailed", "Backoff", "approve"]);
     k.finish_background().await;
 }
+
+/// A proxy reports only the dataHosts it serves: adopting its topology
+/// changes those and keeps the others, with standbys from the config.
+#[test]
+fn a_partial_report_is_merged_per_datahost() {
+    let mut mine = ClusterTopology {
+        epoch: 3,
+        datahosts: vec![
+            DataHostState::new("dh1", "a", ["a", "b", "c"]),
+            DataHostState::new("dh2", "x", ["x", "y"]),
+        ],
+    };
+    let reported = ClusterTopology {
+        epoch: 7,
+        datahosts: vec![DataHostState::new("dh1", "c", ["a", "c"])],
+    };
+    let config = vec![
+        ("dh1".to_string(), vec!["a".into(), "b".into(), "c".into()]),
+        ("dh2".to_string(), vec!["x".into(), "y".into()]),
+    ];
+    adopt_topology(&mut mine, &reported, &config);
+    assert_eq!(mine.epoch, 7);
+    assert_eq!(
+        mine.datahosts[0],
+        DataHostState::new("dh1", "c", ["a", "b", "c"])
+    );
+    assert_eq!(
+        mine.datahosts[1],
+        DataHostState::new("dh2", "x", ["x", "y"])
+    );
+}

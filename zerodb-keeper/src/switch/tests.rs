@@ -271,14 +271,21 @@ async fn a_switchover_holds_fences_and_catches_up_before_promoting() {
 }
 
 /// Every phase failing, planned: what was done is undone, newest first;
-/// nothing is published and the topology stays.
+/// the topology stays, published again under the switch's epoch.
 #[tokio::test(start_paused = true)]
 async fn each_failing_phase_of_a_switchover_is_compensated() {
     let table: [(&str, &str, &[&str]); 3] = [
+        // A fence that failed may still have landed: it is lifted too.
         (
             "mysql_1",
             "fence",
-            &["hold dh1", "fence mysql_1 @5", "release dh1"],
+            &[
+                "hold dh1",
+                "fence mysql_1 @5",
+                "promote mysql_1 @5",
+                "release dh1",
+                "publish mysql_1 @5",
+            ],
         ),
         (
             "mysql_11",
@@ -290,6 +297,7 @@ async fn each_failing_phase_of_a_switchover_is_compensated() {
                 "catch_up mysql_11 @5",
                 "promote mysql_1 @5", // the fence lifted
                 "release dh1",
+                "publish mysql_1 @5", // the unchanged topology, under epoch 5
             ],
         ),
         (
@@ -303,6 +311,7 @@ async fn each_failing_phase_of_a_switchover_is_compensated() {
                 "promote mysql_11 @5",
                 "promote mysql_1 @5",
                 "release dh1",
+                "publish mysql_1 @5",
             ],
         ),
     ];
@@ -329,12 +338,13 @@ async fn a_failed_promotion_in_a_failover_changes_no_topology() {
     assert!(matches!(result, Err(SwitchError::Promote { .. })));
     assert_eq!(
         seen,
-        strings(&["promote mysql_11 @5"]),
-        "no fence, no publish"
+        strings(&["promote mysql_11 @5", "publish mysql_1 @5"]),
+        "no fence; the unchanged topology under the new epoch"
     );
     let stored = w.stored();
-    assert_eq!(stored.topology.epoch, 3);
+    assert_eq!(stored.topology.epoch, 5);
     assert_eq!(stored.topology.datahosts[0].active, "mysql_1");
+    assert_eq!(stored.switch, None, "the intent is cleared");
 }
 
 #[tokio::test(start_paused = true)]
@@ -346,12 +356,13 @@ async fn no_epoch_no_order() {
     assert!(seen.is_empty(), "{seen:?}");
 }
 
-/// The topology cannot be persisted after the promotion: the fence stays
-/// (the target is writable), the proxies are released, nothing published.
+/// The topology cannot be persisted after the promotion (the disk is
+/// full): the fence stays (the target is writable), the proxies are
+/// released, nothing published.
 #[tokio::test(start_paused = true)]
 async fn a_topology_that_cannot_be_persisted_is_not_published() {
     let mut w = World::new(true);
-    w.store.fail.insert(1);
+    w.store.fail.extend([1, 2]);
     let (result, seen) = w.run(None).await;
     assert!(matches!(result, Err(SwitchError::Persist(_))));
     assert_eq!(
@@ -375,7 +386,11 @@ async fn a_timeout_at_each_step() {
     let table = [
         ("mysql_1", "fence", t.agent_timeout),
         ("mysql_11", "catch_up", t.catch_up_timeout + t.agent_timeout),
-        ("mysql_11", "promote", t.promote_timeout),
+        (
+            "mysql_11",
+            "promote",
+            t.promote_timeout + t.agent_timeout * 2,
+        ),
     ];
     for (ds, order, timeout) in table {
         let mut w = World::new(true);
@@ -458,4 +473,25 @@ async fn open_sessions_after_the_grace_do_not_stop_a_switchover() {
     w.proxies.open = 3;
     let (result, _) = w.run(None).await;
     assert!(result.is_ok());
+}
+
+/// A promotion whose answer never came may have happened: the target is
+/// fenced again before the source's fence is lifted, so the two are never
+/// writable together.
+#[tokio::test(start_paused = true)]
+async fn a_promotion_without_an_answer_fences_the_target_again() {
+    let mut w = World::new(true);
+    w.rule("mysql_11", "promote", Behave::Hang);
+    let (result, seen) = w.run(None).await;
+    assert!(matches!(result, Err(SwitchError::Promote { .. })));
+    let tail = &seen[seen.len() - 4..];
+    assert_eq!(
+        tail,
+        strings(&[
+            "fence mysql_11 @5",
+            "promote mysql_1 @5",
+            "release dh1",
+            "publish mysql_1 @5",
+        ])
+    );
 }

@@ -239,10 +239,13 @@ impl SessionState {
 
 /// A value of a result column as an SQL literal of the same type:
 /// integers and decimals as they are, floating point with an exponent (so
-/// it stays a double), binary strings in hex, other strings quoted (in the
-/// connection's character set, as the value came). `None` for a value
-/// that does not look like its type.
+/// it stays a double), strings in hex, binary ones bare and the others with
+/// their character set and collation (`_gbk X'…' COLLATE gbk_chinese_ci`):
+/// no byte of the value is ever read as SQL, whatever the character set.
+/// `None` for a value that does not look like its type, or a collation
+/// this proxy does not know.
 fn value_literal(value: Option<&[u8]>, ty: ColumnType) -> Option<Vec<u8>> {
+    use mysql_common::collations::{Collation, CollationId};
     const DECIMAL: u8 = 0x00;
     const FLOAT: u8 = 0x04;
     const DOUBLE: u8 = 0x05;
@@ -253,6 +256,13 @@ fn value_literal(value: Option<&[u8]>, ty: ColumnType) -> Option<Vec<u8>> {
     };
     let number =
         |extra: &[u8]| !v.is_empty() && v.iter().all(|c| c.is_ascii_digit() || extra.contains(c));
+    let hex = |lit: &mut Vec<u8>| {
+        lit.extend_from_slice(b"X'");
+        for b in v {
+            lit.extend_from_slice(format!("{b:02X}").as_bytes());
+        }
+        lit.push(b'\'');
+    };
     match ty.kind {
         0x01..=0x03 | 0x08 | 0x09 if number(b"-") => Some(v.to_vec()),
         DECIMAL | NEWDECIMAL if number(b"-.") => Some(v.to_vec()),
@@ -265,24 +275,18 @@ fn value_literal(value: Option<&[u8]>, ty: ColumnType) -> Option<Vec<u8>> {
         }
         0x01..=0x09 | DECIMAL | NEWDECIMAL => None,
         _ if ty.charset == BINARY => {
-            let mut lit = b"X'".to_vec();
-            for b in v {
-                lit.extend_from_slice(format!("{b:02X}").as_bytes());
-            }
-            lit.push(b'\'');
+            let mut lit = Vec::with_capacity(v.len() * 2 + 3);
+            hex(&mut lit);
             Some(lit)
         }
         _ => {
-            let mut lit = vec![b'\''];
-            for &c in v {
-                match c {
-                    b'\'' => lit.extend_from_slice(b"''"),
-                    b'\\' => lit.extend_from_slice(b"\\\\"),
-                    0 => lit.extend_from_slice(b"\\0"),
-                    c => lit.push(c),
-                }
+            let c = Collation::resolve(CollationId::from(ty.charset));
+            if c.id() == CollationId::UNKNOWN_COLLATION_ID {
+                return None;
             }
-            lit.push(b'\'');
+            let mut lit = format!("_{} ", c.charset()).into_bytes();
+            hex(&mut lit);
+            lit.extend_from_slice(format!(" COLLATE {}", c.collation()).as_bytes());
             Some(lit)
         }
     }
@@ -359,9 +363,16 @@ mod tests {
         assert_eq!(lit(Some(b"1.5"), 0x05, 63).as_deref(), Some("1.5E0"));
         assert_eq!(lit(Some(b"1e300"), 0x05, 63).as_deref(), Some("1e300"));
         assert_eq!(
-            lit(Some(b"it's \\"), 0xfd, 33).as_deref(),
-            Some("'it''s \\\\'")
+            lit(Some(b"it's \\"), 0xfd, 45).as_deref(),
+            Some("_utf8mb4 X'69742773205C' COLLATE utf8mb4_general_ci")
         );
+        // gbk: 0xBF5C is one character whose second byte is a backslash;
+        // quoted and escaped byte by byte it would end the string early.
+        assert_eq!(
+            lit(Some(b"\xbf\x5c'; DROP TABLE t; --"), 0xfd, 28).as_deref(),
+            Some("_gbk X'BF5C273B2044524F50205441424C4520743B202D2D' COLLATE gbk_chinese_ci")
+        );
+        assert_eq!(lit(Some(b"x"), 0xfd, 4000), None, "an unknown collation");
         assert_eq!(lit(Some(b"\x00\xff"), 0xfc, 63).as_deref(), Some("X'00FF'"));
         assert_eq!(lit(Some(b"1; DROP"), 0x08, 63), None, "not an integer");
     }
