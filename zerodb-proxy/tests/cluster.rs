@@ -883,17 +883,21 @@ fn with_the_keeper_down_a_returning_old_source_is_fenced_by_its_agent() {
     wait_for("p1 on mysql_11", Duration::from_secs(20), || {
         active_of(&p1, "dh1") == "mysql_11"
     });
-    wait_for("mysql_1's agent holds the new topology", Duration::from_secs(10), || {
-        a1.json("/status")["epoch"].as_u64().unwrap_or(0) >= 2
-    });
+    wait_for(
+        "mysql_1's agent holds the new topology",
+        Duration::from_secs(10),
+        || a1.json("/status")["epoch"].as_u64().unwrap_or(0) >= 2,
+    );
 
     keeper.signal(SIGSTOP);
     a1.kill();
     a1.restart();
     m1.restart();
-    wait_for("mysql_1 fenced by its agent", Duration::from_secs(15), || {
-        m1.try_sql("SELECT @@read_only").as_deref() == Ok("1")
-    });
+    wait_for(
+        "mysql_1 fenced by its agent",
+        Duration::from_secs(15),
+        || m1.try_sql("SELECT @@read_only").as_deref() == Ok("1"),
+    );
     assert!(a1.log().contains("writable but not the active datasource"));
     keeper.signal(SIGCONT);
 }
