@@ -116,13 +116,7 @@ impl AgentCore {
         // One writer at a time, each writing the newest state: a write
         // never replaces a newer one.
         let _one = self.saving.lock().unwrap_or_else(|e| e.into_inner());
-        let now = {
-            let s = self.state();
-            SavedState {
-                epoch: s.epoch,
-                topology: s.topology.clone(),
-            }
-        };
+        let now = self.saved_state();
         if now == *before {
             return;
         }

@@ -4,7 +4,7 @@
 //! approval out ([`crate::switch`]), answer, and record the decision.
 
 use crate::agents::Agents;
-use crate::keeper::Keeper;
+use crate::keeper::{lock, Keeper};
 use crate::record::{unix_ms, DecisionRecord};
 use crate::switch::{Follow, Plan, Switch};
 use std::collections::{BTreeMap, BTreeSet};
@@ -68,23 +68,15 @@ async fn inputs(keeper: &Keeper, request: &Request) -> Gathered {
     let state = keeper.state();
     let dh = state.topology.datahost(&request.datahost).cloned();
     let (active, standbys) = dh.map(|d| (d.active, d.standbys)).unwrap_or_default();
-    let cooldown_left_ms = keeper
-        .last_switch
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&request.datahost)
-        .map(|at| {
-            keeper
-                .cfg
-                .timings
-                .cooldown
-                .saturating_sub(at.elapsed())
-                .as_millis() as u64
-        });
-    let backoff_left_ms = keeper
-        .failed_switch
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
+    let cooldown_left_ms = lock(&keeper.last_switch).get(&request.datahost).map(|at| {
+        keeper
+            .cfg
+            .timings
+            .cooldown
+            .saturating_sub(at.elapsed())
+            .as_millis() as u64
+    });
+    let backoff_left_ms = lock(&keeper.failed_switch)
         .get(&request.datahost)
         .map(|at| {
             let backoff = keeper.cfg.timings.switch_backoff;
@@ -213,16 +205,8 @@ async fn carry_out(
     phases_ms.append(&mut switch.phases_ms);
     match outcome {
         Ok(state) => {
-            keeper
-                .failed_switch
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&request.datahost);
-            keeper
-                .last_switch
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(request.datahost.clone(), tokio::time::Instant::now());
+            lock(&keeper.failed_switch).remove(&request.datahost);
+            lock(&keeper.last_switch).insert(request.datahost.clone(), tokio::time::Instant::now());
             let topology: ClusterTopology = state.topology;
             let epoch = Some(topology.epoch);
             (
@@ -232,10 +216,7 @@ async fn carry_out(
             )
         }
         Err(error) => {
-            keeper
-                .failed_switch
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
+            lock(&keeper.failed_switch)
                 .insert(request.datahost.clone(), tokio::time::Instant::now());
             let rejection = Rejection::PromotionFailed {
                 target,

@@ -194,25 +194,31 @@ pub async fn bypasses_read_only(
         WHERE PRIVILEGE_TYPE IN ('SUPER', 'READ_ONLY ADMIN') \
         AND GRANTEE = CONCAT('''', SUBSTRING_INDEX(CURRENT_USER(), '@', 1), '''@''', \
         SUBSTRING_INDEX(CURRENT_USER(), '@', -1), '''')";
-    let ask = async {
-        let mut c = BackendConn::connect(params, BackendKey::default()).await?;
-        c.execute(QUERY).await
-    };
-    let out = tokio::time::timeout(timeout, ask).await.ok()?.ok()?;
-    Some(out.first_value()? != b"0")
+    Some(ask(params, QUERY, timeout).await? != b"0")
 }
 
 /// Whether the server answers with `read_only=OFF` (`false` when it does
 /// not answer within `timeout`, or says anything else).
 pub async fn writable(params: &crate::backend::ConnectParams, timeout: Duration) -> bool {
-    let ask = async {
+    ask(params, "SELECT @@global.read_only", timeout)
+        .await
+        .as_deref()
+        == Some(b"0")
+}
+
+/// The first column of the first row `query` returns on a fresh
+/// connection, if the server answers it within `timeout`.
+async fn ask(
+    params: &crate::backend::ConnectParams,
+    query: &str,
+    timeout: Duration,
+) -> Option<Vec<u8>> {
+    let asked = async {
         let mut c = BackendConn::connect(params, BackendKey::default()).await?;
-        c.execute("SELECT @@global.read_only").await
+        c.execute(query).await
     };
-    match tokio::time::timeout(timeout, ask).await {
-        Ok(Ok(out)) => out.first_value() == Some(b"0"),
-        _ => false,
-    }
+    let out = tokio::time::timeout(timeout, asked).await.ok()?.ok()?;
+    out.first_value().map(<[u8]>::to_vec)
 }
 
 #[cfg(test)]

@@ -415,11 +415,8 @@ fn embedded_keeper_fails_over_alone() {
 fn keeper_state_lost_adopts_the_newest_topology() {
     let bins = bins();
     let (mut m1, mut m11) = pair(&[], &[]);
-    let (a1p, a11p) = (agent_port(), agent_port());
     let dhs = one_dh(&m1, &m11);
-    let mut keeper = start_keeper(&bins, &dhs, &[("mysql_1", a1p), ("mysql_11", a11p)], "");
-    let _a1 = start_agent(&bins, &m1, a1p, keeper.port);
-    let _a11 = start_agent(&bins, &m11, a11p, keeper.port);
+    let (mut keeper, _a1, _a11) = keeper_and_agents(&bins, &m1, &m11, "", "");
     let p1 = start_member(&bins, "p1", keeper.port, &dhs, "");
     let p2 = start_member(&bins, "p2", keeper.port, &dhs, "");
     wait_registered(&keeper, 2);

@@ -103,11 +103,8 @@ fn sigkill_of_the_source_fails_over_and_the_old_source_returns_read_only() {
         ],
         &["--rpl-semi-sync-slave-enabled=ON"],
     );
-    let (a1p, a11p) = (agent_port(), agent_port());
     let dhs = one_dh(&m1, &m11);
-    let keeper = start_keeper(&bins, &dhs, &[("mysql_1", a1p), ("mysql_11", a11p)], "");
-    let _a1 = start_agent(&bins, &m1, a1p, keeper.port);
-    let _a11 = start_agent(&bins, &m11, a11p, keeper.port);
+    let (keeper, _a1, _a11) = keeper_and_agents(&bins, &m1, &m11, "", "");
     let p1 = start_member(&bins, "p1", keeper.port, &dhs, "");
     let p2 = start_member(&bins, "p2", keeper.port, &dhs, "");
     wait_registered(&keeper, 2);
@@ -248,11 +245,8 @@ fn sigstop_pseudo_death_switches_and_the_old_server_is_fenced() {
         ],
         &["--rpl-semi-sync-slave-enabled=ON"],
     );
-    let (a1p, a11p) = (agent_port(), agent_port());
     let dhs = one_dh(&m1, &m11);
-    let keeper = start_keeper(&bins, &dhs, &[("mysql_1", a1p), ("mysql_11", a11p)], "");
-    let a1 = start_agent(&bins, &m1, a1p, keeper.port);
-    let _a11 = start_agent(&bins, &m11, a11p, keeper.port);
+    let (keeper, a1, _a11) = keeper_and_agents(&bins, &m1, &m11, "", "");
     let p1 = start_member(&bins, "p1", keeper.port, &dhs, "");
     let p2 = start_member(&bins, "p2", keeper.port, &dhs, "");
     wait_registered(&keeper, 2);
@@ -557,11 +551,8 @@ fn double_failover_never_promotes_a_fenced_stale_source() {
         ],
         &["--rpl-semi-sync-slave-enabled=ON"],
     );
-    let (a1p, a11p) = (agent_port(), agent_port());
     let dhs = one_dh(&m1, &m11);
-    let keeper = start_keeper(&bins, &dhs, &[("mysql_1", a1p), ("mysql_11", a11p)], "");
-    let a1 = start_agent(&bins, &m1, a1p, keeper.port);
-    let _a11 = start_agent(&bins, &m11, a11p, keeper.port);
+    let (keeper, a1, _a11) = keeper_and_agents(&bins, &m1, &m11, "", "");
     let p1 = start_member(&bins, "p1", keeper.port, &dhs, "");
     let p2 = start_member(&bins, "p2", keeper.port, &dhs, "");
     wait_registered(&keeper, 2);
@@ -656,11 +647,8 @@ fn double_failover_never_promotes_a_fenced_stale_source() {
 fn a_restarted_proxy_never_serves_the_config_topology() {
     let bins = bins();
     let (mut m1, m11) = pair(&[], &[]);
-    let (a1p, a11p) = (agent_port(), agent_port());
     let dhs = one_dh(&m1, &m11);
-    let keeper = start_keeper(&bins, &dhs, &[("mysql_1", a1p), ("mysql_11", a11p)], "");
-    let _a1 = start_agent(&bins, &m1, a1p, keeper.port);
-    let _a11 = start_agent(&bins, &m11, a11p, keeper.port);
+    let (keeper, _a1, _a11) = keeper_and_agents(&bins, &m1, &m11, "", "");
     let timings = "health: {interval: 150ms, timeout: 500ms, fall: 3, rise: 2}\n\
         cluster: {heartbeat_interval: 200ms, switch_retry_interval: 300ms, request_timeout: 2s, \
         reconnect_interval: 300ms, start_timeout: 2s}\nbuffer: {window: 4s}\n";
@@ -794,12 +782,14 @@ fn a_failed_promotion_changes_nothing_on_the_target() {
     use std::io::BufRead;
     let bins = bins();
     let (mut m1, m11) = pair(&[], &[]);
-    let (a1p, a11p) = (agent_port(), agent_port());
     let dhs = one_dh(&m1, &m11);
-    let agents = [("mysql_1", a1p), ("mysql_11", a11p)];
-    let keeper = start_keeper(&bins, &dhs, &agents, "switch_backoff: 3s\n");
-    let _a1 = start_agent(&bins, &m1, a1p, keeper.port);
-    let _a11 = start_agent_with(&bins, &m11, a11p, keeper.port, "", "promote_timeout: 1s\n");
+    let (keeper, _a1, _a11) = keeper_and_agents(
+        &bins,
+        &m1,
+        &m11,
+        "switch_backoff: 3s\n",
+        "promote_timeout: 1s\n",
+    );
     let p1 = start_member(&bins, "p1", keeper.port, &dhs, "");
     wait_registered(&keeper, 1);
     p1.sql("INSERT INTO acks VALUES (1, 0)");
@@ -872,11 +862,8 @@ fn a_failed_promotion_changes_nothing_on_the_target() {
 fn with_the_keeper_down_a_returning_old_source_is_fenced_by_its_agent() {
     let bins = bins();
     let (mut m1, m11) = pair(&[], &[]);
-    let (a1p, a11p) = (agent_port(), agent_port());
     let dhs = one_dh(&m1, &m11);
-    let keeper = start_keeper(&bins, &dhs, &[("mysql_1", a1p), ("mysql_11", a11p)], "");
-    let mut a1 = start_agent(&bins, &m1, a1p, keeper.port);
-    let _a11 = start_agent(&bins, &m11, a11p, keeper.port);
+    let (keeper, mut a1, _a11) = keeper_and_agents(&bins, &m1, &m11, "", "");
     let p1 = start_member(&bins, "p1", keeper.port, &dhs, "");
     wait_registered(&keeper, 1);
     m1.kill();

@@ -396,24 +396,9 @@ async fn a_timeout_at_each_step() {
         let mut w = World::new(true);
         w.rule(ds, order, Behave::Hang);
         let started = tokio::time::Instant::now();
-        let mut switch = Switch {
-            plan: &w.plan,
-            agents: w.agents.clone(),
-            proxies: &w.proxies,
-            store: &w.store,
-            timings: &w.timings,
-            background: &w.background,
-            stop_after: Some(Phase::Promote), // measure up to the promotion
-            phases_ms: BTreeMap::new(),
-        };
-        let result = switch.run().await;
-        let hung = w
-            .log
-            .lock()
-            .unwrap()
-            .iter()
-            .position(|e| e.starts_with(&format!("{order} {ds}")))
-            .is_some();
+        // Measured up to the promotion.
+        let (result, seen) = w.run(Some(Phase::Promote)).await;
+        let hung = seen.iter().any(|e| e.starts_with(&format!("{order} {ds}")));
         assert!(hung && result.is_err(), "{order}: {result:?}");
         // The grace period, then the hung step; the compensating promotion
         // of the source (after a fence) answers at once.

@@ -44,3 +44,21 @@ pub fn wait_registered(keeper: &Keeper, n: usize) {
         },
     );
 }
+
+/// A keeper over [`one_dh`]`(m1, m11)` with an agent beside each server;
+/// `keeper_extra` goes into the keeper's config, `replica_agent` into
+/// mysql_11's agent's (top-level keys, one per line).
+pub fn keeper_and_agents(
+    bins: &Bins,
+    m1: &MariaDb,
+    m11: &MariaDb,
+    keeper_extra: &str,
+    replica_agent: &str,
+) -> (Keeper, Agent, Agent) {
+    let (a1p, a11p) = (agent_port(), agent_port());
+    let agents = [(m1.name.as_str(), a1p), (m11.name.as_str(), a11p)];
+    let keeper = start_keeper(bins, &one_dh(m1, m11), &agents, keeper_extra);
+    let a1 = start_agent(bins, m1, a1p, keeper.port);
+    let a11 = start_agent_with(bins, m11, a11p, keeper.port, "", replica_agent);
+    (keeper, a1, a11)
+}
