@@ -7,6 +7,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
 # The failover tests run the keeper and agent binaries too: build them all.
-cargo build --workspace --locked
-cargo test --workspace --locked "$@"
+cargo build --workspace --locked --features zerodb-keeper/fault-points
+cargo test --workspace --locked --features zerodb-keeper/fault-points "$@"
 scripts/check-structure.sh

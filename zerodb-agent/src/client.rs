@@ -10,7 +10,7 @@ use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
 use zerodb_core::config::{DatasourceConfig, KeeperConfig, KeeperDataHostConfig};
-use zerodb_core::control::{bearer, AgentReport, Order};
+use zerodb_core::control::{bearer, AgentReport, LoadMeasure, Order};
 
 /// A failed control-plane call.
 #[derive(Debug, thiserror::Error)]
@@ -148,6 +148,21 @@ pub enum OrderError {
     NoAgent(String),
 }
 
+impl OrderError {
+    /// Whether the datasource's server answered, through its agent (it
+    /// refused the order, or the order failed there), as opposed to nobody
+    /// answering: the agent could not be called or did not answer in time,
+    /// or it could not reach its server (HTTP 503).
+    pub fn server_answered(&self) -> bool {
+        match self {
+            OrderError::Call(CallError::Refused { status, .. }) => *status != 503,
+            OrderError::Call(_) | OrderError::Timeout(_) | OrderError::NoAgent(_) => false,
+            OrderError::Agent(AgentError::Ops(e)) => e.server_answered(),
+            OrderError::Agent(AgentError::StaleEpoch { .. }) => true,
+        }
+    }
+}
+
 impl AgentHandle {
     /// The handle for `ds`: its agent's address, or an in-process agent
     /// logging in with the dataHost's credentials.
@@ -165,7 +180,9 @@ impl AgentHandle {
                     &dh.user,
                     &dh.password,
                     cfg.timings.agent_timeout,
-                    cfg.timings.load_measure,
+                    // The keeper's own load average says nothing of the
+                    // datasource's machine: count its running statements.
+                    LoadMeasure::ThreadsRunning,
                     None,
                 );
                 // Its epoch and topology survive the keeper's restarts (and

@@ -56,8 +56,11 @@ async fn order(State(core): State<Arc<AgentCore>>, Json(order): Json<Order>) -> 
         Ok(()) => Json(serde_json::json!({"ok": true})).into_response(),
         Err(e) => {
             tracing::error!(order = %kind, epoch = order.epoch, error = %e, "order failed");
-            let status = match e {
+            let status = match &e {
                 AgentError::StaleEpoch { .. } => StatusCode::CONFLICT,
+                // The keeper tells a server that does not answer from
+                // one that refused (`OrderError::server_answered`).
+                AgentError::Ops(o) if !o.server_answered() => StatusCode::SERVICE_UNAVAILABLE,
                 AgentError::Ops(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };
             (status, e.to_string()).into_response()

@@ -29,6 +29,19 @@ pub enum OpsError {
     Failed(String),
 }
 
+impl OpsError {
+    /// Whether the server answered (it refused a statement, or the
+    /// operation failed there), as opposed to not answering at all: no
+    /// connection, a dropped one, or no answer in time.
+    pub fn server_answered(&self) -> bool {
+        match self {
+            OpsError::Sql { source, .. } => matches!(source, mysql_async::Error::Server(_)),
+            OpsError::Timeout(_) => false,
+            OpsError::Failed(_) => true,
+        }
+    }
+}
+
 /// Counts the threads running client statements (see
 /// [`LoadMeasure::ThreadsRunning`]).
 const CLIENT_THREADS_RUNNING: &str = "SELECT COUNT(*) FROM information_schema.PROCESSLIST \

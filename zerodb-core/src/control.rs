@@ -181,6 +181,13 @@ pub enum FromKeeper {
         /// The datasource to probe (the dataHost's active one).
         datasource: String,
     },
+    /// A [`ToKeeper::SwitchRequest`] arrived and is being decided: the
+    /// proxy waits for its [`FromKeeper::SwitchAnswer`] however long the
+    /// decision takes (SPEC §7: a slow keeper is not an absent one).
+    SwitchAck {
+        /// The `id` of the switch request.
+        id: u64,
+    },
     /// The keeper's decision on a [`ToKeeper::SwitchRequest`].
     SwitchAnswer {
         /// The `id` of the switch request answered.
@@ -361,6 +368,14 @@ pub enum Rejection {
         /// What was compared, in words.
         detail: String,
     },
+    /// The old source's server answered but could not be fenced: the
+    /// target was left untouched, the old topology stays.
+    FenceFailed {
+        /// The old source.
+        source: String,
+        /// The fence's error.
+        error: String,
+    },
     /// The target's agent could not promote it; the old topology stays.
     PromotionFailed {
         /// The target datasource.
@@ -389,6 +404,7 @@ impl Rejection {
             Rejection::TargetOverloaded { .. } => "TargetOverloaded",
             Rejection::SourceAgentDown { .. } => "SourceAgentDown",
             Rejection::BinlogDelay { .. } => "BinlogDelay",
+            Rejection::FenceFailed { .. } => "FenceFailed",
             Rejection::PromotionFailed { .. } => "PromotionFailed",
         }
     }

@@ -15,8 +15,13 @@ pub enum Outcome {
     Switched,
     /// The keeper refused the switch, for this reason.
     Rejected(Rejection),
-    /// The keeper could not be reached (or did not answer in time).
+    /// No keeper acknowledged the request within `cluster.request_timeout`
+    /// (SPEC §7: only this counts as "could not reach the keeper").
     KeeperUnreachable,
+    /// The keeper acknowledged the request, then the connection ended
+    /// before its answer: a slow or dying keeper, not an absent one. It
+    /// counts for nothing; the next request tells.
+    Interrupted,
 }
 
 /// Whether the proxy serves clients.
@@ -122,6 +127,7 @@ impl Rules {
                 c.keeper_unreachable = 0;
             }
             Outcome::KeeperUnreachable => c.keeper_unreachable += 1,
+            Outcome::Interrupted => return Action::Nothing,
         }
         if self.mode != Mode::Online {
             return Action::Nothing;
@@ -148,6 +154,18 @@ impl Rules {
         Action::Alert {
             datahost: datahost.to_string(),
             reason,
+        }
+    }
+
+    /// Whether the proxy asks the keeper to switch a dataHost whose active
+    /// datasource does not answer: online, or offline for a lost keeper
+    /// that answers again (SPEC §7, back online through the keeper). Not
+    /// once it has left the cluster.
+    pub fn may_request_switch(&self, keeper_connected: bool) -> bool {
+        match self.mode {
+            Mode::Online => true,
+            Mode::OfflineLostKeeper => keeper_connected,
+            Mode::Unregistered => false,
         }
     }
 
@@ -376,6 +394,55 @@ mod tests {
         );
         for _ in 0..5 {
             assert!(is_alert(&r.on_outcome("dh1", &Outcome::KeeperUnreachable)));
+        }
+    }
+
+    /// SPEC §7, a slow keeper is not an absent one: a request the keeper
+    /// acknowledged and did not answer counts for nothing; only requests
+    /// nobody acknowledged take the proxy towards offline.
+    #[test]
+    fn an_acknowledged_request_never_counts_as_a_lost_keeper() {
+        let mut r = rules(1);
+        r.on_outcome("dh1", &Outcome::KeeperUnreachable);
+        r.on_outcome("dh1", &Outcome::KeeperUnreachable);
+        for _ in 0..10 {
+            assert_eq!(r.on_outcome("dh1", &Outcome::Interrupted), Action::Nothing);
+        }
+        assert_eq!(r.mode(), Mode::Online);
+        assert_eq!(
+            r.on_outcome("dh1", &Outcome::KeeperUnreachable),
+            Action::GoOffline,
+            "the interrupted ones neither counted nor broke the run"
+        );
+    }
+
+    /// SPEC §7, back online through the keeper: a proxy offline for a lost
+    /// keeper asks for switches again as soon as the keeper answers; one
+    /// that left the cluster (outvoted) never does.
+    #[test]
+    fn who_may_request_a_switch() {
+        // (mode reached, keeper connected, may request)
+        let mut online = rules(1);
+        let mut offline = rules(1);
+        for _ in 0..3 {
+            offline.on_outcome("dh1", &Outcome::KeeperUnreachable);
+        }
+        let mut unregistered = rules(1);
+        for _ in 0..3 {
+            unregistered.on_outcome("dh1", &vote_failed());
+        }
+        let table = [
+            (&mut online, Mode::Online, [true, true]),
+            (&mut offline, Mode::OfflineLostKeeper, [false, true]),
+            (&mut unregistered, Mode::Unregistered, [false, false]),
+        ];
+        for (r, mode, may) in table {
+            assert_eq!(r.mode(), mode);
+            assert_eq!(
+                [r.may_request_switch(false), r.may_request_switch(true)],
+                may,
+                "{mode:?}"
+            );
         }
     }
 }

@@ -207,7 +207,12 @@ async fn proxy_session(k: Arc<Keeper>, socket: WebSocket) {
     let topology = match k.register(&name, conn, tx.clone()).await {
         Ok(t) => t,
         Err(e) => {
-            tracing::error!(proxy = %name, error = %e, "cannot persist the registration");
+            tracing::error!(proxy = %name, error = %e, "registration refused");
+            if let Some(m) = text(&FromKeeper::Refused {
+                reason: e.to_string(),
+            }) {
+                let _ = sink.send(m).await;
+            }
             return;
         }
     };
@@ -275,6 +280,7 @@ async fn on_message(
             datahost,
             source,
         }) => {
+            let _ = tx.send(FromKeeper::SwitchAck { id });
             let (keeper, tx, requester) = (k.clone(), tx.clone(), name.to_string());
             k.background.spawn(async move {
                 tracing::info!(proxy = %requester, datahost = %datahost, source = %source, "switch requested");

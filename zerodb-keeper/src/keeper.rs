@@ -4,9 +4,9 @@
 
 use crate::agents::{AgentSet, Agents};
 use crate::members::{Answer, Members};
-use crate::record::{DecisionLog, DecisionRecord};
-use crate::store::{Change, FileStore, Persisted, Store, StoreError};
-use crate::switch::{Background, Phase};
+use crate::record::{unix_ms, DecisionLog, DecisionRecord};
+use crate::store::{Change, FileStore, Persisted, Store, StoreError, SwitchIntent};
+use crate::switch::{Background, Follow, Phase, Plan, Switch};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,9 +28,21 @@ pub enum KeeperError {
     /// The persisted topology names a dataHost the config does not.
     #[error("persisted topology names dataHost `{0}`, which the config does not")]
     Mismatch(String),
+    /// The persisted topology's active datasource of a dataHost is not in
+    /// the config: every proxy would refuse the topology.
+    #[error("persisted topology has `{active}` active in dataHost `{datahost}`, which the config does not list; add it back, or move the saved state away to start from the config (docs/failover.md)")]
+    UnknownActive {
+        /// The dataHost.
+        datahost: String,
+        /// Its active datasource in the saved state.
+        active: String,
+    },
     /// The config has no such dataHost.
     #[error("no dataHost named {0}")]
     UnknownDataHost(String),
+    /// A proxy of this name has a live session: names are unique.
+    #[error("a proxy named `{0}` is connected and alive; names must be unique (its session must close or expire first)")]
+    NameTaken(String),
 }
 
 /// A [`Store`] whose newest state the keeper can read at any time without
@@ -91,6 +103,9 @@ pub struct Keeper {
     pub(crate) background: Background,
     /// Fault injection: every switch stops after this phase, as a crash.
     stop_after: Mutex<Option<Phase>>,
+    /// Fault injection: and the process aborts there.
+    #[cfg_attr(not(feature = "fault-points"), allow(dead_code))]
+    abort_at_stop: std::sync::atomic::AtomicBool,
     started: Instant,
     /// Started without saved state: until this instant (or until every
     /// agent has reported), registrations wait, so that a topology an
@@ -127,6 +142,39 @@ fn initial_topology(cfg: &KeeperConfig) -> ClusterTopology {
         epoch: 1,
         datahosts,
     }
+}
+
+/// Whether saved state still fits the config: every dataHost it names is
+/// configured, with its active datasource among the configured ones.
+fn saved_state_fits(state: &Persisted, cfg: &KeeperConfig) -> Result<(), KeeperError> {
+    for dh in &state.topology.datahosts {
+        let Some(c) = cfg.datahosts.iter().find(|d| d.name == dh.name) else {
+            return Err(KeeperError::Mismatch(dh.name.clone()));
+        };
+        if !c.datasources.iter().any(|s| s.name == dh.active) {
+            return Err(KeeperError::UnknownActive {
+                datahost: dh.name.clone(),
+                active: dh.active.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The cooldown each dataHost still has after a restart, from the
+/// persisted time of its last switch (wall clock: a keeper restarted on
+/// another machine keeps it too).
+fn cooldowns_left(state: &Persisted, cooldown: Duration) -> HashMap<String, tokio::time::Instant> {
+    let now_ms = unix_ms();
+    state
+        .last_switch_unix_ms
+        .iter()
+        .filter_map(|(dh, &at)| {
+            let ago = Duration::from_millis(now_ms.saturating_sub(at));
+            let at = tokio::time::Instant::now().checked_sub(ago)?;
+            (ago < cooldown).then(|| (dh.clone(), at))
+        })
+        .collect()
 }
 
 /// Takes the active datasource of every dataHost `reported` names, and
@@ -179,14 +227,7 @@ impl Keeper {
             .then(|| Instant::now() + cfg.timings.session_timeout);
         let state = match saved {
             Some(s) => {
-                if let Some(dh) = s
-                    .topology
-                    .datahosts
-                    .iter()
-                    .find(|dh| !cfg.datahosts.iter().any(|d| d.name == dh.name))
-                {
-                    return Err(KeeperError::Mismatch(dh.name.clone()));
-                }
+                saved_state_fits(&s, &cfg)?;
                 tracing::info!(
                     epoch = s.epoch,
                     proxies = s.proxies.len(),
@@ -218,7 +259,9 @@ impl Keeper {
             .map(|d| (d.name.clone(), tokio::sync::Mutex::new(())))
             .collect();
         metrics::gauge!("zerodb_keeper_epoch").set(state.epoch as f64);
-        Ok(Arc::new(Self {
+        let last_switch = cooldowns_left(&state, cfg.timings.cooldown);
+        let interrupted = state.switch.clone();
+        let keeper = Arc::new(Self {
             cfg,
             store: CachedStore {
                 inner: store,
@@ -229,26 +272,107 @@ impl Keeper {
             agents,
             local_agents: local,
             reports: Mutex::new(HashMap::new()),
-            last_switch: Mutex::new(HashMap::new()),
+            last_switch: Mutex::new(last_switch),
             failed_switch: Mutex::new(HashMap::new()),
             locks,
             switching: tokio::sync::Mutex::new(()),
             decisions: DecisionLog::default(),
             background: Background::default(),
             stop_after: Mutex::new(None),
+            abort_at_stop: std::sync::atomic::AtomicBool::new(false),
             started: Instant::now(),
             discovery_until,
-        }))
+        });
+        if let Some(intent) = interrupted {
+            keeper.recover(&intent).await;
+        }
+        Ok(keeper)
+    }
+
+    /// Finishes or rolls back the switch a previous run began and did not
+    /// end ([`Switch::recover`]).
+    async fn recover(&self, intent: &SwitchIntent) {
+        let standbys = self
+            .topology()
+            .datahost(&intent.datahost)
+            .map(|d| d.standbys.clone())
+            .unwrap_or_default();
+        let plan = Plan {
+            datahost: intent.datahost.clone(),
+            source: intent.source.clone(),
+            target: intent.target.clone(),
+            planned: intent.planned,
+            force: false,
+            standbys,
+            follow: self.follow(&intent.datahost, &intent.target),
+        };
+        let mut switch = Switch {
+            plan: &plan,
+            agents: self.agents.clone(),
+            proxies: &self.members,
+            store: &self.store,
+            timings: &self.cfg.timings,
+            background: &self.background,
+            stop_after: None,
+            phases_ms: BTreeMap::new(),
+        };
+        match switch.recover(intent.epoch).await {
+            Ok(state) => {
+                let active = state
+                    .topology
+                    .datahost(&intent.datahost)
+                    .map(|d| d.active.clone());
+                tracing::warn!(datahost = %intent.datahost, active = ?active, epoch = state.topology.epoch, "interrupted switch ended");
+            }
+            Err(e) => tracing::error!(error = %e, "cannot end the interrupted switch"),
+        }
+    }
+
+    /// How the other standbys of `datahost` follow `target` once it is
+    /// promoted: its address and the replication login.
+    pub(crate) fn follow(&self, datahost: &str, target: &str) -> Option<Follow> {
+        let cfg = self.datahost_config(datahost)?;
+        let (user, password) = cfg.replication_credentials();
+        Some(Follow {
+            addr: self.addr_of(target)?,
+            user,
+            password,
+        })
     }
 
     /// Fault injection: from now on every switch stops right after
     /// `phase`, as if the keeper crashed there (nothing is compensated).
+    #[cfg(any(test, feature = "fault-points"))]
     pub fn stop_switches_after(&self, phase: Option<Phase>) {
         *lock(&self.stop_after) = phase;
     }
 
+    /// Fault injection: the process aborts right after `phase` of the next
+    /// switch, a crash at a named point.
+    #[cfg(feature = "fault-points")]
+    pub fn abort_after(&self, phase: Phase) {
+        tracing::warn!(
+            ?phase,
+            "fault point armed: the keeper aborts after this phase of a switch"
+        );
+        self.abort_at_stop
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.stop_switches_after(Some(phase));
+    }
+
     pub(crate) fn stop_after(&self) -> Option<Phase> {
         *lock(&self.stop_after)
+    }
+
+    /// A switch stopped at a fault point: with `fault-points` armed by
+    /// [`Keeper::abort_after`], the process aborts now.
+    pub(crate) fn stopped_at(&self, phase: Phase) {
+        #[cfg(feature = "fault-points")]
+        if self.abort_at_stop.load(std::sync::atomic::Ordering::SeqCst) {
+            tracing::error!(?phase, "fault point: aborting");
+            std::process::abort();
+        }
+        tracing::warn!(?phase, "switch stopped at a fault point");
     }
 
     /// The config it runs with.
@@ -423,12 +547,18 @@ impl Keeper {
     // ----- proxies' sessions -------------------------------------------
 
     /// A proxy (re)registers on connection `conn`; returns the topology.
+    /// Refused while another connection holds a live session under the
+    /// same name.
     pub async fn register(
         &self,
         name: &str,
         conn: u64,
         tx: mpsc::UnboundedSender<FromKeeper>,
-    ) -> Result<ClusterTopology, StoreError> {
+    ) -> Result<ClusterTopology, KeeperError> {
+        if self.members.is_live(name) {
+            metrics::counter!("zerodb_keeper_duplicate_names_total").increment(1);
+            return Err(KeeperError::NameTaken(name.to_string()));
+        }
         let known = self.store.cached().proxies.iter().any(|p| p == name);
         if !known {
             let name = name.to_string();
@@ -440,10 +570,11 @@ impl Keeper {
             .await?;
         }
         match self.members.connect(name, conn, tx) {
-            Some(old_id) => {
-                tracing::info!(proxy = %name, old_id, conn, "proxy reconnected; the older connection is dropped")
+            Ok(Some(old_id)) => {
+                tracing::info!(proxy = %name, old_id, conn, "proxy reconnected; its closed or expired session is replaced")
             }
-            None => tracing::info!(proxy = %name, conn, "proxy registered"),
+            Ok(None) => tracing::info!(proxy = %name, conn, "proxy registered"),
+            Err(_) => return Err(KeeperError::NameTaken(name.to_string())),
         }
         Ok(self.topology())
     }

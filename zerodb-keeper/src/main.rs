@@ -107,6 +107,12 @@ async fn run(config: KeeperConfig) -> anyhow::Result<()> {
     let keeper = Keeper::open(config.clone())
         .await
         .context("opening the keeper's state")?;
+    #[cfg(feature = "fault-points")]
+    if let Ok(phase) = std::env::var("KEEPER_FAULT_ABORT_AFTER") {
+        let phase = serde_json::from_value(serde_json::Value::String(phase.clone()))
+            .with_context(|| format!("KEEPER_FAULT_ABORT_AFTER={phase}: not a phase"))?;
+        keeper.abort_after(phase);
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let control = serve_http(
         "control plane",

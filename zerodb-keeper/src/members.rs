@@ -92,21 +92,38 @@ impl Members {
     }
 
     /// `name` is live on connection `conn`; returns the connection it
-    /// replaces, if any.
+    /// replaces, if any (its session had closed or expired). A name whose
+    /// session is live (connected, heard within the session timeout) is
+    /// not taken over: `Err` with that connection's id.
     pub fn connect(
         &self,
         name: &str,
         conn: u64,
         tx: mpsc::UnboundedSender<FromKeeper>,
-    ) -> Option<u64> {
-        let old = lock(&self.proxies).insert(
+    ) -> Result<Option<u64>, u64> {
+        let mut proxies = lock(&self.proxies);
+        if let Some(p) = proxies.get(name).filter(|p| self.live(p)) {
+            return Err(p.conn.as_ref().map_or(0, |(id, _)| *id));
+        }
+        let old = proxies.insert(
             name.to_string(),
             Proxy {
                 last_seen: Instant::now(),
                 conn: Some((conn, tx)),
             },
         );
-        old.and_then(|p| p.conn.map(|(id, _)| id))
+        Ok(old.and_then(|p| p.conn.map(|(id, _)| id)))
+    }
+
+    /// Whether `name` has a live session: a connection still open, heard
+    /// from within the session timeout.
+    pub fn is_live(&self, name: &str) -> bool {
+        lock(&self.proxies).get(name).is_some_and(|p| self.live(p))
+    }
+
+    fn live(&self, p: &Proxy) -> bool {
+        p.conn.as_ref().is_some_and(|(_, tx)| !tx.is_closed())
+            && p.last_seen.elapsed() < self.session_timeout
     }
 
     /// A sign of life on `conn`; `false` when that connection no longer
@@ -316,8 +333,25 @@ mod tests {
     fn member(m: &Members, name: &str) -> mpsc::UnboundedReceiver<FromKeeper> {
         let (tx, rx) = mpsc::unbounded_channel();
         let id = m.next_id();
-        m.connect(name, id, tx);
+        m.connect(name, id, tx).expect("a new name");
         rx
+    }
+
+    /// SPEC §7 rule 11: a name whose session is live is not taken over;
+    /// one whose connection closed, or whose session expired while its
+    /// connection stayed open (a half-open TCP), is replaced.
+    #[test]
+    fn a_name_is_taken_over_only_once_its_session_closed_or_expired() {
+        let m = Members::new(Duration::from_millis(50), &[]);
+        let first = member(&m, "p1");
+        let (tx, _rx) = mpsc::unbounded_channel();
+        assert_eq!(m.connect("p1", 100, tx.clone()), Err(1), "live");
+        drop(first);
+        assert_eq!(m.connect("p1", 101, tx), Ok(Some(1)), "closed: replaced");
+        let (tx, _rx2) = mpsc::unbounded_channel();
+        assert_eq!(m.connect("p1", 102, tx.clone()), Err(101));
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(m.connect("p1", 103, tx), Ok(Some(101)), "expired: replaced");
     }
 
     /// Votes come back typed; a member that does not answer, or is not

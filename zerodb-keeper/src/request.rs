@@ -6,7 +6,7 @@
 use crate::agents::Agents;
 use crate::keeper::{lock, Keeper};
 use crate::record::{unix_ms, DecisionRecord};
-use crate::switch::{Follow, Plan, Switch};
+use crate::switch::{Plan, Switch, SwitchError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,22 +44,21 @@ pub async fn request_switch(keeper: &Arc<Keeper>, request: Request) -> SwitchAns
     let (decision, answer, epoch) =
         carry_out(keeper, &request, decision, &g.standbys, &mut g.phases_ms).await;
     report_decision(&request, &decision, epoch, started);
-    if !matches!(decision, Decision::Stale) {
-        let record = DecisionRecord {
-            id: keeper.next_id(),
-            requested_at_unix_ms,
-            at_unix_ms: unix_ms(),
-            request,
-            active: g.active,
-            members: g.members,
-            votes: g.votes,
-            reports: g.reports,
-            decision,
-            epoch,
-            phases_ms: g.phases_ms,
-        };
-        keeper.decisions.record(keeper.store(), record).await;
-    }
+    // Stale requests too: a proxy asking about an old source is a sign.
+    let record = DecisionRecord {
+        id: keeper.next_id(),
+        requested_at_unix_ms,
+        at_unix_ms: unix_ms(),
+        request,
+        active: g.active,
+        members: g.members,
+        votes: g.votes,
+        reports: g.reports,
+        decision,
+        epoch,
+        phases_ms: g.phases_ms,
+    };
+    keeper.decisions.record(keeper.store(), record).await;
     answer
 }
 
@@ -203,6 +202,9 @@ async fn carry_out(
         switch.run().await
     };
     phases_ms.append(&mut switch.phases_ms);
+    if let Err(SwitchError::Stopped(phase)) = &outcome {
+        keeper.stopped_at(*phase);
+    }
     match outcome {
         Ok(state) => {
             lock(&keeper.failed_switch).remove(&request.datahost);
@@ -218,9 +220,15 @@ async fn carry_out(
         Err(error) => {
             lock(&keeper.failed_switch)
                 .insert(request.datahost.clone(), tokio::time::Instant::now());
-            let rejection = Rejection::PromotionFailed {
-                target,
-                error: error.to_string(),
+            let rejection = match error {
+                SwitchError::Fence { source_name, error } => Rejection::FenceFailed {
+                    source: source_name,
+                    error: error.to_string(),
+                },
+                error => Rejection::PromotionFailed {
+                    target,
+                    error: error.to_string(),
+                },
             };
             let answer = SwitchAnswer::Rejected {
                 rejection: rejection.clone(),
@@ -232,14 +240,7 @@ async fn carry_out(
 
 /// The switch to carry out for an approval of `target`.
 fn plan(keeper: &Keeper, request: &Request, target: &str, standbys: &[String]) -> Plan {
-    let follow = keeper.datahost_config(&request.datahost).and_then(|cfg| {
-        let (user, password) = cfg.replication_credentials();
-        Some(Follow {
-            addr: keeper.addr_of(target)?,
-            user,
-            password,
-        })
-    });
+    let follow = keeper.follow(&request.datahost, target);
     let (planned, force) = match request.kind {
         RequestKind::Switchover { force, .. } => (true, force),
         RequestKind::Failover { .. } => (false, false),

@@ -37,6 +37,10 @@ pub struct Persisted {
     /// and cleared with the topology it ends in.
     #[serde(default)]
     pub switch: Option<SwitchIntent>,
+    /// When each dataHost last switched (Unix ms), written with the
+    /// topology, so that a restarted keeper keeps the cooldown.
+    #[serde(default)]
+    pub last_switch_unix_ms: std::collections::BTreeMap<String, u64>,
 }
 
 fn confirmed() -> bool {

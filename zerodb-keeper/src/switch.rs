@@ -5,12 +5,14 @@
 //! 2. a planned switchover only: **hold** new statements in every proxy and
 //!    let open transactions finish, **fence** the old source, and let the
 //!    target **catch up** with its binlog end;
+//!    A failover **fences** the old source first too, waiting at most
+//!    `fence_timeout`: a server that answers is fenced before the target
+//!    is promoted, or the switch is rejected; one that does not (dead,
+//!    paused, cut off) is fenced by its agent when it sees the new epoch,
+//!    and in the background meanwhile;
 //! 3. **promote** the target;
-//! 4. a failover only: fence the old source in the background (a paused or
-//!    dead source does not answer; its agent fences it when it sees the
-//!    epoch);
-//! 5. **persist** the new topology, then **publish** it to every proxy;
-//! 6. **re-point** the other standbys to the new source, in the background.
+//! 4. **persist** the new topology, then **publish** it to every proxy;
+//! 5. **re-point** the other standbys to the new source, in the background.
 //!
 //! A phase that fails ends the switch through one compensation path,
 //! which undoes what was done, newest first: a fence without a promotion
@@ -20,6 +22,7 @@
 //! traits, so its tests run on fakes in paused time.
 
 use crate::agents::Agents;
+use crate::record::unix_ms;
 use crate::store::{Persisted, Store, StoreError, SwitchIntent};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -44,13 +47,14 @@ pub trait Proxies: Send + Sync {
 }
 
 /// The phases of a switch, in order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Phase {
     /// The epoch and intent are persisted.
     Reserve,
     /// Proxies hold new statements (planned).
     Hold,
-    /// The old source is read-only (planned).
+    /// The old source is fenced (a failover: or does not answer).
     Fence,
     /// The target has applied the old source's binlog (planned).
     CatchUp,
@@ -100,7 +104,8 @@ pub enum SwitchError {
     /// No epoch could be reserved: nothing was ordered.
     #[error("cannot persist the epoch: {0}")]
     Reserve(#[source] StoreError),
-    /// The old source could not be fenced (planned).
+    /// The old source could not be fenced: in a switchover, or in a
+    /// failover where its server answered.
     #[error("cannot fence the source {source_name}: {error}")]
     Fence {
         /// The old source.
@@ -167,16 +172,15 @@ struct Done {
     /// The promotion's answer did not come (a timeout, a dropped call): it
     /// may have happened.
     promotion_unknown: bool,
+    /// The old source's agent confirmed the fence.
+    fence_confirmed: bool,
 }
 
-/// Whether the agent answered `error` (so the order was not carried
-/// out), as opposed to no answer, after which it may have been.
+/// Whether the order was surely not carried out: the server refused it,
+/// or no agent was there to call. After anything else (no answer in time,
+/// a dropped connection) it may have been.
 fn refused(error: &OrderError) -> bool {
-    use zerodb_agent::client::CallError;
-    matches!(
-        error,
-        OrderError::Agent(_) | OrderError::NoAgent(_) | OrderError::Call(CallError::Refused { .. })
-    )
+    matches!(error, OrderError::NoAgent(_)) || error.server_answered()
 }
 
 /// One switch in progress.
@@ -243,7 +247,21 @@ impl Switch<'_> {
             self.catch_up(epoch).await?;
             self.timed("fence_and_catch_up", started);
             self.check(Phase::CatchUp)?;
+        } else {
+            let started = Instant::now();
+            done.fenced = true;
+            self.fence_first(epoch, done).await?;
+            self.timed("fence", started);
+            self.check(Phase::Fence)?;
         }
+        self.promote(epoch, done).await?;
+        self.check(Phase::Promote)?;
+        self.conclude(epoch, done).await
+    }
+
+    /// Promotes the target.
+    async fn promote(&mut self, epoch: u64, done: &mut Done) -> Result<(), SwitchError> {
+        let plan = self.plan;
         let started = Instant::now();
         self.order(
             &plan.target,
@@ -263,8 +281,14 @@ impl Switch<'_> {
         })?;
         done.promoted = true;
         self.timed("promote", started);
-        self.check(Phase::Promote)?;
-        if !plan.planned {
+        Ok(())
+    }
+
+    /// After the promotion: the old source fenced behind (unless it was
+    /// before), the topology persisted and published, the other standbys
+    /// re-pointed.
+    async fn conclude(&mut self, epoch: u64, done: &Done) -> Result<Persisted, SwitchError> {
+        if !self.plan.planned && !done.fence_confirmed {
             self.fence_in_background(epoch);
         }
         let started = Instant::now();
@@ -334,6 +358,29 @@ impl Switch<'_> {
                 source_name: source.clone(),
                 error,
             })
+    }
+
+    /// A failover's fence of the old source, before the promotion: a server
+    /// that answers within `fence_timeout` is fenced, or the switch ends
+    /// here (the target untouched); one that does not answer does not stop
+    /// the switch.
+    async fn fence_first(&self, epoch: u64, done: &mut Done) -> Result<(), SwitchError> {
+        let source = &self.plan.source;
+        let timeout = self.timings.fence_timeout;
+        match self.order(source, epoch, OrderKind::Fence, timeout).await {
+            Ok(()) => {
+                done.fence_confirmed = true;
+                Ok(())
+            }
+            Err(error) if error.server_answered() => Err(SwitchError::Fence {
+                source_name: source.clone(),
+                error,
+            }),
+            Err(error) => {
+                tracing::warn!(datasource = %source, %error, "the old source does not answer: promoting; its agent fences it when it sees the new epoch");
+                Ok(())
+            }
+        }
     }
 
     /// Lets the target apply everything the fenced source wrote (when its
@@ -408,6 +455,7 @@ impl Switch<'_> {
                     d.standbys = standbys.clone();
                 }
                 s.switch = None;
+                s.last_switch_unix_ms.insert(datahost.clone(), unix_ms());
             })
             .await
             .map_err(SwitchError::Persist)
@@ -433,6 +481,65 @@ impl Switch<'_> {
                 }
             });
         }
+    }
+
+    /// Ends a switch a keeper began and did not end: it stopped between
+    /// reserving the epoch and persisting the topology (SPEC §7). Nothing
+    /// was published, so no client wrote to the target.
+    ///
+    /// If the target replicates from nobody (its promotion reset
+    /// replication; its agent may have fenced it again when the keeper
+    /// went away) and the old source does not answer, the switch is
+    /// finished: the target promoted again (idempotent), the topology
+    /// persisted and published, the source fenced behind, the standbys
+    /// re-pointed. Otherwise it is rolled back: the target fenced again
+    /// (unless it still replicates, read-only), the source's fence lifted,
+    /// and the unchanged topology persisted under the switch's epoch.
+    /// Returns the state in force afterwards.
+    pub async fn recover(&mut self, epoch: u64) -> Result<Persisted, SwitchError> {
+        let (plan, t) = (self.plan, self.timings.agent_timeout);
+        let (target, source) = tokio::join!(
+            self.agents.report(&plan.target, t),
+            self.agents.report(&plan.source, t)
+        );
+        let replication_reset = target
+            .as_ref()
+            .is_some_and(|r| r.alive && r.replica.is_none());
+        let source_silent = source.as_ref().is_none_or(|r| !r.alive);
+        if replication_reset && source_silent {
+            tracing::warn!(datahost = %plan.datahost, target = %plan.target, epoch,
+                "a switch interrupted by the keeper's stop had promoted its target, and the source does not answer: finishing it");
+            let mut done = Done {
+                fenced: true,
+                ..Done::default()
+            };
+            let promoted = self.promote(epoch, &mut done).await;
+            let result = match promoted {
+                Ok(()) => self.conclude(epoch, &done).await,
+                Err(e) => Err(e),
+            };
+            if result.is_err() {
+                self.compensate(epoch, done).await;
+            }
+            return result;
+        }
+        tracing::warn!(datahost = %plan.datahost, source = %plan.source, target = %plan.target, epoch,
+            "a switch interrupted by the keeper's stop: rolling it back");
+        let still_standby = target
+            .as_ref()
+            .is_some_and(|r| r.alive && r.read_only == Some(true) && r.replica.is_some());
+        let done = Done {
+            fenced: true,
+            promotion_unknown: !still_standby,
+            ..Done::default()
+        };
+        self.compensate(epoch, done).await;
+        Ok(self
+            .store
+            .load()
+            .await
+            .map_err(SwitchError::Persist)?
+            .unwrap_or_default())
     }
 
     /// Undoes what a failed switch did, newest first. A target whose

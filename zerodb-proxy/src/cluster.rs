@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use zerodb_core::control::{
@@ -24,6 +24,14 @@ use zerodb_core::governance::{Action, Mode, Outcome, Rules};
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// What the keeper says to one switch request.
+enum Reply {
+    /// It arrived and is being decided.
+    Ack,
+    /// The decision.
+    Answer(SwitchAnswer),
+}
+
 /// This proxy's part in a cluster: its connection to the keeper, its
 /// switch requests and its own rules (SPEC §4).
 pub struct Cluster {
@@ -33,7 +41,9 @@ pub struct Cluster {
     cfg: ClusterConfig,
     rules: Mutex<Rules>,
     outbox: Mutex<Option<mpsc::UnboundedSender<ToKeeper>>>,
-    pending: Mutex<HashMap<u64, oneshot::Sender<SwitchAnswer>>>,
+    /// Switch requests sent, by id: where their acknowledgement and
+    /// answer go. Cleared when the connection ends.
+    pending: Mutex<HashMap<u64, mpsc::UnboundedSender<Reply>>>,
     next_id: AtomicU64,
     /// Registered on a live connection.
     connected: watch::Sender<bool>,
@@ -353,9 +363,14 @@ impl Cluster {
             FromKeeper::Registered { topology, .. } | FromKeeper::Topology { topology } => {
                 self.apply(&topology);
             }
+            FromKeeper::SwitchAck { id } => {
+                if let Some(waiter) = lock(&self.pending).get(&id) {
+                    let _ = waiter.send(Reply::Ack);
+                }
+            }
             FromKeeper::SwitchAnswer { id, answer } => {
                 if let Some(waiter) = lock(&self.pending).remove(&id) {
-                    let _ = waiter.send(answer);
+                    let _ = waiter.send(Reply::Answer(answer));
                 }
             }
             FromKeeper::VoteRequest {
@@ -388,36 +403,7 @@ impl Cluster {
                 datahost,
                 grace_ms,
                 max_ms,
-            } => {
-                let Some(dh) = self.shared.topology.datahost(&datahost).cloned() else {
-                    let _ = tx.send(ToKeeper::Held { id, open: 0 });
-                    return Ok(());
-                };
-                dh.hold(Some(Duration::from_millis(max_ms)));
-                tracing::warn!(datahost = %datahost, grace_ms, "held for a planned switchover");
-                let (shared, tx) = (self.shared.clone(), tx.clone());
-                tokio::spawn(async move {
-                    let deadline = Instant::now() + Duration::from_millis(grace_ms);
-                    let open = loop {
-                        let open = shared
-                            .registry
-                            .all()
-                            .iter()
-                            .filter(|s| {
-                                s.is_busy()
-                                    && s.backend().is_some_and(|(ds, _)| {
-                                        dh.datasources.iter().any(|d| Arc::ptr_eq(d, &ds))
-                                    })
-                            })
-                            .count() as u32;
-                        if open == 0 || Instant::now() >= deadline {
-                            break open;
-                        }
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    };
-                    let _ = tx.send(ToKeeper::Held { id, open });
-                });
-            }
+            } => self.on_hold(id, &datahost, grace_ms, max_ms, tx),
             FromKeeper::Release { datahost } => {
                 if let Some(dh) = self.shared.topology.datahost(&datahost) {
                     dh.hold(None);
@@ -427,6 +413,46 @@ impl Cluster {
             FromKeeper::Refused { reason } => return Err(format!("refused: {reason}")),
         }
         Ok(())
+    }
+
+    /// A planned switchover holds `datahost`: new statements wait; the
+    /// keeper hears how many sessions were still open after `grace_ms`.
+    fn on_hold(
+        &self,
+        id: u64,
+        datahost: &str,
+        grace_ms: u64,
+        max_ms: u64,
+        tx: &mpsc::UnboundedSender<ToKeeper>,
+    ) {
+        let Some(dh) = self.shared.topology.datahost(datahost).cloned() else {
+            let _ = tx.send(ToKeeper::Held { id, open: 0 });
+            return;
+        };
+        dh.hold(Some(Duration::from_millis(max_ms)));
+        tracing::warn!(datahost = %datahost, grace_ms, "held for a planned switchover");
+        let (shared, tx) = (self.shared.clone(), tx.clone());
+        tokio::spawn(async move {
+            let deadline = Instant::now() + Duration::from_millis(grace_ms);
+            let open = loop {
+                let open = shared
+                    .registry
+                    .all()
+                    .iter()
+                    .filter(|s| {
+                        s.is_busy()
+                            && s.backend().is_some_and(|(ds, _)| {
+                                dh.datasources.iter().any(|d| Arc::ptr_eq(d, &ds))
+                            })
+                    })
+                    .count() as u32;
+                if open == 0 || Instant::now() >= deadline {
+                    break open;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            };
+            let _ = tx.send(ToKeeper::Held { id, open });
+        });
     }
 
     /// The topology this proxy serves, as the keeper would send it.
@@ -489,6 +515,7 @@ impl Cluster {
 
     fn evaluate(self: &Arc<Self>) {
         let mode = self.mode();
+        let may_request = self.may_request();
         let mut all_up = true;
         for dh in self.shared.topology.datahosts() {
             let active = dh.active();
@@ -497,7 +524,7 @@ impl Cluster {
                 continue;
             }
             all_up = false;
-            if mode == Mode::Online && lock(&self.in_flight).insert(dh.name.clone()) {
+            if may_request && lock(&self.in_flight).insert(dh.name.clone()) {
                 tokio::spawn(
                     self.clone()
                         .switch_flow(dh.name.clone(), active.datasource.name.clone()),
@@ -526,12 +553,16 @@ impl Cluster {
                 Outcome::Switched => "switched",
                 Outcome::Rejected(r) => r.kind(),
                 Outcome::KeeperUnreachable => "KeeperUnreachable",
+                Outcome::Interrupted => "Interrupted",
             };
             metrics::counter!("zerodb_switch_requests_total", "datahost" => datahost.clone(), "outcome" => label)
                 .increment(1);
             let text = match &outcome {
                 Outcome::Rejected(r) => format!("the keeper rejected the switch: {r:?}"),
                 Outcome::KeeperUnreachable => "the keeper cannot be reached".to_string(),
+                Outcome::Interrupted => {
+                    "the keeper's connection ended while it decided".to_string()
+                }
                 Outcome::Switched => "switched".to_string(),
             };
             lock(&self.last_outcome).insert(datahost.clone(), text);
@@ -544,7 +575,7 @@ impl Cluster {
             }
             let action = lock(&self.rules).on_outcome(&datahost, &outcome);
             self.act(action).await;
-            if outcome == Outcome::Switched || self.mode() != Mode::Online {
+            if outcome == Outcome::Switched || !self.may_request() {
                 break;
             }
             tokio::time::sleep(self.cfg.switch_retry_interval).await;
@@ -559,9 +590,13 @@ impl Cluster {
         lock(&self.in_flight).remove(&datahost);
     }
 
+    /// Asks the keeper to switch `datahost` away from `source`. Only a
+    /// request no keeper acknowledged within `request_timeout` is
+    /// `KeeperUnreachable`; once acknowledged, the answer is awaited as
+    /// long as the connection lives (a silent keeper ends it).
     async fn request(&self, datahost: &str, source: &str) -> Outcome {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
+        let (tx, mut rx) = mpsc::unbounded_channel();
         lock(&self.pending).insert(id, tx);
         let sent = lock(&self.outbox).as_ref().is_some_and(|o| {
             o.send(ToKeeper::SwitchRequest {
@@ -576,17 +611,34 @@ impl Cluster {
             return Outcome::KeeperUnreachable;
         }
         tracing::warn!(datahost, source, "switch requested");
-        let answer = tokio::time::timeout(self.cfg.request_timeout, rx).await;
+        let first = tokio::time::timeout(self.cfg.request_timeout, rx.recv()).await;
+        let answer = match first {
+            Ok(Some(Reply::Answer(a))) => Some(a),
+            Ok(Some(Reply::Ack)) => match rx.recv().await {
+                Some(Reply::Answer(a)) => Some(a),
+                _ => {
+                    tracing::warn!(datahost, "the keeper acknowledged the request and the connection ended before its answer");
+                    lock(&self.pending).remove(&id);
+                    return Outcome::Interrupted;
+                }
+            },
+            Ok(None) | Err(_) => None,
+        };
         lock(&self.pending).remove(&id);
         match answer {
-            Ok(Ok(SwitchAnswer::Switched { topology }))
-            | Ok(Ok(SwitchAnswer::Stale { topology })) => {
+            Some(SwitchAnswer::Switched { topology }) | Some(SwitchAnswer::Stale { topology }) => {
                 self.apply(&topology);
                 Outcome::Switched
             }
-            Ok(Ok(SwitchAnswer::Rejected { rejection })) => Outcome::Rejected(rejection),
-            _ => Outcome::KeeperUnreachable,
+            Some(SwitchAnswer::Rejected { rejection }) => Outcome::Rejected(rejection),
+            None => Outcome::KeeperUnreachable,
         }
+    }
+
+    /// Whether switch requests go out now (online, or offline for a lost
+    /// keeper that answers again).
+    fn may_request(&self) -> bool {
+        lock(&self.rules).may_request_switch(self.is_connected())
     }
 
     async fn act(&self, action: Action) {

@@ -62,6 +62,12 @@ pub struct KeeperTimings {
     /// refused (`Backoff`) before the next attempt.
     #[serde(with = "duration")]
     pub switch_backoff: Duration,
+    /// A failover fences the old source first: if its server answers
+    /// within this time it must be fenced (or the switch is rejected,
+    /// `FenceFailed`) before the target is promoted; if it does not, the
+    /// switch goes on and its agent fences it when it answers.
+    #[serde(with = "duration")]
+    pub fence_timeout: Duration,
 }
 
 impl Default for KeeperTimings {
@@ -77,6 +83,7 @@ impl Default for KeeperTimings {
             catch_up_timeout: Duration::from_secs(10),
             switchover_grace: Duration::from_secs(2),
             switch_backoff: Duration::from_secs(3),
+            fence_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -156,8 +163,9 @@ impl Default for KeeperConfig {
     }
 }
 
-const KEEPER_KEYS: [&str; 15] = [
+const KEEPER_KEYS: [&str; 16] = [
     "switch_backoff",
+    "fence_timeout",
     "listen",
     "admin",
     "token",

@@ -13,11 +13,35 @@ use zerodb_core::decision::Decision;
 #[derive(Default)]
 struct Obedient {
     refuse_promotions: std::sync::atomic::AtomicBool,
+    /// The orders given, as `kind datasource @epoch`.
+    orders: Mutex<Vec<String>>,
+    /// mysql_1 does not answer and mysql_11 replicates from nobody.
+    promoted_alone: std::sync::atomic::AtomicBool,
+}
+
+impl Obedient {
+    fn orders(&self) -> Vec<String> {
+        lock(&self.orders).clone()
+    }
 }
 
 #[async_trait::async_trait]
 impl Agents for Obedient {
     async fn report(&self, datasource: &str, _timeout: Duration) -> Option<AgentReport> {
+        if self
+            .promoted_alone
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            // Replicating from nobody, and fenced again by its agent when
+            // the keeper went away.
+            return (datasource == "mysql_11").then(|| AgentReport {
+                datasource: datasource.into(),
+                alive: true,
+                read_only: Some(true),
+                fenced: true,
+                ..Default::default()
+            });
+        }
         let replica = (datasource == "mysql_11").then(|| ReplicaStatus {
             source: "10.0.0.1:3306".into(),
             sql_running: true,
@@ -26,6 +50,7 @@ impl Agents for Obedient {
         Some(AgentReport {
             datasource: datasource.into(),
             alive: true,
+            read_only: Some(datasource == "mysql_11"),
             load: Some(0.1),
             replica,
             ..Default::default()
@@ -36,6 +61,9 @@ impl Agents for Obedient {
         let refuse = self
             .refuse_promotions
             .load(std::sync::atomic::Ordering::Relaxed);
+        let kind = serde_json::to_value(&order.kind).expect("an order serialises");
+        let kind = kind["order"].as_str().unwrap_or("?").to_string();
+        lock(&self.orders).push(format!("{kind} {ds} @{}", order.epoch));
         match order.kind {
             zerodb_core::control::OrderKind::Promote if refuse => {
                 Err(OrderError::NoAgent(ds.into()))
@@ -209,5 +237,167 @@ fn a_partial_report_is_merged_per_datahost() {
     assert_eq!(
         mine.datahosts[1],
         DataHostState::new("dh2", "x", ["x", "y"])
+    );
+}
+
+/// SPEC §7 rule 5: a keeper stopped (as by a crash) after each phase from
+/// the epoch's reservation to the promotion left the switch's intent
+/// persisted; the next keeper rolls it back before serving: the target,
+/// maybe promoted, fenced again first, then the source's fence lifted, and
+/// the unchanged topology stamped with the switch's epoch.
+#[tokio::test(start_paused = true)]
+async fn a_keeper_restarted_mid_switch_rolls_the_switch_back() {
+    for phase in [Phase::Reserve, Phase::Fence, Phase::Promote] {
+        let store = interrupted_after(phase).await;
+
+        let agents = Arc::new(Obedient::default());
+        let restarted = keeper_with(&store, agents.clone()).await;
+        // The fake target still replicates, read-only: not fenced again
+        // (its agent would have to rejoin); the source's fence lifted.
+        assert_eq!(agents.orders(), ["promote mysql_1 @2"], "{phase:?}");
+        let s = restarted.state();
+        assert_eq!(s.switch, None, "{phase:?}");
+        assert_eq!(s.topology.epoch, 2);
+        assert_eq!(s.topology.datahosts[0].active, "mysql_1");
+        // Not a switch: no cooldown; the proxies' next request switches.
+        let (tx, _rx) = mpsc::unbounded_channel();
+        restarted
+            .register("p1", restarted.next_id(), tx)
+            .await
+            .expect("register");
+        let again = crate::request::request_switch(&restarted, failover()).await;
+        assert!(
+            matches!(&again, SwitchAnswer::Switched { topology } if topology.epoch == 3),
+            "{phase:?}: {again:?}"
+        );
+        restarted.finish_background().await;
+    }
+}
+
+/// A store left by a keeper that stopped after `phase` of a failover
+/// from mysql_1 to mysql_11, with p1 registered.
+async fn interrupted_after(phase: Phase) -> Arc<MemoryStore> {
+    let store = Arc::new(MemoryStore::default());
+    let k = keeper(&store).await;
+    let (tx, _rx) = mpsc::unbounded_channel();
+    k.register("p1", k.next_id(), tx).await.expect("register");
+    k.stop_switches_after(Some(phase));
+    let answer = crate::request::request_switch(&k, failover()).await;
+    assert!(matches!(answer, SwitchAnswer::Rejected { .. }), "{phase:?}");
+    let intent = k.state().switch.expect("the intent stays persisted");
+    assert_eq!((intent.epoch, intent.target.as_str()), (2, "mysql_11"));
+    store
+}
+
+/// SPEC §7 rule 5, the other way out: the interrupted switch had promoted
+/// its target (it replicates from nobody; its agent fenced it again when
+/// the keeper went away) and the old source does not answer, so the next
+/// keeper finishes it rather than leave the dataHost without a writable
+/// source; a target whose promotion is unknown is fenced again.
+#[tokio::test(start_paused = true)]
+async fn a_keeper_restarted_after_the_promotion_finishes_the_switch() {
+    let store = interrupted_after(Phase::Promote).await;
+
+    let agents = Arc::new(Obedient::default());
+    agents
+        .promoted_alone
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let restarted = keeper_with(&store, agents.clone()).await;
+    let s = restarted.state();
+    assert_eq!(s.switch, None);
+    assert_eq!(s.topology.epoch, 2);
+    assert_eq!(s.topology.datahosts[0].active, "mysql_11");
+    restarted.finish_background().await;
+    assert_eq!(
+        agents.orders(),
+        ["promote mysql_11 @2", "fence mysql_1 @2"],
+        "promoted again, the source fenced behind"
+    );
+    drop(restarted);
+
+    // Neither answers: the promotion is unknown, the target fenced again.
+    let store = interrupted_after(Phase::Promote).await;
+    let silent = Arc::new(Silent);
+    let restarted = Keeper::with_parts(config(), store.clone(), silent, Vec::new())
+        .await
+        .expect("keeper");
+    assert_eq!(restarted.topology().datahosts[0].active, "mysql_1");
+}
+
+/// Agents that never answer.
+struct Silent;
+
+#[async_trait::async_trait]
+impl Agents for Silent {
+    async fn report(&self, _: &str, _: Duration) -> Option<AgentReport> {
+        None
+    }
+
+    async fn order(&self, _: &str, _: Order, t: Duration) -> Result<(), OrderError> {
+        Err(OrderError::Timeout(t))
+    }
+}
+
+/// SPEC §7 rule 5: the cooldown is persisted with the topology, so a
+/// restarted keeper does not switch the same dataHost back at once.
+#[tokio::test(start_paused = true)]
+async fn a_restarted_keeper_keeps_the_cooldown() {
+    let store = Arc::new(MemoryStore::default());
+    let k = keeper(&store).await;
+    let (tx, _rx) = mpsc::unbounded_channel();
+    k.register("p1", k.next_id(), tx).await.expect("register");
+    let first = crate::request::request_switch(&k, failover()).await;
+    assert!(matches!(first, SwitchAnswer::Switched { .. }), "{first:?}");
+    k.finish_background().await;
+    drop(k);
+
+    let restarted = keeper(&store).await;
+    let (tx, _rx) = mpsc::unbounded_channel();
+    restarted
+        .register("p1", restarted.next_id(), tx)
+        .await
+        .expect("register");
+    let back = Request {
+        source: "mysql_11".into(),
+        ..failover()
+    };
+    let answer = crate::request::request_switch(&restarted, back).await;
+    assert!(
+        matches!(
+            answer,
+            SwitchAnswer::Rejected {
+                rejection: Rejection::Cooldown { .. }
+            }
+        ),
+        "{answer:?}"
+    );
+}
+
+/// SPEC §7 rule 11: saved state whose active datasource the config no
+/// longer lists stops the keeper at start, with a clear error.
+#[tokio::test(start_paused = true)]
+async fn saved_state_naming_an_unconfigured_active_refuses_to_start() {
+    let store = Arc::new(MemoryStore::default());
+    store
+        .update(&|s: &mut Persisted| {
+            s.epoch = 7;
+            s.topology = ClusterTopology {
+                epoch: 7,
+                datahosts: vec![DataHostState::new("dh1", "mysql_9", ["mysql_9"])],
+            };
+        })
+        .await
+        .expect("saved");
+    let err = Keeper::with_parts(
+        config(),
+        store.clone(),
+        Arc::new(Obedient::default()),
+        Vec::new(),
+    )
+    .await
+    .expect_err("refused");
+    assert!(
+        matches!(&err, KeeperError::UnknownActive { active, .. } if active == "mysql_9"),
+        "{err}"
     );
 }

@@ -5,6 +5,8 @@
 use super::*;
 use crate::store::Change;
 use std::collections::HashSet;
+use zerodb_agent::ops::OpsError;
+use zerodb_agent::AgentError;
 use zerodb_core::control::{AgentReport, BinlogPos, DataHostState};
 
 /// What the fakes saw, in order, across agents and proxies.
@@ -17,7 +19,11 @@ fn log(l: &Log, what: String) {
 /// How a fake agent answers one kind of order.
 #[derive(Clone, Copy, PartialEq)]
 enum Behave {
+    /// The server answers with an error.
     Fail,
+    /// The agent answers that its server does not.
+    Down,
+    /// Nobody answers.
     Hang,
 }
 
@@ -64,7 +70,12 @@ impl Agents for FakeAgents {
         log(&self.log, format!("{name} {datasource} @{}", order.epoch));
         match self.rules.get(&(datasource.to_string(), name)) {
             None => Ok(()),
-            Some(Behave::Fail) => Err(OrderError::NoAgent(datasource.into())),
+            Some(Behave::Fail) => Err(OrderError::Agent(AgentError::Ops(OpsError::Failed(
+                "Access denied; you need the READ_ONLY ADMIN privilege".into(),
+            )))),
+            Some(Behave::Down) => Err(OrderError::Agent(AgentError::Ops(OpsError::Timeout(
+                format!("{datasource}:3306"),
+            )))),
             Some(Behave::Hang) => {
                 tokio::time::sleep(timeout).await;
                 Err(OrderError::Timeout(timeout))
@@ -229,7 +240,7 @@ fn strings(v: &[&str]) -> Vec<String> {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_failover_promotes_then_persists_publishes_and_fences_behind() {
+async fn a_failover_fences_then_promotes_persists_and_publishes() {
     let w = World::new(false);
     let (result, seen) = w.run(None).await;
     let state = result.expect("switched");
@@ -242,13 +253,92 @@ async fn a_failover_promotes_then_persists_publishes_and_fences_behind() {
         state.switch, None,
         "the intent is cleared with the topology"
     );
-    // The promotion first; the source's fence and the re-pointing run in
-    // the background (their order between them is free).
-    assert_eq!(seen[0], "promote mysql_11 @5");
-    assert_eq!(seen[1], "publish mysql_11 @5");
-    let mut behind = seen[2..].to_vec();
-    behind.sort();
-    assert_eq!(behind, strings(&["fence mysql_1 @5", "follow mysql_12 @5"]));
+    // The source answered its fence: no second one in the background.
+    assert_eq!(
+        seen,
+        strings(&[
+            "fence mysql_1 @5",
+            "promote mysql_11 @5",
+            "publish mysql_11 @5",
+            "follow mysql_12 @5",
+        ])
+    );
+}
+
+/// Rule 4 of the safety issue, as a table: how the old source's fence
+/// ends decides whether the target is promoted, how long that waits, and
+/// whether the fence is tried again in the background.
+#[tokio::test(start_paused = true)]
+async fn a_failover_promotes_only_once_an_answering_source_is_fenced() {
+    let fence_timeout = KeeperTimings::default().fence_timeout;
+    // (the fence's behaviour, switched, waited before the promotion,
+    // what agents and proxies saw)
+    let table: [(Behave, bool, Duration, &[&str]); 3] = [
+        // The server answered and refused: the target is left untouched,
+        // the fence (which may have half-landed) lifted.
+        (
+            Behave::Fail,
+            false,
+            Duration::ZERO,
+            &[
+                "fence mysql_1 @5",
+                "promote mysql_1 @5",
+                "publish mysql_1 @5",
+            ],
+        ),
+        // Its agent cannot reach it (killed): the switch goes on, and the
+        // fence is tried again behind it.
+        (
+            Behave::Down,
+            true,
+            Duration::ZERO,
+            &[
+                "fence mysql_1 @5",
+                "promote mysql_11 @5",
+                "publish mysql_11 @5",
+                "fence mysql_1 @5",
+                "follow mysql_12 @5",
+            ],
+        ),
+        // Nobody answers (paused, cut off): `fence_timeout` is waited.
+        (
+            Behave::Hang,
+            true,
+            fence_timeout,
+            &[
+                "fence mysql_1 @5",
+                "promote mysql_11 @5",
+                "publish mysql_11 @5",
+                "fence mysql_1 @5",
+                "follow mysql_12 @5",
+            ],
+        ),
+    ];
+    for (behave, switched, waited, expected) in table {
+        let mut w = World::new(false);
+        w.rule("mysql_1", "fence", behave);
+        let started = tokio::time::Instant::now();
+        let (result, _) = w.run(Some(Phase::Fence)).await;
+        let fence_result = result.map(|_| ()).map_err(|e| e.to_string());
+        assert_eq!(started.elapsed(), waited, "{expected:?}");
+        let mut w = World::new(false);
+        w.rule("mysql_1", "fence", behave);
+        let (result, mut seen) = w.run(None).await;
+        assert_eq!(result.is_ok(), switched, "{result:?}");
+        if !switched {
+            assert!(matches!(result, Err(SwitchError::Fence { .. })));
+            assert!(fence_result.is_err());
+        }
+        // The background fence and re-pointing run in any order.
+        let mut expected = strings(expected);
+        if switched {
+            seen[3..].sort();
+            expected[3..].sort();
+        }
+        assert_eq!(seen, expected);
+        let active = &w.stored().topology.datahosts[0].active;
+        assert_eq!(active, if switched { "mysql_11" } else { "mysql_1" });
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -338,8 +428,13 @@ async fn a_failed_promotion_in_a_failover_changes_no_topology() {
     assert!(matches!(result, Err(SwitchError::Promote { .. })));
     assert_eq!(
         seen,
-        strings(&["promote mysql_11 @5", "publish mysql_1 @5"]),
-        "no fence; the unchanged topology under the new epoch"
+        strings(&[
+            "fence mysql_1 @5",
+            "promote mysql_11 @5",
+            "promote mysql_1 @5",
+            "publish mysql_1 @5"
+        ]),
+        "the fence lifted; the unchanged topology under the new epoch"
     );
     let stored = w.stored();
     assert_eq!(stored.topology.epoch, 5);

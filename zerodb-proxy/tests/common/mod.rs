@@ -2,6 +2,7 @@
 
 #![allow(dead_code, unused_imports)]
 
+use std::process::Command;
 use std::time::Duration;
 pub use zerodb_testkit::cluster::*;
 pub use zerodb_testkit::relay::Relay;
@@ -61,4 +62,55 @@ pub fn keeper_and_agents(
     let a1 = start_agent(bins, m1, a1p, keeper.port);
     let a11 = start_agent_with(bins, m11, a11p, keeper.port, "", replica_agent);
     (keeper, a1, a11)
+}
+
+/// What a writer saw: the ids it was told OK for, and its errors by
+/// MySQL error code.
+pub struct WriterReport {
+    pub acked: Vec<u64>,
+    pub errors: serde_json::Value,
+}
+
+/// One writer (tests/clients/failover_load.py) through `port` for
+/// `seconds`, inserting unique ids into `app.acks`.
+pub fn spawn_writer(port: u16, seconds: u32, id: u32) -> std::thread::JoinHandle<WriterReport> {
+    std::thread::spawn(move || {
+        let out = scratch("writer").join("writer.json");
+        let run = Command::new("python3")
+            .arg(repo_tests_dir().join("clients").join("failover_load.py"))
+            .args([
+                "127.0.0.1",
+                &port.to_string(),
+                APP_USER,
+                APP_PASSWORD,
+                &seconds.to_string(),
+                &id.to_string(),
+                "write",
+            ])
+            .arg(&out)
+            .output()
+            .expect("python3 writer");
+        let v: serde_json::Value = std::fs::read(&out)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_else(|| panic!("writer: {}", String::from_utf8_lossy(&run.stderr)));
+        // Errors by MySQL error code, from the statement log.
+        let mut errors = serde_json::Map::new();
+        for e in v["events"].as_array().into_iter().flatten() {
+            if let Some(code) = e[2].as_i64().filter(|c| *c != 0) {
+                let n = errors
+                    .get(&code.to_string())
+                    .and_then(|n| n.as_u64())
+                    .unwrap_or(0);
+                errors.insert(code.to_string(), (n + 1).into());
+            }
+        }
+        WriterReport {
+            acked: v["acked"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|x| x.as_u64()).collect())
+                .unwrap_or_default(),
+            errors: errors.into(),
+        }
+    })
 }

@@ -1,0 +1,255 @@
+//! Sequences of faults around the keeper (SPEC §7), end to end: real
+//! keeper, agents and proxies as processes over real MariaDB replication.
+//! The keeper is killed at a named phase of a switch by its `fault-points`
+//! feature (`KEEPER_FAULT_ABORT_AFTER`, built by scripts/test.sh), or
+//! killed outright while a source dies; a source that answers its agent
+//! but refuses the fence. A writer records every OK; afterwards every
+//! server is read.
+
+mod common;
+
+use common::*;
+use std::collections::HashSet;
+use std::time::Duration;
+
+/// Proxy timings short enough for a test: probes, requests, reconnects.
+const FAST_PROXY: &str = "health: {interval: 150ms, timeout: 500ms, fall: 3, rise: 2}\n\
+    cluster: {heartbeat_interval: 200ms, switch_retry_interval: 300ms, request_timeout: 1s, \
+    reconnect_interval: 300ms}\nbuffer: {window: 3s}\n";
+
+/// Semi-sync, so that every write a client was told OK for is on the
+/// standby whatever the keeper does.
+const SEMI_SYNC_SOURCE: &[&str] = &[
+    "--rpl-semi-sync-master-enabled=ON",
+    "--rpl-semi-sync-master-wait-point=AFTER_SYNC",
+    "--rpl-semi-sync-master-timeout=5000",
+];
+const SEMI_SYNC_REPLICA: &[&str] = &["--rpl-semi-sync-slave-enabled=ON"];
+
+/// Proxy p1, a member of `keeper`'s cluster, with `timings`.
+fn fast_proxy(bins: &Bins, keeper: &Keeper, dhs: &[Dh], timings: &str) -> Proxy {
+    let keeper_addr = format!("127.0.0.1:{}", keeper.port);
+    Proxy::start(
+        &bins.proxy,
+        &proxy_yaml_with("p1", &keeper_addr, dhs, timings, ""),
+    )
+}
+
+/// Every acknowledged id is on `db`, and no row is there twice (the table
+/// has no unique key, so a statement run twice would show).
+fn assert_each_ack_once(db: &MariaDb, acked: &[u64]) {
+    let on: HashSet<u64> = db
+        .sql("SELECT id FROM app.acks")
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    let missing: Vec<&u64> = acked.iter().filter(|id| !on.contains(id)).collect();
+    assert!(!acked.is_empty(), "the writer was never told OK");
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged writes missing on {}: {:?}",
+        missing.len(),
+        db.name,
+        &missing[..missing.len().min(10)]
+    );
+    let twice = db.sql("SELECT COUNT(*) - COUNT(DISTINCT id) FROM app.acks");
+    assert_eq!(twice, "0", "rows present twice on {}", db.name);
+}
+
+/// A source with semi-sync and its replica, `app.acks` without a unique
+/// key; a keeper, an agent beside each server, one proxy registered.
+fn cluster_without_unique_key() -> (Bins, MariaDb, MariaDb, Keeper, Agent, Agent, Proxy) {
+    let bins = bins();
+    let (m1, m11) = pair(SEMI_SYNC_SOURCE, SEMI_SYNC_REPLICA);
+    m1.sql("ALTER TABLE app.acks DROP PRIMARY KEY");
+    m11.catch_up(&m1);
+    let dhs = one_dh(&m1, &m11);
+    let (keeper, a1, a11) = keeper_and_agents(&bins, &m1, &m11, "", "");
+    let p1 = fast_proxy(&bins, &keeper, &dhs, FAST_PROXY);
+    wait_registered(&keeper, 1);
+    (bins, m1, m11, keeper, a1, a11, p1)
+}
+
+/// The source is SIGKILLed under writes and the keeper aborts right after
+/// `phase` of the failover (a crash at a named point). Restarted, it
+/// finishes the switch or rolls it back (`expected` in its log), and the
+/// proxy ends on mysql_11: every acknowledged write there once, the old
+/// source back read-only.
+fn keeper_killed_after(phase: &str, expected: &str) {
+    let (_bins, mut m1, m11, mut keeper, _a1, _a11, p1) = cluster_without_unique_key();
+    keeper.kill();
+    keeper.restart_with(&[("KEEPER_FAULT_ABORT_AFTER", phase)]);
+    keeper.wait_healthy();
+    wait_registered(&keeper, 1);
+
+    let writer = spawn_writer(p1.port, 14, 1);
+    std::thread::sleep(Duration::from_millis(1500));
+    m1.kill();
+    wait_for(
+        &format!("the keeper aborted after {phase}"),
+        Duration::from_secs(20),
+        || !keeper.is_running(),
+    );
+    assert!(
+        keeper.log().contains("fault point: aborting"),
+        "{}",
+        keeper.log()
+    );
+    keeper.restart();
+    keeper.wait_healthy();
+    wait_for("p1 on mysql_11", Duration::from_secs(30), || {
+        active_of(&p1, "dh1") == "mysql_11"
+    });
+    let log = keeper.log();
+    assert!(log.contains(expected), "{phase}: no `{expected}` in {log}");
+    assert_eq!(m11.sql("SELECT @@read_only"), "0");
+    let acked = writer.join().expect("writer").acked;
+    assert_each_ack_once(&m11, &acked);
+
+    // The old source returns: fenced, never written to.
+    m1.restart();
+    wait_for("mysql_1 read-only", Duration::from_secs(15), || {
+        m1.try_sql("SELECT @@read_only").as_deref() == Ok("1")
+    });
+    p1.sql("INSERT INTO acks VALUES (1, 0)");
+    assert_eq!(m11.sql("SELECT COUNT(*) FROM app.acks WHERE id = 1"), "1");
+}
+
+/// Killed with only the epoch and intent persisted: nothing was ordered;
+/// the next keeper rolls back, and the proxy's next request switches.
+#[test]
+fn the_keeper_killed_after_reserving_the_epoch() {
+    keeper_killed_after("reserve", "rolling it back");
+}
+
+/// Killed after trying to fence the dead source: rolled back, then
+/// switched on the proxy's next request.
+#[test]
+fn the_keeper_killed_after_the_fence() {
+    keeper_killed_after("fence", "rolling it back");
+}
+
+/// Killed after the promotion, nothing persisted: the target reports
+/// itself writable and the source does not answer, so the next keeper
+/// finishes the switch.
+#[test]
+fn the_keeper_killed_after_the_promotion() {
+    keeper_killed_after("promote", "finishing it");
+}
+
+/// Killed after persisting the topology, before publishing it: the next
+/// keeper hands it out at registration.
+#[test]
+fn the_keeper_killed_after_persisting_the_topology() {
+    keeper_killed_after("persist", "keeper state loaded");
+}
+
+/// SPEC §7, back online through the keeper: the keeper is killed; then
+/// the source dies. The proxy cannot reach the keeper and goes offline.
+/// When the keeper is back, the proxy re-registers, requests the switch
+/// (its active datasource still does not answer) and serves the new
+/// source. Before, the cluster stayed down until the old source returned.
+#[test]
+fn keeper_down_then_source_killed_then_keeper_back() {
+    let (_bins, mut m1, m11, mut keeper, _a1, _a11, p1) = cluster_without_unique_key();
+    p1.sql("INSERT INTO acks VALUES (1, 0)");
+    m11.catch_up(&m1);
+    keeper.kill();
+    m1.kill();
+    wait_for("p1 offline", Duration::from_secs(20), || {
+        p1.status()["cluster"]["mode"] == "offline_lost_keeper"
+    });
+    keeper.restart();
+    keeper.wait_healthy();
+    wait_for("p1 on mysql_11", Duration::from_secs(20), || {
+        active_of(&p1, "dh1") == "mysql_11"
+    });
+    wait_for("p1 online", Duration::from_secs(10), || {
+        p1.status()["cluster"]["mode"] == "online"
+    });
+    p1.sql("INSERT INTO acks VALUES (2, 0)");
+    assert_eq!(m11.sql("SELECT COUNT(*) FROM app.acks"), "2");
+    m1.restart();
+    wait_for("mysql_1 read-only", Duration::from_secs(15), || {
+        m1.try_sql("SELECT @@read_only").as_deref() == Ok("1")
+    });
+}
+
+/// SPEC §7 rule 4: the proxy is cut off from the source, whose server
+/// still answers its agent but refuses the fence (the agent's login lost
+/// `SUPER` and `READ_ONLY ADMIN`). The failover is rejected `FenceFailed`
+/// and the target is untouched: still a read-only replica of the source.
+#[test]
+fn a_source_that_answers_but_cannot_be_fenced_keeps_its_place() {
+    let bins = bins();
+    let (m1, m11) = pair(&[], &[]);
+    let relay = Relay::start(&m1.addr());
+    let (keeper, _a1, _a11) = keeper_and_agents(&bins, &m1, &m11, "switch_backoff: 60s\n", "");
+    let dhs = vec![dh("dh1", "app", vec![Ds::via(&m1, &relay), Ds::of(&m11)])];
+    let p1 = fast_proxy(&bins, &keeper, &dhs, FAST_PROXY);
+    wait_registered(&keeper, 1);
+    p1.sql("INSERT INTO acks VALUES (1, 0)");
+    m1.sql(&format!(
+        "REVOKE SUPER, READ_ONLY ADMIN ON *.* FROM '{BACKEND_USER}'@'%'"
+    ));
+    relay.cut();
+    wait_for("FenceFailed", Duration::from_secs(20), || {
+        keeper.reasons().iter().any(|r| r == "FenceFailed")
+    });
+    assert!(
+        !keeper.reasons().iter().any(|r| r == "approve"),
+        "{:?}",
+        keeper.decisions()
+    );
+    assert_eq!(m11.sql("SELECT @@read_only"), "1", "the target untouched");
+    assert!(
+        m11.sql("SHOW SLAVE STATUS")
+            .contains(&format!("\t{}\t", m1.port)),
+        "still replicating from the source"
+    );
+    assert_eq!(m1.sql("SELECT @@read_only"), "0");
+    assert_eq!(active_of(&p1, "dh1"), "mysql_1");
+}
+
+/// SPEC §7, a slow keeper is not an absent one: the proxy's
+/// `request_timeout` (100 ms) is shorter than the keeper's decision (the
+/// target's agent is paused: its report waits out `agent_timeout`, 1 s).
+/// The keeper acknowledges each request at once, so every request gets
+/// its answer (`NoStandby`: the only standby's agent did not answer), none
+/// counts as a lost keeper, and the
+/// proxy stays online. Before, three such requests took it offline.
+#[test]
+fn a_slow_keeper_is_not_an_absent_one() {
+    let bins = bins();
+    let (mut m1, m11) = pair(&[], &[]);
+    let dhs = one_dh(&m1, &m11);
+    let (keeper, _a1, a11) = keeper_and_agents(&bins, &m1, &m11, "", "");
+    let impatient = FAST_PROXY.replace("request_timeout: 1s", "request_timeout: 100ms");
+    let p1 = fast_proxy(&bins, &keeper, &dhs, &impatient);
+    wait_registered(&keeper, 1);
+    a11.signal(SIGSTOP);
+    m1.kill();
+    wait_for("three rejections", Duration::from_secs(20), || {
+        keeper
+            .reasons()
+            .iter()
+            .filter(|r| *r == "NoStandby")
+            .count()
+            >= 3
+    });
+    let (_, metrics) = p1.http_get("/metrics").expect("metrics");
+    let requests: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("zerodb_switch_requests_total"))
+        .collect();
+    assert!(
+        requests.iter().any(|l| l.contains("NoStandby")),
+        "{requests:?}"
+    );
+    assert!(
+        !requests.iter().any(|l| l.contains("KeeperUnreachable")),
+        "{requests:?}"
+    );
+    assert_eq!(p1.status()["cluster"]["mode"], "online");
+    a11.signal(SIGCONT);
+}
