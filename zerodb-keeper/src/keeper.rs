@@ -318,6 +318,8 @@ impl Keeper {
         };
         match switch.recover(intent.epoch).await {
             Ok(state) => {
+                // A finished switch starts its cooldown.
+                *lock(&self.last_switch) = cooldowns_left(&state, self.cfg.timings.cooldown);
                 let active = state
                     .topology
                     .datahost(&intent.datahost)

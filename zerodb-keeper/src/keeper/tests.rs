@@ -313,6 +313,25 @@ async fn a_keeper_restarted_after_the_promotion_finishes_the_switch() {
         ["promote mysql_11 @2", "fence mysql_1 @2"],
         "promoted again, the source fenced behind"
     );
+    let (tx, _rx) = mpsc::unbounded_channel();
+    restarted
+        .register("p1", restarted.next_id(), tx)
+        .await
+        .expect("register");
+    let back = Request {
+        source: "mysql_11".into(),
+        ..failover()
+    };
+    let answer = crate::request::request_switch(&restarted, back).await;
+    assert!(
+        matches!(
+            answer,
+            SwitchAnswer::Rejected {
+                rejection: Rejection::Cooldown { .. }
+            }
+        ),
+        "the finished switch starts the cooldown: {answer:?}"
+    );
     drop(restarted);
 
     // Neither answers: the promotion is unknown, the target fenced again.
