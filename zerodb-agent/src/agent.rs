@@ -41,6 +41,10 @@ struct State {
     fenced: bool,
     /// Errant transactions that stop it from rejoining.
     errant: Option<String>,
+    /// Promoted, or its fence lifted, by an order under this epoch: it
+    /// may be the active datasource of a topology it has not seen yet
+    /// (cleared by a fence).
+    active_under: Option<u64>,
 }
 
 /// What an agent keeps across restarts (`state_dir/agent-state.json`), so
@@ -52,6 +56,10 @@ pub struct SavedState {
     pub epoch: u64,
     /// The newest topology seen (`None`: none yet).
     pub topology: Option<ClusterTopology>,
+    /// The epoch of the last order that made the server writable (a
+    /// promotion, a fence lifted), unless a fence came after it.
+    #[serde(default)]
+    pub active_under: Option<u64>,
 }
 
 /// One datasource's agent.
@@ -67,6 +75,9 @@ pub struct AgentCore {
     saved: Option<PathBuf>,
     /// Serialises writes of [`SavedState`].
     saving: Mutex<()>,
+    /// Orders run one at a time, in the order they arrive: a late fence
+    /// never lands after the order that lifts it.
+    ordering: tokio::sync::Mutex<()>,
 }
 
 impl AgentCore {
@@ -78,6 +89,7 @@ impl AgentCore {
             state: Mutex::new(State::default()),
             saved: None,
             saving: Mutex::new(()),
+            ordering: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -100,6 +112,7 @@ impl AgentCore {
             let s = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
             s.epoch = saved.epoch;
             s.topology = saved.topology;
+            s.active_under = saved.active_under;
         }
         self.saved = Some(path);
         Ok(())
@@ -134,6 +147,7 @@ impl AgentCore {
         SavedState {
             epoch: s.epoch,
             topology: s.topology.clone(),
+            active_under: s.active_under,
         }
     }
 
@@ -172,6 +186,7 @@ impl AgentCore {
 
     /// Carries out one order from the keeper.
     pub async fn order(&self, order: &Order) -> Result<(), AgentError> {
+        let _one_at_a_time = self.ordering.lock().await;
         let before = self.saved_state();
         self.admit(order.epoch)?;
         self.save(&before);
@@ -182,13 +197,25 @@ impl AgentCore {
                 let mut s = self.state();
                 s.fenced = false;
                 s.errant = None;
+                s.active_under = Some(order.epoch);
                 tracing::warn!(datasource = %name, epoch = order.epoch, "promoted: replication reset, read_only OFF");
             }
             OrderKind::Fence => {
                 // Whatever the SQL outcome, this server must stay fenced.
-                self.state().fenced = true;
+                {
+                    let mut s = self.state();
+                    s.fenced = true;
+                    s.active_under = None;
+                }
                 let ended = self.ops.fence().await?;
                 tracing::warn!(datasource = %name, epoch = order.epoch, sessions_ended = ended, "fenced: read_only ON");
+            }
+            OrderKind::Unfence => {
+                self.ops.unfence().await?;
+                let mut s = self.state();
+                s.fenced = false;
+                s.active_under = Some(order.epoch);
+                tracing::warn!(datasource = %name, epoch = order.epoch, "fence lifted: read_only OFF");
             }
             OrderKind::Follow {
                 source,
@@ -214,10 +241,48 @@ impl AgentCore {
     /// newest topology this agent has seen (kept across its restarts) names
     /// a standby, so a former source that comes back never takes writes
     /// while the keeper is down (SPEC §5).
+    ///
+    /// The agent may have taken an order under a newer epoch than that
+    /// topology (the keeper went away before its heartbeat brought the
+    /// new one). If the order made the server writable (a promotion, a
+    /// fence lifted), the keeper may have published it as the active
+    /// datasource, and proxies may be writing to it: it is left alone (a
+    /// switch the keeper never published is rolled back by the next
+    /// keeper). Any other order under a newer epoch (a fence, a re-point)
+    /// means a switch happened or was tried and did not make it the
+    /// active one: a writable server is fenced, whatever the older
+    /// topology says.
     pub async fn on_keeper_unreachable(&self, report: &AgentReport) {
-        if let Some(t) = self.topology() {
-            self.fence_unless_active(&t, report).await;
+        let (topology, epoch, active_under) = {
+            let s = self.state();
+            (s.topology.clone(), s.epoch, s.active_under)
+        };
+        let Some(t) = topology else { return };
+        if active_under.is_some_and(|e| e > t.epoch) {
+            return;
         }
+        if epoch > t.epoch {
+            self.fence_if_writable(report, "an order under a newer epoch than its topology")
+                .await;
+            return;
+        }
+        self.fence_unless_active(&t, report).await;
+    }
+
+    /// Fences the server if it answers and is writable; `false` if the
+    /// fence failed.
+    async fn fence_if_writable(&self, report: &AgentReport, why: &str) -> bool {
+        if !report.alive || report.read_only != Some(false) {
+            return true;
+        }
+        let name = &self.ops.name;
+        tracing::warn!(datasource = %name, why, "writable but not the active datasource: fencing");
+        self.state().fenced = true;
+        if let Err(e) = self.ops.fence().await {
+            tracing::error!(datasource = %name, error = %e, "fencing failed; will retry");
+            return false;
+        }
+        true
     }
 
     /// Fences the server if `topology` names another datasource active and
@@ -236,16 +301,8 @@ impl AgentCore {
         if dh.active == *name || !report.alive {
             return false;
         }
-        if report.read_only == Some(false) {
-            tracing::warn!(datasource = %name, active = %dh.active, epoch = topology.epoch,
-                "writable but not the active datasource: fencing");
-            self.state().fenced = true;
-            if let Err(e) = self.ops.fence().await {
-                tracing::error!(datasource = %name, error = %e, "fencing failed; will retry");
-                return false;
-            }
-        }
-        true
+        let why = format!("epoch {} names {} active", topology.epoch, dh.active);
+        self.fence_if_writable(report, &why).await
     }
 
     /// Acts on the topology the keeper sent back to a heartbeat: a server

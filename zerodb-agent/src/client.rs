@@ -150,12 +150,14 @@ pub enum OrderError {
 
 impl OrderError {
     /// Whether the datasource's server answered, through its agent (it
-    /// refused the order, or the order failed there), as opposed to nobody
-    /// answering: the agent could not be called or did not answer in time,
-    /// or it could not reach its server (HTTP 503).
+    /// refused the order, or the order failed there: HTTP 500, or 409 for
+    /// an order under an old epoch), as opposed to nobody answering: the
+    /// agent could not be called or did not answer in time, could not
+    /// reach its server (503), or answered something else (401, 404, a
+    /// gateway's 502 or 504), which says nothing of the server.
     pub fn server_answered(&self) -> bool {
         match self {
-            OrderError::Call(CallError::Refused { status, .. }) => *status != 503,
+            OrderError::Call(CallError::Refused { status, .. }) => matches!(status, 409 | 500),
             OrderError::Call(_) | OrderError::Timeout(_) | OrderError::NoAgent(_) => false,
             OrderError::Agent(AgentError::Ops(e)) => e.server_answered(),
             OrderError::Agent(AgentError::StaleEpoch { .. }) => true,
@@ -232,6 +234,74 @@ impl AgentHandle {
                     Err(_) => Err(OrderError::Timeout(timeout)),
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::OpsError;
+
+    fn ops(e: mysql_async::Error) -> OrderError {
+        OrderError::Agent(AgentError::Ops(OpsError::Sql {
+            addr: "db:3306".into(),
+            source: e,
+        }))
+    }
+
+    fn refused(status: u16) -> OrderError {
+        OrderError::Call(CallError::Refused {
+            url: "http://agent/v1/order".into(),
+            status,
+            body: String::new(),
+        })
+    }
+
+    /// What counts as "the server answered" (a fence it refused rejects the
+    /// switch) and what as "nobody answered" (the switch goes on).
+    #[test]
+    fn which_errors_mean_the_server_answered() {
+        let server = mysql_async::Error::Server(mysql_async::ServerError {
+            code: 1227,
+            message: "Access denied; you need the READ_ONLY ADMIN privilege".into(),
+            state: "42000".into(),
+        });
+        let refused_conn = mysql_async::Error::Io(mysql_async::IoError::Io(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
+        )));
+        let table: Vec<(OrderError, bool)> = vec![
+            (ops(server), true),
+            (
+                ops(mysql_async::Error::Other("relay log not applied".into())),
+                true,
+            ),
+            (ops(refused_conn), false),
+            (
+                OrderError::Agent(AgentError::Ops(OpsError::Timeout("db".into()))),
+                false,
+            ),
+            (
+                OrderError::Agent(AgentError::Ops(OpsError::Stalled("db".into()))),
+                true,
+            ),
+            (
+                OrderError::Agent(AgentError::StaleEpoch {
+                    seen: 3,
+                    offered: 2,
+                }),
+                true,
+            ),
+            (refused(500), true),
+            (refused(409), true),
+            (refused(503), false),
+            (refused(401), false),
+            (refused(504), false),
+            (OrderError::Timeout(Duration::from_secs(1)), false),
+            (OrderError::NoAgent("x".into()), false),
+        ];
+        for (e, answered) in table {
+            assert_eq!(e.server_answered(), answered, "{e}");
         }
     }
 }

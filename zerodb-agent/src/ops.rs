@@ -24,6 +24,10 @@ pub enum OpsError {
     /// The server at this address did not answer within the operation timeout.
     #[error("{0}: no answer in time")]
     Timeout(String),
+    /// The server took the connection but a statement did not finish in
+    /// time (`SET GLOBAL read_only` waiting for commits, say).
+    #[error("{0}: a statement did not finish in time")]
+    Stalled(String),
     /// The operation could not be carried out, for this reason.
     #[error("{0}")]
     Failed(String),
@@ -35,9 +39,14 @@ impl OpsError {
     /// connection, a dropped one, or no answer in time.
     pub fn server_answered(&self) -> bool {
         match self {
-            OpsError::Sql { source, .. } => matches!(source, mysql_async::Error::Server(_)),
+            // The server's error, or one of the operation's own checks on
+            // what it answered (a relay log not applied in time, …).
+            OpsError::Sql { source, .. } => matches!(
+                source,
+                mysql_async::Error::Server(_) | mysql_async::Error::Other(_)
+            ),
             OpsError::Timeout(_) => false,
-            OpsError::Failed(_) => true,
+            OpsError::Stalled(_) | OpsError::Failed(_) => true,
         }
     }
 }
@@ -120,7 +129,7 @@ impl MysqlOps {
         let mut conn = self.connect().await?;
         let r = match tokio::time::timeout(t, f(&mut conn)).await {
             Ok(r) => r.map_err(|e| self.sql_err(e)),
-            Err(_) => Err(OpsError::Timeout(self.addr.clone())),
+            Err(_) => Err(OpsError::Stalled(self.addr.clone())),
         };
         // Best effort; a dead server's socket just closes.
         let _ = tokio::time::timeout(Duration::from_millis(200), conn.disconnect()).await;
@@ -351,6 +360,15 @@ impl MysqlOps {
             c.query_drop("SET GLOBAL read_only = ON").await?;
             ended += end_sessions(c).await?;
             Ok(ended)
+        })
+        .await
+    }
+
+    /// Clears `read_only`: lifts a fence that a switch which did not
+    /// happen may have set, and nothing else.
+    pub async fn unfence(&self) -> Result<(), OpsError> {
+        self.with_conn(self.timeout, async |c| {
+            c.query_drop("SET GLOBAL read_only = OFF").await
         })
         .await
     }

@@ -121,6 +121,11 @@ pub enum ToKeeper {
         /// That topology (`None` when it is only the config's).
         #[serde(default)]
         topology: Option<ClusterTopology>,
+        /// Drawn at the proxy's start: a reconnect of the same process
+        /// may replace its own session while the keeper still thinks it
+        /// live; another process under the same name may not (0: unknown).
+        #[serde(default)]
+        instance: u64,
     },
     /// Keeps the proxy's session alive.
     Heartbeat,
@@ -544,6 +549,9 @@ pub enum OrderKind {
     Promote,
     /// Set `read_only`, end every session that is not the agent's own.
     Fence,
+    /// Lift a fence this switch may have set: clear `read_only`, nothing
+    /// else (a switch that did not happen gives the source back as it was).
+    Unfence,
     /// Replicate from `source` (host:port) with these credentials.
     Follow {
         /// The new source's address, host:port.

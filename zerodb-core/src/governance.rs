@@ -169,6 +169,20 @@ impl Rules {
         }
     }
 
+    /// Whether to try coming back online now: every active datasource
+    /// answers (SPEC §4, *Back online*), or, offline for a lost keeper,
+    /// that keeper answers again (SPEC §7): through it the proxy gets the
+    /// newest topology, and each dataHost is served again once its active
+    /// datasource, old or new, answers; until then its statements wait as
+    /// in any failover.
+    pub fn may_come_back(&self, all_answering: bool, keeper_connected: bool) -> bool {
+        match self.mode {
+            Mode::Online => false,
+            Mode::OfflineLostKeeper => all_answering || keeper_connected,
+            Mode::Unregistered => all_answering,
+        }
+    }
+
     /// The active datasource of `datahost` answers again.
     pub fn on_source_answering(&mut self, datahost: &str) {
         self.counters.remove(datahost);
@@ -416,25 +430,28 @@ mod tests {
         );
     }
 
+    /// Rules of one dataHost: online, offline for a lost keeper (three
+    /// unreachable), unregistered (outvoted three times).
+    fn each_mode() -> [Rules; 3] {
+        let mut offline = rules(1);
+        let mut unregistered = rules(1);
+        for _ in 0..3 {
+            offline.on_outcome("dh1", &Outcome::KeeperUnreachable);
+            unregistered.on_outcome("dh1", &vote_failed());
+        }
+        [rules(1), offline, unregistered]
+    }
+
     /// SPEC §7, back online through the keeper: a proxy offline for a lost
     /// keeper asks for switches again as soon as the keeper answers; one
     /// that left the cluster (outvoted) never does.
     #[test]
     fn who_may_request_a_switch() {
-        // (mode reached, keeper connected, may request)
-        let mut online = rules(1);
-        let mut offline = rules(1);
-        for _ in 0..3 {
-            offline.on_outcome("dh1", &Outcome::KeeperUnreachable);
-        }
-        let mut unregistered = rules(1);
-        for _ in 0..3 {
-            unregistered.on_outcome("dh1", &vote_failed());
-        }
+        let [online, offline, unregistered] = each_mode();
         let table = [
-            (&mut online, Mode::Online, [true, true]),
-            (&mut offline, Mode::OfflineLostKeeper, [false, true]),
-            (&mut unregistered, Mode::Unregistered, [false, false]),
+            (online, Mode::Online, [true, true]),
+            (offline, Mode::OfflineLostKeeper, [false, true]),
+            (unregistered, Mode::Unregistered, [false, false]),
         ];
         for (r, mode, may) in table {
             assert_eq!(r.mode(), mode);
@@ -443,6 +460,23 @@ mod tests {
                 may,
                 "{mode:?}"
             );
+        }
+    }
+
+    /// When an offline proxy tries to come back: (all actives answering,
+    /// keeper connected) → may, per mode.
+    #[test]
+    fn when_an_offline_proxy_tries_to_come_back() {
+        let [online, offline, unregistered] = each_mode();
+        let cases = [(false, false), (true, false), (false, true), (true, true)];
+        let table = [
+            (online, [false, false, false, false]),
+            (offline, [false, true, true, true]),
+            (unregistered, [false, true, false, true]),
+        ];
+        for (r, expected) in table {
+            let got = cases.map(|(all, keeper)| r.may_come_back(all, keeper));
+            assert_eq!(got, expected, "{:?}", r.mode());
         }
     }
 }

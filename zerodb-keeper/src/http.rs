@@ -165,7 +165,7 @@ async fn first_register(
     k: &Keeper,
     sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
     stream: &mut futures_util::stream::SplitStream<WebSocket>,
-) -> Option<String> {
+) -> Option<(String, u64)> {
     let first = tokio::time::timeout(Duration::from_secs(5), stream.next()).await;
     let Ok(Some(Ok(Message::Text(t)))) = first else {
         return None;
@@ -175,9 +175,10 @@ async fn first_register(
             name,
             epoch,
             topology,
+            instance,
         }) if !name.is_empty() => {
             k.observe(&name, epoch, topology.as_ref()).await;
-            Some(name)
+            Some((name, instance))
         }
         _ => {
             let refuse = FromKeeper::Refused {
@@ -196,7 +197,7 @@ async fn first_register(
 /// go out.
 async fn proxy_session(k: Arc<Keeper>, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
-    let Some(name) = first_register(&k, &mut sink, &mut stream).await else {
+    let Some((name, instance)) = first_register(&k, &mut sink, &mut stream).await else {
         return;
     };
     // After a start without state, no proxy is told a topology before the
@@ -204,7 +205,7 @@ async fn proxy_session(k: Arc<Keeper>, socket: WebSocket) {
     k.discovered().await;
     let conn = k.next_id();
     let (tx, mut rx) = mpsc::unbounded_channel::<FromKeeper>();
-    let topology = match k.register(&name, conn, tx.clone()).await {
+    let topology = match k.register(&name, instance, conn, tx.clone()).await {
         Ok(t) => t,
         Err(e) => {
             tracing::error!(proxy = %name, error = %e, "registration refused");

@@ -171,7 +171,10 @@ fn cooldowns_left(state: &Persisted, cooldown: Duration) -> HashMap<String, toki
         .iter()
         .filter_map(|(dh, &at)| {
             let ago = Duration::from_millis(now_ms.saturating_sub(at));
-            let at = tokio::time::Instant::now().checked_sub(ago)?;
+            // Before this machine's monotonic clock began (it rebooted):
+            // the whole cooldown again, rather than none.
+            let now = tokio::time::Instant::now();
+            let at = now.checked_sub(ago).unwrap_or(now);
             (ago < cooldown).then(|| (dh.clone(), at))
         })
         .collect()
@@ -289,8 +292,8 @@ impl Keeper {
         Ok(keeper)
     }
 
-    /// Finishes or rolls back the switch a previous run began and did not
-    /// end ([`Switch::recover`]).
+    /// Rolls back the switch a previous run began and did not end
+    /// ([`Switch::recover`]).
     async fn recover(&self, intent: &SwitchIntent) {
         let standbys = self
             .topology()
@@ -316,10 +319,9 @@ impl Keeper {
             stop_after: None,
             phases_ms: BTreeMap::new(),
         };
-        match switch.recover(intent.epoch).await {
+        let source_follow = self.follow(&intent.datahost, &intent.source);
+        match switch.recover(intent.epoch, source_follow.as_ref()).await {
             Ok(state) => {
-                // A finished switch starts its cooldown.
-                *lock(&self.last_switch) = cooldowns_left(&state, self.cfg.timings.cooldown);
                 let active = state
                     .topology
                     .datahost(&intent.datahost)
@@ -549,15 +551,16 @@ impl Keeper {
     // ----- proxies' sessions -------------------------------------------
 
     /// A proxy (re)registers on connection `conn`; returns the topology.
-    /// Refused while another connection holds a live session under the
-    /// same name.
+    /// Refused while another process (`instance`, 0: unknown) holds a live
+    /// session under the same name.
     pub async fn register(
         &self,
         name: &str,
+        instance: u64,
         conn: u64,
         tx: mpsc::UnboundedSender<FromKeeper>,
     ) -> Result<ClusterTopology, KeeperError> {
-        if self.members.is_live(name) {
+        if self.members.is_live_elsewhere(name, instance) {
             metrics::counter!("zerodb_keeper_duplicate_names_total").increment(1);
             return Err(KeeperError::NameTaken(name.to_string()));
         }
@@ -571,7 +574,7 @@ impl Keeper {
             })
             .await?;
         }
-        match self.members.connect(name, conn, tx) {
+        match self.members.connect(name, instance, conn, tx) {
             Ok(Some(old_id)) => {
                 tracing::info!(proxy = %name, old_id, conn, "proxy reconnected; its closed or expired session is replaced")
             }

@@ -16,6 +16,8 @@ use zerodb_core::decision::{Member, Vote};
 #[derive(Debug)]
 struct Proxy {
     last_seen: Instant,
+    /// The process registered under this name (0: unknown).
+    instance: u64,
     /// The live connection, if any: its id and outbound channel.
     conn: Option<(u64, mpsc::UnboundedSender<FromKeeper>)>,
 }
@@ -73,6 +75,7 @@ impl Members {
             .map(|n| {
                 let p = Proxy {
                     last_seen: now,
+                    instance: 0,
                     conn: None,
                 };
                 (n.clone(), p)
@@ -91,38 +94,48 @@ impl Members {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// `name` is live on connection `conn`; returns the connection it
-    /// replaces, if any (its session had closed or expired). A name whose
-    /// session is live (connected, heard within the session timeout) is
-    /// not taken over: `Err` with that connection's id.
+    /// `name` (process `instance`, 0: unknown) is live on connection
+    /// `conn`; returns the connection it replaces, if any (its session had
+    /// closed or expired, or was this same process's). A name whose
+    /// session is live (connected, heard within the session timeout) in
+    /// another process is not taken over: `Err` with that connection's id.
     pub fn connect(
         &self,
         name: &str,
+        instance: u64,
         conn: u64,
         tx: mpsc::UnboundedSender<FromKeeper>,
     ) -> Result<Option<u64>, u64> {
         let mut proxies = lock(&self.proxies);
-        if let Some(p) = proxies.get(name).filter(|p| self.live(p)) {
+        if let Some(p) = proxies
+            .get(name)
+            .filter(|p| self.live_elsewhere(p, instance))
+        {
             return Err(p.conn.as_ref().map_or(0, |(id, _)| *id));
         }
         let old = proxies.insert(
             name.to_string(),
             Proxy {
                 last_seen: Instant::now(),
+                instance,
                 conn: Some((conn, tx)),
             },
         );
         Ok(old.and_then(|p| p.conn.map(|(id, _)| id)))
     }
 
-    /// Whether `name` has a live session: a connection still open, heard
-    /// from within the session timeout.
-    pub fn is_live(&self, name: &str) -> bool {
-        lock(&self.proxies).get(name).is_some_and(|p| self.live(p))
+    /// Whether `name` has a live session (a connection still open, heard
+    /// from within the session timeout) in a process other than `instance` (0: unknown, any other).
+    pub fn is_live_elsewhere(&self, name: &str, instance: u64) -> bool {
+        lock(&self.proxies)
+            .get(name)
+            .is_some_and(|p| self.live_elsewhere(p, instance))
     }
 
-    fn live(&self, p: &Proxy) -> bool {
-        p.conn.as_ref().is_some_and(|(_, tx)| !tx.is_closed())
+    fn live_elsewhere(&self, p: &Proxy, instance: u64) -> bool {
+        let same_process = instance != 0 && p.instance == instance;
+        !same_process
+            && p.conn.as_ref().is_some_and(|(_, tx)| !tx.is_closed())
             && p.last_seen.elapsed() < self.session_timeout
     }
 
@@ -162,6 +175,7 @@ impl Members {
         for name in names {
             proxies.entry(name.clone()).or_insert(Proxy {
                 last_seen: lost_since,
+                instance: 0,
                 conn: None,
             });
         }
@@ -333,7 +347,7 @@ mod tests {
     fn member(m: &Members, name: &str) -> mpsc::UnboundedReceiver<FromKeeper> {
         let (tx, rx) = mpsc::unbounded_channel();
         let id = m.next_id();
-        m.connect(name, id, tx).expect("a new name");
+        m.connect(name, 0, id, tx).expect("a new name");
         rx
     }
 
@@ -345,13 +359,26 @@ mod tests {
         let m = Members::new(Duration::from_millis(50), &[]);
         let first = member(&m, "p1");
         let (tx, _rx) = mpsc::unbounded_channel();
-        assert_eq!(m.connect("p1", 100, tx.clone()), Err(1), "live");
+        assert_eq!(m.connect("p1", 7, 100, tx.clone()), Err(1), "live");
         drop(first);
-        assert_eq!(m.connect("p1", 101, tx), Ok(Some(1)), "closed: replaced");
+        assert_eq!(m.connect("p1", 7, 101, tx), Ok(Some(1)), "closed: replaced");
         let (tx, _rx2) = mpsc::unbounded_channel();
-        assert_eq!(m.connect("p1", 102, tx.clone()), Err(101));
+        assert_eq!(
+            m.connect("p1", 8, 102, tx.clone()),
+            Err(101),
+            "another process"
+        );
+        assert_eq!(
+            m.connect("p1", 7, 103, tx.clone()),
+            Ok(Some(101)),
+            "the same process reconnecting before its close was seen"
+        );
         std::thread::sleep(Duration::from_millis(60));
-        assert_eq!(m.connect("p1", 103, tx), Ok(Some(101)), "expired: replaced");
+        assert_eq!(
+            m.connect("p1", 8, 104, tx),
+            Ok(Some(103)),
+            "expired: replaced"
+        );
     }
 
     /// Votes come back typed; a member that does not answer, or is not

@@ -483,57 +483,49 @@ impl Switch<'_> {
         }
     }
 
-    /// Ends a switch a keeper began and did not end: it stopped between
-    /// reserving the epoch and persisting the topology (SPEC §7). Nothing
-    /// was published, so no client wrote to the target.
-    ///
-    /// If the target replicates from nobody (its promotion reset
-    /// replication; its agent may have fenced it again when the keeper
-    /// went away) and the old source does not answer, the switch is
-    /// finished: the target promoted again (idempotent), the topology
-    /// persisted and published, the source fenced behind, the standbys
-    /// re-pointed. Otherwise it is rolled back: the target fenced again
-    /// (unless it still replicates, read-only), the source's fence lifted,
-    /// and the unchanged topology persisted under the switch's epoch.
-    /// Returns the state in force afterwards.
-    pub async fn recover(&mut self, epoch: u64) -> Result<Persisted, SwitchError> {
-        let (plan, t) = (self.plan, self.timings.agent_timeout);
-        let (target, source) = tokio::join!(
-            self.agents.report(&plan.target, t),
-            self.agents.report(&plan.source, t)
-        );
-        let replication_reset = target
-            .as_ref()
-            .is_some_and(|r| r.alive && r.replica.is_none());
-        let source_silent = source.as_ref().is_none_or(|r| !r.alive);
-        if replication_reset && source_silent {
-            tracing::warn!(datahost = %plan.datahost, target = %plan.target, epoch,
-                "a switch interrupted by the keeper's stop had promoted its target, and the source does not answer: finishing it");
-            let mut done = Done {
-                fenced: true,
-                ..Done::default()
-            };
-            let promoted = self.promote(epoch, &mut done).await;
-            let result = match promoted {
-                Ok(()) => self.conclude(epoch, &done).await,
-                Err(e) => Err(e),
-            };
-            if result.is_err() {
-                self.compensate(epoch, done).await;
-            }
-            return result;
-        }
+    /// Rolls back a switch a keeper began and did not end: it stopped
+    /// between reserving the epoch and persisting the topology (SPEC §7).
+    /// Nothing was published, so no client wrote to the target, and the
+    /// proxies, which kept the old topology, may have written to the
+    /// source since: finishing the switch on what the crashed keeper knew
+    /// could lose those writes. So the target is fenced again unless it
+    /// still replicates, read-only; one that replicates from nobody (its
+    /// promotion reset replication) is pointed back at the source
+    /// (`source_follow`), so it is a true standby for the next decision.
+    /// Then the source's fence is lifted, held proxies released, and the
+    /// unchanged topology persisted under the switch's epoch. The proxies'
+    /// next request decides afresh, with votes. Returns the state then.
+    pub async fn recover(
+        &mut self,
+        epoch: u64,
+        source_follow: Option<&Follow>,
+    ) -> Result<Persisted, SwitchError> {
+        let plan = self.plan;
+        let t = self.timings.agent_timeout;
         tracing::warn!(datahost = %plan.datahost, source = %plan.source, target = %plan.target, epoch,
-            "a switch interrupted by the keeper's stop: rolling it back");
+            "a switch was interrupted by the keeper's stop: rolling it back");
+        let target = self.agents.report(&plan.target, t).await;
         let still_standby = target
             .as_ref()
             .is_some_and(|r| r.alive && r.read_only == Some(true) && r.replica.is_some());
         let done = Done {
+            held: plan.planned,
             fenced: true,
             promotion_unknown: !still_standby,
             ..Done::default()
         };
         self.compensate(epoch, done).await;
+        let replicates = target.as_ref().is_some_and(|r| r.replica.is_some());
+        if let (false, Some(f)) = (replicates, source_follow) {
+            let kind = OrderKind::Follow {
+                source: f.addr.clone(),
+                user: f.user.clone(),
+                password: f.password.clone(),
+            };
+            if let Err(e) = self.order(&plan.target, epoch, kind, t * 4).await {
+                tracing::error!(datasource = %plan.target, error = %e, "cannot point the target back at the source; it rejoins from its agent's heartbeat when the source answers");
+            }
+        }
         Ok(self
             .store
             .load()
@@ -544,9 +536,9 @@ impl Switch<'_> {
 
     /// Undoes what a failed switch did, newest first. A target whose
     /// promotion may have happened is fenced again; a source fenced for a
-    /// switchover whose target was not promoted is made writable again
-    /// (promoting a server that replicates from nobody only clears
-    /// `read_only`); held proxies are released. Then the unchanged topology
+    /// switch whose target was not promoted is made writable again
+    /// (`Unfence`: `read_only` cleared, nothing else); held proxies are
+    /// released. Then the unchanged topology
     /// is persisted under the switch's epoch, its intent cleared, and
     /// published: agents that took the epoch's orders follow the keeper's
     /// topology again.
@@ -559,12 +551,12 @@ impl Switch<'_> {
             }
         }
         if done.fenced && !done.promoted {
-            let timeout = self.timings.promote_timeout;
+            let timeout = self.timings.agent_timeout;
             let undo = self
-                .order(&plan.source, epoch, OrderKind::Promote, timeout)
+                .order(&plan.source, epoch, OrderKind::Unfence, timeout)
                 .await;
             if let Err(e) = undo {
-                tracing::error!(datasource = %plan.source, error = %e, "the switchover failed and the source stays read-only: an operator must clear read_only");
+                tracing::error!(datasource = %plan.source, error = %e, "the switch failed and the source may stay read-only: an operator must check read_only");
             }
         }
         if done.held {

@@ -24,6 +24,12 @@ use zerodb_core::governance::{Action, Mode, Outcome, Rules};
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// How long an acknowledged switch request waits for its answer: longer
+/// than any decision with the keeper's default timings (votes, reports,
+/// fence, promotion), so that only a decision stuck in the keeper ends
+/// here, as `Interrupted`; the next request asks again.
+const ACKED_ANSWER_LIMIT: Duration = Duration::from_secs(60);
+
 /// What the keeper says to one switch request.
 enum Reply {
     /// It arrived and is being decided.
@@ -55,6 +61,9 @@ pub struct Cluster {
     back_online_running: AtomicBool,
     /// The last switch request's outcome per dataHost, for errors.
     last_outcome: Mutex<HashMap<String, String>>,
+    /// This process among proxies of the same name (see
+    /// [`ToKeeper::Register`]).
+    instance: u64,
     /// DataHosts held since start, until the keeper's topology arrives
     /// (or, past `cluster.start_timeout`, their active is writable).
     held_at_start: Mutex<HashSet<String>>,
@@ -70,6 +79,15 @@ impl std::fmt::Debug for Cluster {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// An id for this process, different from any other proxy's in practice:
+/// the process id and the start time, never 0.
+fn instance_id() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    (u64::from(std::process::id()) << 40 ^ nanos) | 1
 }
 
 impl Cluster {
@@ -95,6 +113,7 @@ impl Cluster {
             back_online_running: AtomicBool::new(false),
             last_outcome: Mutex::new(HashMap::new()),
             held_at_start: Mutex::new(HashSet::new()),
+            instance: instance_id(),
         });
         let link: Arc<dyn ClusterLink> = c.clone();
         let _ = shared.cluster.set(link);
@@ -271,6 +290,7 @@ impl Cluster {
             .map_err(|e| e.to_string())?;
         let epoch = self.shared.topology.epoch();
         let register = ToKeeper::Register {
+            instance: self.instance,
             name: self.shared.config.name.clone(),
             epoch,
             // Epoch 0 is the config's: nothing a keeper should adopt.
@@ -514,7 +534,6 @@ impl Cluster {
     }
 
     fn evaluate(self: &Arc<Self>) {
-        let mode = self.mode();
         let may_request = self.may_request();
         let mut all_up = true;
         for dh in self.shared.topology.datahosts() {
@@ -531,8 +550,8 @@ impl Cluster {
                 );
             }
         }
-        if mode != Mode::Online && all_up && !self.back_online_running.swap(true, Ordering::AcqRel)
-        {
+        let come_back = lock(&self.rules).may_come_back(all_up, self.is_connected());
+        if come_back && !self.back_online_running.swap(true, Ordering::AcqRel) {
             let me = self.clone();
             tokio::spawn(async move {
                 me.try_back_online().await;
@@ -614,10 +633,11 @@ impl Cluster {
         let first = tokio::time::timeout(self.cfg.request_timeout, rx.recv()).await;
         let answer = match first {
             Ok(Some(Reply::Answer(a))) => Some(a),
-            Ok(Some(Reply::Ack)) => match rx.recv().await {
-                Some(Reply::Answer(a)) => Some(a),
+            Ok(Some(Reply::Ack)) => match tokio::time::timeout(ACKED_ANSWER_LIMIT, rx.recv()).await
+            {
+                Ok(Some(Reply::Answer(a))) => Some(a),
                 _ => {
-                    tracing::warn!(datahost, "the keeper acknowledged the request and the connection ended before its answer");
+                    tracing::warn!(datahost, "the keeper acknowledged the request, and its answer did not come (the connection ended, or a stuck decision)");
                     lock(&self.pending).remove(&id);
                     return Outcome::Interrupted;
                 }
@@ -666,9 +686,10 @@ impl Cluster {
         }
     }
 
-    /// Every active datasource answers again: come back, through the keeper
-    /// if it answers (re-register, newest topology first), or else only
-    /// where every active datasource is writable.
+    /// Every active datasource answers again, or the lost keeper does
+    /// ([`Rules::may_come_back`]): come back, through the keeper if it
+    /// answers (registered, newest topology first), or else only where
+    /// every active datasource is writable.
     async fn try_back_online(&self) {
         self.want_connected.send_replace(true);
         let mut rx = self.connected.subscribe();

@@ -71,11 +71,11 @@ fn cluster_without_unique_key() -> (Bins, MariaDb, MariaDb, Keeper, Agent, Agent
 }
 
 /// The source is SIGKILLed under writes and the keeper aborts right after
-/// `phase` of the failover (a crash at a named point). Restarted, it
-/// finishes the switch or rolls it back (`expected` in its log), and the
-/// proxy ends on mysql_11: every acknowledged write there once, the old
-/// source back read-only.
-fn keeper_killed_after(phase: &str, expected: &str) {
+/// `phase` of the failover (a crash at a named point). Restarted, it rolls
+/// the switch back if it was not persisted (`rolled_back`), and the
+/// proxy's next request switches: the proxy ends on mysql_11, every
+/// acknowledged write there once, the old source back read-only.
+fn keeper_killed_after(phase: &str, rolled_back: bool) {
     let (_bins, mut m1, m11, mut keeper, _a1, _a11, p1) = cluster_without_unique_key();
     keeper.kill();
     keeper.restart_with(&[("KEEPER_FAULT_ABORT_AFTER", phase)]);
@@ -95,13 +95,20 @@ fn keeper_killed_after(phase: &str, expected: &str) {
         "{}",
         keeper.log()
     );
+    // Down for a while, as a crashed keeper is: the agents' heartbeats
+    // fail meanwhile (SPEC §5, an agent without its keeper).
+    std::thread::sleep(Duration::from_secs(1));
     keeper.restart();
     keeper.wait_healthy();
     wait_for("p1 on mysql_11", Duration::from_secs(30), || {
         active_of(&p1, "dh1") == "mysql_11"
     });
     let log = keeper.log();
-    assert!(log.contains(expected), "{phase}: no `{expected}` in {log}");
+    assert_eq!(
+        log.contains("rolling it back"),
+        rolled_back,
+        "{phase}: {log}"
+    );
     assert_eq!(m11.sql("SELECT @@read_only"), "0");
     let acked = writer.join().expect("writer").acked;
     assert_each_ack_once(&m11, &acked);
@@ -119,29 +126,82 @@ fn keeper_killed_after(phase: &str, expected: &str) {
 /// the next keeper rolls back, and the proxy's next request switches.
 #[test]
 fn the_keeper_killed_after_reserving_the_epoch() {
-    keeper_killed_after("reserve", "rolling it back");
+    keeper_killed_after("reserve", true);
 }
 
 /// Killed after trying to fence the dead source: rolled back, then
 /// switched on the proxy's next request.
 #[test]
 fn the_keeper_killed_after_the_fence() {
-    keeper_killed_after("fence", "rolling it back");
+    keeper_killed_after("fence", true);
 }
 
-/// Killed after the promotion, nothing persisted: the target reports
-/// itself writable and the source does not answer, so the next keeper
-/// finishes the switch.
+/// Killed after the promotion, nothing persisted: the target's agent
+/// fences it when the keeper goes away, and it replicates from nobody. The
+/// next keeper rolls back and points it at the (dead) source again, so it
+/// is a true standby for the proxy's next request. Before, it stayed
+/// orphaned: `NoStandby` until the old source returned.
 #[test]
 fn the_keeper_killed_after_the_promotion() {
-    keeper_killed_after("promote", "finishing it");
+    keeper_killed_after("promote", true);
 }
 
 /// Killed after persisting the topology, before publishing it: the next
 /// keeper hands it out at registration.
 #[test]
 fn the_keeper_killed_after_persisting_the_topology() {
-    keeper_killed_after("persist", "keeper state loaded");
+    keeper_killed_after("persist", false);
+}
+
+/// Killed right after publishing: the proxy writes to the new source,
+/// whose agent has not heard the new topology yet and finds the keeper
+/// gone. It must not fence the server a keeper promoted under a newer
+/// epoch than the topology it holds; before, it did, and with nothing to
+/// lift that fence every write failed read-only for good.
+#[test]
+fn the_keeper_killed_after_publishing_the_topology() {
+    keeper_killed_after("publish", false);
+}
+
+/// A planned switchover, the keeper aborted after the target caught up:
+/// the source is fenced and the proxy holds statements. The next keeper
+/// lifts the fence (`unfence`), and its topology, newer than the proxy's,
+/// ends the hold: writes go on at the source, every acknowledged one
+/// there once, the standby still a read-only replica.
+#[test]
+fn the_keeper_killed_during_a_switchover() {
+    let (_bins, m1, m11, mut keeper, _a1, _a11, p1) = cluster_without_unique_key();
+    keeper.kill();
+    keeper.restart_with(&[("KEEPER_FAULT_ABORT_AFTER", "catch_up")]);
+    keeper.wait_healthy();
+    wait_registered(&keeper, 1);
+    let writer = spawn_writer(p1.port, 10, 1);
+    std::thread::sleep(Duration::from_millis(1500));
+    // The keeper dies before it answers.
+    let _ = http(
+        keeper.admin_port,
+        "POST",
+        "/switchover",
+        Some(r#"{"datahost": "dh1"}"#),
+        Some(TOKEN),
+    );
+    wait_for("the keeper aborted", Duration::from_secs(20), || {
+        !keeper.is_running()
+    });
+    assert_eq!(m1.sql("SELECT @@read_only"), "1", "the source was fenced");
+    keeper.restart();
+    keeper.wait_healthy();
+    wait_for("mysql_1 writable again", Duration::from_secs(15), || {
+        m1.try_sql("SELECT @@read_only").as_deref() == Ok("0")
+    });
+    assert!(keeper.log().contains("rolling it back"));
+    let acked = writer.join().expect("writer").acked;
+    assert_each_ack_once(&m1, &acked);
+    assert_eq!(active_of(&p1, "dh1"), "mysql_1");
+    assert_eq!(m11.sql("SELECT @@read_only"), "1");
+    p1.sql("INSERT INTO acks VALUES (1, 0)");
+    m11.catch_up(&m1);
+    assert_eq!(m11.sql("SELECT COUNT(*) FROM app.acks WHERE id = 1"), "1");
 }
 
 /// SPEC §7, back online through the keeper: the keeper is killed; then

@@ -115,7 +115,10 @@ async fn a_keeper_restarted_between_persist_and_publish_hands_out_the_new_topolo
     let store = Arc::new(MemoryStore::default());
     let k = keeper(&store).await;
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let first = k.register("p1", k.next_id(), tx).await.expect("register");
+    let first = k
+        .register("p1", 0, k.next_id(), tx)
+        .await
+        .expect("register");
     assert_eq!(
         (first.epoch, first.datahosts[0].active.as_str()),
         (1, "mysql_1")
@@ -133,7 +136,7 @@ async fn a_keeper_restarted_between_persist_and_publish_hands_out_the_new_topolo
     let restarted = keeper(&store).await;
     let (tx, _rx) = mpsc::unbounded_channel();
     let t = restarted
-        .register("p1", restarted.next_id(), tx)
+        .register("p1", 0, restarted.next_id(), tx)
         .await
         .expect("register");
     assert_eq!((t.epoch, t.datahosts[0].active.as_str()), (2, "mysql_11"));
@@ -147,7 +150,9 @@ async fn an_approved_failover_is_pushed_and_recorded() {
     let store = Arc::new(MemoryStore::default());
     let k = keeper(&store).await;
     let (tx, mut rx) = mpsc::unbounded_channel();
-    k.register("p1", k.next_id(), tx).await.expect("register");
+    k.register("p1", 0, k.next_id(), tx)
+        .await
+        .expect("register");
     let answer = crate::request::request_switch(&k, failover()).await;
     assert!(
         matches!(answer, SwitchAnswer::Switched { .. }),
@@ -254,7 +259,7 @@ async fn a_keeper_restarted_mid_switch_rolls_the_switch_back() {
         let restarted = keeper_with(&store, agents.clone()).await;
         // The fake target still replicates, read-only: not fenced again
         // (its agent would have to rejoin); the source's fence lifted.
-        assert_eq!(agents.orders(), ["promote mysql_1 @2"], "{phase:?}");
+        assert_eq!(agents.orders(), ["unfence mysql_1 @2"], "{phase:?}");
         let s = restarted.state();
         assert_eq!(s.switch, None, "{phase:?}");
         assert_eq!(s.topology.epoch, 2);
@@ -262,7 +267,7 @@ async fn a_keeper_restarted_mid_switch_rolls_the_switch_back() {
         // Not a switch: no cooldown; the proxies' next request switches.
         let (tx, _rx) = mpsc::unbounded_channel();
         restarted
-            .register("p1", restarted.next_id(), tx)
+            .register("p1", 0, restarted.next_id(), tx)
             .await
             .expect("register");
         let again = crate::request::request_switch(&restarted, failover()).await;
@@ -280,7 +285,9 @@ async fn interrupted_after(phase: Phase) -> Arc<MemoryStore> {
     let store = Arc::new(MemoryStore::default());
     let k = keeper(&store).await;
     let (tx, _rx) = mpsc::unbounded_channel();
-    k.register("p1", k.next_id(), tx).await.expect("register");
+    k.register("p1", 0, k.next_id(), tx)
+        .await
+        .expect("register");
     k.stop_switches_after(Some(phase));
     let answer = crate::request::request_switch(&k, failover()).await;
     assert!(matches!(answer, SwitchAnswer::Rejected { .. }), "{phase:?}");
@@ -289,15 +296,16 @@ async fn interrupted_after(phase: Phase) -> Arc<MemoryStore> {
     store
 }
 
-/// SPEC §7 rule 5, the other way out: the interrupted switch had promoted
-/// its target (it replicates from nobody; its agent fenced it again when
-/// the keeper went away) and the old source does not answer, so the next
-/// keeper finishes it rather than leave the dataHost without a writable
-/// source; a target whose promotion is unknown is fenced again.
+/// SPEC §7 rule 5, after the promotion: the target replicates from
+/// nobody (its agent fenced it again when the keeper went away). The next
+/// keeper does not finish the switch on the crashed keeper's word (the
+/// proxies may have written to the source since): it fences the target,
+/// lifts the source's fence and points the target back at the source, a
+/// true standby for the next decision, which switches. A target that
+/// does not answer is fenced again all the same.
 #[tokio::test(start_paused = true)]
-async fn a_keeper_restarted_after_the_promotion_finishes_the_switch() {
+async fn a_keeper_restarted_after_the_promotion_points_the_target_back() {
     let store = interrupted_after(Phase::Promote).await;
-
     let agents = Arc::new(Obedient::default());
     agents
         .promoted_alone
@@ -306,45 +314,35 @@ async fn a_keeper_restarted_after_the_promotion_finishes_the_switch() {
     let s = restarted.state();
     assert_eq!(s.switch, None);
     assert_eq!(s.topology.epoch, 2);
-    assert_eq!(s.topology.datahosts[0].active, "mysql_11");
-    restarted.finish_background().await;
+    assert_eq!(s.topology.datahosts[0].active, "mysql_1");
     assert_eq!(
         agents.orders(),
-        ["promote mysql_11 @2", "fence mysql_1 @2"],
-        "promoted again, the source fenced behind"
-    );
-    let (tx, _rx) = mpsc::unbounded_channel();
-    restarted
-        .register("p1", restarted.next_id(), tx)
-        .await
-        .expect("register");
-    let back = Request {
-        source: "mysql_11".into(),
-        ..failover()
-    };
-    let answer = crate::request::request_switch(&restarted, back).await;
-    assert!(
-        matches!(
-            answer,
-            SwitchAnswer::Rejected {
-                rejection: Rejection::Cooldown { .. }
-            }
-        ),
-        "the finished switch starts the cooldown: {answer:?}"
+        [
+            "fence mysql_11 @2",
+            "unfence mysql_1 @2",
+            "follow mysql_11 @2"
+        ],
     );
     drop(restarted);
 
     // Neither answers: the promotion is unknown, the target fenced again.
     let store = interrupted_after(Phase::Promote).await;
-    let silent = Arc::new(Silent);
-    let restarted = Keeper::with_parts(config(), store.clone(), silent, Vec::new())
+    let silent = Arc::new(Silent::default());
+    let restarted = Keeper::with_parts(config(), store.clone(), silent.clone(), Vec::new())
         .await
         .expect("keeper");
     assert_eq!(restarted.topology().datahosts[0].active, "mysql_1");
+    assert_eq!(restarted.state().switch, None);
+    assert_eq!(
+        lock(&silent.0).first().map(String::as_str),
+        Some("fence mysql_11"),
+        "the target first"
+    );
 }
 
-/// Agents that never answer.
-struct Silent;
+/// Agents that never answer; the orders given, as `kind datasource`.
+#[derive(Default)]
+struct Silent(Mutex<Vec<String>>);
 
 #[async_trait::async_trait]
 impl Agents for Silent {
@@ -352,7 +350,9 @@ impl Agents for Silent {
         None
     }
 
-    async fn order(&self, _: &str, _: Order, t: Duration) -> Result<(), OrderError> {
+    async fn order(&self, ds: &str, order: Order, t: Duration) -> Result<(), OrderError> {
+        let kind = serde_json::to_value(&order.kind).expect("an order serialises");
+        lock(&self.0).push(format!("{} {ds}", kind["order"].as_str().unwrap_or("?")));
         Err(OrderError::Timeout(t))
     }
 }
@@ -364,7 +364,9 @@ async fn a_restarted_keeper_keeps_the_cooldown() {
     let store = Arc::new(MemoryStore::default());
     let k = keeper(&store).await;
     let (tx, _rx) = mpsc::unbounded_channel();
-    k.register("p1", k.next_id(), tx).await.expect("register");
+    k.register("p1", 0, k.next_id(), tx)
+        .await
+        .expect("register");
     let first = crate::request::request_switch(&k, failover()).await;
     assert!(matches!(first, SwitchAnswer::Switched { .. }), "{first:?}");
     k.finish_background().await;
@@ -373,7 +375,7 @@ async fn a_restarted_keeper_keeps_the_cooldown() {
     let restarted = keeper(&store).await;
     let (tx, _rx) = mpsc::unbounded_channel();
     restarted
-        .register("p1", restarted.next_id(), tx)
+        .register("p1", 0, restarted.next_id(), tx)
         .await
         .expect("register");
     let back = Request {

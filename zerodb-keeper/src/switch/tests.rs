@@ -38,6 +38,7 @@ fn kind_name(k: &OrderKind) -> &'static str {
     match k {
         OrderKind::Promote => "promote",
         OrderKind::Fence => "fence",
+        OrderKind::Unfence => "unfence",
         OrderKind::Follow { .. } => "follow",
         OrderKind::CatchUp { .. } => "catch_up",
     }
@@ -282,7 +283,7 @@ async fn a_failover_promotes_only_once_an_answering_source_is_fenced() {
             Duration::ZERO,
             &[
                 "fence mysql_1 @5",
-                "promote mysql_1 @5",
+                "unfence mysql_1 @5",
                 "publish mysql_1 @5",
             ],
         ),
@@ -372,7 +373,7 @@ async fn each_failing_phase_of_a_switchover_is_compensated() {
             &[
                 "hold dh1",
                 "fence mysql_1 @5",
-                "promote mysql_1 @5",
+                "unfence mysql_1 @5",
                 "release dh1",
                 "publish mysql_1 @5",
             ],
@@ -385,7 +386,7 @@ async fn each_failing_phase_of_a_switchover_is_compensated() {
                 "fence mysql_1 @5",
                 "report mysql_1",
                 "catch_up mysql_11 @5",
-                "promote mysql_1 @5", // the fence lifted
+                "unfence mysql_1 @5", // the fence lifted
                 "release dh1",
                 "publish mysql_1 @5", // the unchanged topology, under epoch 5
             ],
@@ -399,7 +400,7 @@ async fn each_failing_phase_of_a_switchover_is_compensated() {
                 "report mysql_1",
                 "catch_up mysql_11 @5",
                 "promote mysql_11 @5",
-                "promote mysql_1 @5",
+                "unfence mysql_1 @5",
                 "release dh1",
                 "publish mysql_1 @5",
             ],
@@ -431,7 +432,7 @@ async fn a_failed_promotion_in_a_failover_changes_no_topology() {
         strings(&[
             "fence mysql_1 @5",
             "promote mysql_11 @5",
-            "promote mysql_1 @5",
+            "unfence mysql_1 @5",
             "publish mysql_1 @5"
         ]),
         "the fence lifted; the unchanged topology under the new epoch"
@@ -569,7 +570,7 @@ async fn a_promotion_without_an_answer_fences_the_target_again() {
         tail,
         strings(&[
             "fence mysql_11 @5",
-            "promote mysql_1 @5",
+            "unfence mysql_1 @5",
             "release dh1",
             "publish mysql_1 @5",
         ])
