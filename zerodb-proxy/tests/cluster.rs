@@ -685,12 +685,7 @@ fn a_restarted_proxy_never_serves_the_config_topology() {
 /// stays up, no switch is requested, and the refusal is counted.
 #[test]
 fn a_probe_answered_with_an_error_asks_for_no_switch() {
-    let bins = bins();
-    let (m1, m11) = pair(&[], &[]);
-    let dhs = one_dh(&m1, &m11);
-    let keeper = start_keeper(&bins, &dhs, &[], "");
-    let p1 = start_member(&bins, "p1", keeper.port, &dhs, "");
-    wait_registered(&keeper, 1);
+    let (m1, _m11, keeper, p1) = keeper_without_agents_and_one_proxy();
     m1.sql_script(&format!(
         "SET sql_log_bin = 0; ALTER USER '{BACKEND_USER}'@'%' IDENTIFIED BY 'changed'; SET sql_log_bin = 1"
     ))
@@ -701,25 +696,93 @@ fn a_probe_answered_with_an_error_asks_for_no_switch() {
     for id in ids.split(',').filter(|s| !s.is_empty() && *s != "NULL") {
         let _ = m1.try_sql(&format!("KILL {id}"));
     }
-    // Well past health.fall failed probes, and a switch's time.
+    refused_without_a_switch(&keeper, &p1, 1045);
+    m1.sql_script(&format!(
+        "SET sql_log_bin = 0; ALTER USER '{BACKEND_USER}'@'%' IDENTIFIED BY '{BACKEND_PASSWORD}'; SET sql_log_bin = 1"
+    ))
+    .expect("password restored");
+    assert_eq!(p1.sql("SELECT @@server_id"), "1", "served again");
+}
+
+/// A source and its replica, a keeper querying them itself (no agents),
+/// proxy p1 registered.
+fn keeper_without_agents_and_one_proxy() -> (MariaDb, MariaDb, Keeper, Proxy) {
+    let bins = bins();
+    let (m1, m11) = pair(&[], &[]);
+    let dhs = one_dh(&m1, &m11);
+    let keeper = start_keeper(&bins, &dhs, &[], "");
+    let p1 = start_member(&bins, "p1", keeper.port, &dhs, "");
+    wait_registered(&keeper, 1);
+    (m1, m11, keeper, p1)
+}
+
+/// Waits well past `health.fall` probes and a switch's time, then: no
+/// decision was asked for, p1 still serves mysql_1, and its refusals with
+/// `code` were counted.
+fn refused_without_a_switch(keeper: &Keeper, p1: &Proxy, code: u16) {
     std::thread::sleep(Duration::from_secs(4));
     assert!(
         keeper.decisions().is_empty(),
         "no switch requested: {:?}",
         keeper.reasons()
     );
-    assert_eq!(active_of(&p1, "dh1"), "mysql_1");
+    assert_eq!(active_of(p1, "dh1"), "mysql_1");
     let (_, metrics) = p1.http_get("/metrics").expect("metrics");
+    let counted = format!("code=\"{code}\"");
     assert!(
         metrics
             .lines()
-            .any(|l| l.starts_with("zerodb_probe_refusals_total") && l.contains("\"1045\"")),
+            .any(|l| l.starts_with("zerodb_probe_refusals_total") && l.contains(&counted)),
         "the refusal counted: {metrics}"
     );
+}
+
+/// The same with 1040: the source has no connection left for anyone.
+/// Sleeping sessions are opened first, then `max_connections` is lowered
+/// below what is connected, so every new connection is refused "Too many
+/// connections" (the slot kept for administrators included), and the
+/// proxy's connections are killed so that its probes must reconnect.
+/// Refused probes are an alert and a metric, never a switch.
+#[test]
+fn a_probe_answered_too_many_connections_asks_for_no_switch() {
+    let (m1, _m11, keeper, p1) = keeper_without_agents_and_one_proxy();
+    let sleepers: Vec<_> = (0..14)
+        .map(|_| {
+            let socket = m1.socket.clone();
+            std::thread::spawn(move || {
+                Command::new("mariadb")
+                    .args(["--no-defaults", "-uroot", "-e", "SELECT SLEEP(10)"])
+                    .arg(format!("--socket={}", socket.display()))
+                    .output()
+            })
+        })
+        .collect();
+    wait_for("14 sleepers", Duration::from_secs(10), || {
+        m1.try_sql("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT SLEEP(10)'")
+            .is_ok_and(|n| n == "14")
+    });
+    let ids = m1.sql(&format!(
+        "SELECT GROUP_CONCAT(ID) FROM information_schema.PROCESSLIST WHERE USER = '{BACKEND_USER}'"
+    ));
+    // The smallest MariaDB takes; 14 sleepers keep the server over it.
     m1.sql_script(&format!(
-        "SET sql_log_bin = 0; ALTER USER '{BACKEND_USER}'@'%' IDENTIFIED BY '{BACKEND_PASSWORD}'; SET sql_log_bin = 1"
+        "SET GLOBAL max_connections = 10; {}",
+        ids.split(',')
+            .filter(|s| !s.is_empty() && *s != "NULL")
+            .map(|id| format!("KILL {id};"))
+            .collect::<String>()
     ))
-    .expect("password restored");
+    .expect("max_connections lowered, the proxy's connections killed");
+    let full = || {
+        m1.try_sql("SELECT 1")
+            .is_err_and(|e| e.contains("Too many connections"))
+    };
+    assert!(full(), "new connections refused");
+    refused_without_a_switch(&keeper, &p1, 1040);
+    assert!(full(), "still full");
+    for s in sleepers {
+        let _ = s.join();
+    }
     assert_eq!(p1.sql("SELECT @@server_id"), "1", "served again");
 }
 
