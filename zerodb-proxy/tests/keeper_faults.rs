@@ -163,16 +163,17 @@ fn the_keeper_killed_after_publishing_the_topology() {
     keeper_killed_after("publish", false);
 }
 
-/// A planned switchover, the keeper aborted after the target caught up:
-/// the source is fenced and the proxy holds statements. The next keeper
-/// lifts the fence (`unfence`), and its topology, newer than the proxy's,
-/// ends the hold: writes go on at the source, every acknowledged one
-/// there once, the standby still a read-only replica.
-#[test]
-fn the_keeper_killed_during_a_switchover() {
+/// A planned switchover, the keeper aborted right after `phase`: the
+/// proxy holds statements, and from the fence on the source is read-only.
+/// The next keeper rolls back: the source's fence lifted (`unfence`), a
+/// promoted target fenced and pointed back at the source, and its
+/// topology, newer than the proxy's, ends the hold. Writes go on at the
+/// source, every acknowledged one there once; the standby is a read-only
+/// replica of the source again.
+fn keeper_killed_during_a_switchover(phase: &str, source_fenced: bool) {
     let (_bins, m1, m11, mut keeper, _a1, _a11, p1) = cluster_without_unique_key();
     keeper.kill();
-    keeper.restart_with(&[("KEEPER_FAULT_ABORT_AFTER", "catch_up")]);
+    keeper.restart_with(&[("KEEPER_FAULT_ABORT_AFTER", phase)]);
     keeper.wait_healthy();
     wait_registered(&keeper, 1);
     let writer = spawn_writer(p1.port, 10, 1);
@@ -188,20 +189,46 @@ fn the_keeper_killed_during_a_switchover() {
     wait_for("the keeper aborted", Duration::from_secs(20), || {
         !keeper.is_running()
     });
-    assert_eq!(m1.sql("SELECT @@read_only"), "1", "the source was fenced");
+    let read_only = if source_fenced { "1" } else { "0" };
+    assert_eq!(m1.sql("SELECT @@read_only"), read_only, "{phase}");
+    std::thread::sleep(Duration::from_secs(1));
     keeper.restart();
     keeper.wait_healthy();
-    wait_for("mysql_1 writable again", Duration::from_secs(15), || {
+    wait_for("mysql_1 writable", Duration::from_secs(15), || {
         m1.try_sql("SELECT @@read_only").as_deref() == Ok("0")
     });
-    assert!(keeper.log().contains("rolling it back"));
+    assert!(keeper.log().contains("rolling it back"), "{phase}");
     let acked = writer.join().expect("writer").acked;
     assert_each_ack_once(&m1, &acked);
     assert_eq!(active_of(&p1, "dh1"), "mysql_1");
+    wait_for("mysql_11 a replica again", Duration::from_secs(15), || {
+        m11.try_sql("SHOW SLAVE STATUS")
+            .is_ok_and(|s| s.contains(&format!("\t{}\t", m1.port)))
+    });
     assert_eq!(m11.sql("SELECT @@read_only"), "1");
     p1.sql("INSERT INTO acks VALUES (1, 0)");
     m11.catch_up(&m1);
     assert_eq!(m11.sql("SELECT COUNT(*) FROM app.acks WHERE id = 1"), "1");
+}
+
+#[test]
+fn the_keeper_killed_while_a_switchover_holds_the_proxies() {
+    keeper_killed_during_a_switchover("hold", false);
+}
+
+#[test]
+fn the_keeper_killed_after_a_switchover_fenced_the_source() {
+    keeper_killed_during_a_switchover("fence", true);
+}
+
+#[test]
+fn the_keeper_killed_after_a_switchover_caught_up() {
+    keeper_killed_during_a_switchover("catch_up", true);
+}
+
+#[test]
+fn the_keeper_killed_after_a_switchover_promoted_the_target() {
+    keeper_killed_during_a_switchover("promote", true);
 }
 
 /// SPEC §7, back online through the keeper: the keeper is killed; then
