@@ -77,7 +77,7 @@ pub struct AgentCore {
     saving: Mutex<()>,
     /// Orders run one at a time, in the order they arrive: a late fence
     /// never lands after the order that lifts it.
-    ordering: tokio::sync::Mutex<()>,
+    ordering: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl AgentCore {
@@ -89,7 +89,7 @@ impl AgentCore {
             state: Mutex::new(State::default()),
             saved: None,
             saving: Mutex::new(()),
-            ordering: tokio::sync::Mutex::new(()),
+            ordering: std::sync::Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
@@ -186,18 +186,31 @@ impl AgentCore {
 
     /// Carries out one order from the keeper.
     pub async fn order(&self, order: &Order) -> Result<(), AgentError> {
-        let _one_at_a_time = self.ordering.lock().await;
+        let one_at_a_time = self.ordering.clone().lock_owned().await;
         let before = self.saved_state();
         self.admit(order.epoch)?;
         self.save(&before);
         let name = &self.ops.name;
         match &order.kind {
             OrderKind::Promote => {
-                self.ops.promote(self.promote_timeout).await?;
-                let mut s = self.state();
-                s.fenced = false;
-                s.errant = None;
-                s.active_under = Some(order.epoch);
+                // The promotion runs to its end even if this caller stops
+                // waiting, and the next order waits for it: it holds the
+                // turn itself.
+                let (ops, timeout) = (self.ops.clone(), self.promote_timeout);
+                let promoted = tokio::spawn(async move {
+                    let _turn = one_at_a_time;
+                    ops.promote(timeout).await
+                });
+                promoted
+                    .await
+                    .map_err(|e| OpsError::Failed(format!("the promotion stopped: {e}")))??;
+                {
+                    let mut s = self.state();
+                    s.fenced = false;
+                    s.errant = None;
+                    s.active_under = Some(order.epoch);
+                }
+                self.save(&before);
                 tracing::warn!(datasource = %name, epoch = order.epoch, "promoted: replication reset, read_only OFF");
             }
             OrderKind::Fence => {
@@ -207,14 +220,18 @@ impl AgentCore {
                     s.fenced = true;
                     s.active_under = None;
                 }
+                self.save(&before);
                 let ended = self.ops.fence().await?;
                 tracing::warn!(datasource = %name, epoch = order.epoch, sessions_ended = ended, "fenced: read_only ON");
             }
             OrderKind::Unfence => {
                 self.ops.unfence().await?;
-                let mut s = self.state();
-                s.fenced = false;
-                s.active_under = Some(order.epoch);
+                {
+                    let mut s = self.state();
+                    s.fenced = false;
+                    s.active_under = Some(order.epoch);
+                }
+                self.save(&before);
                 tracing::warn!(datasource = %name, epoch = order.epoch, "fence lifted: read_only OFF");
             }
             OrderKind::Follow {
@@ -253,6 +270,10 @@ impl AgentCore {
     /// active one: a writable server is fenced, whatever the older
     /// topology says.
     pub async fn on_keeper_unreachable(&self, report: &AgentReport) {
+        // Not while an order runs: its outcome decides (next tick).
+        let Ok(_turn) = self.ordering.try_lock() else {
+            return;
+        };
         let (topology, epoch, active_under) = {
             let s = self.state();
             (s.topology.clone(), s.epoch, s.active_under)
@@ -326,6 +347,13 @@ impl AgentCore {
             }
         }
         self.save(&before);
+        // Not while an order runs (the report may predate it): next tick.
+        let Ok(_turn) = self.ordering.try_lock() else {
+            return;
+        };
+        if self.epoch() > reply.topology.epoch {
+            return; // an order under a newer epoch came meanwhile
+        }
         if !self.fence_unless_active(&reply.topology, report).await {
             return;
         }

@@ -283,7 +283,7 @@ mod tests {
             ),
             (
                 OrderError::Agent(AgentError::Ops(OpsError::Stalled("db".into()))),
-                true,
+                false,
             ),
             (
                 OrderError::Agent(AgentError::StaleEpoch {

@@ -45,8 +45,11 @@ impl OpsError {
                 source,
                 mysql_async::Error::Server(_) | mysql_async::Error::Other(_)
             ),
-            OpsError::Timeout(_) => false,
-            OpsError::Stalled(_) | OpsError::Failed(_) => true,
+            // A statement that does not finish in time is no answer in
+            // time (SPEC §7: it does not stop a switch); what it did is
+            // unknown.
+            OpsError::Timeout(_) | OpsError::Stalled(_) => false,
+            OpsError::Failed(_) => true,
         }
     }
 }

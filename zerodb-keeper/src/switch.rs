@@ -517,7 +517,8 @@ impl Switch<'_> {
     /// could lose those writes. So the target is fenced again unless it
     /// still replicates, read-only; one that replicates from nobody (its
     /// promotion reset replication) is pointed back at the source
-    /// (`source_follow`), so it is a true standby for the next decision.
+    /// (`source_follow`; a failover's only), so it is a true standby for
+    /// the next decision.
     /// Then the source's fence is lifted, held proxies released, and the
     /// unchanged topology persisted under the switch's epoch. The proxies'
     /// next request decides afresh, with votes. Returns the state then.
@@ -541,8 +542,12 @@ impl Switch<'_> {
             ..Done::default()
         };
         self.compensate(epoch, done).await;
+        // A failover's target was a true standby when the decision chose
+        // it (no errant transaction) and took no client write since; a
+        // switchover's may have been forced, and rejoins from its agent's
+        // heartbeat, which checks.
         let replicates = target.as_ref().is_some_and(|r| r.replica.is_some());
-        if let (false, Some(f)) = (replicates, source_follow) {
+        if let (false, false, Some(f)) = (replicates, plan.planned, source_follow) {
             let kind = OrderKind::Follow {
                 source: f.addr.clone(),
                 user: f.user.clone(),
