@@ -7,8 +7,7 @@
 //!    target **catch up** with its binlog end;
 //!    A failover **fences** the old source first too, waiting at most
 //!    `fence_timeout`: a server that answers is fenced before the target
-//!    is promoted (and the target applies what it wrote, within
-//!    `fence_timeout`), or the switch is rejected; one that does not
+//!    is promoted, or the switch is rejected; one that does not
 //!    (dead, paused, cut off) is fenced by its agent when it sees the new
 //!    epoch, and in the background meanwhile;
 //! 3. **promote** the target;
@@ -252,9 +251,6 @@ impl Switch<'_> {
             let started = Instant::now();
             done.fenced = true;
             self.fence_first(epoch, done).await?;
-            if done.fence_confirmed {
-                self.apply_what_the_fenced_source_wrote(epoch).await;
-            }
             self.timed("fence", started);
             self.check(Phase::Fence)?;
         }
@@ -384,28 +380,6 @@ impl Switch<'_> {
                 tracing::warn!(datasource = %source, %error, "the old source does not answer: promoting; its agent fences it when it sees the new epoch");
                 Ok(())
             }
-        }
-    }
-
-    /// A failover whose old source answered and is fenced: what it
-    /// acknowledged is final, and the target applies it before it is
-    /// promoted, waiting at most `fence_timeout` (with asynchronous
-    /// replication, writes acknowledged and not yet applied would be lost
-    /// otherwise). Best effort: a target that cannot (it does not reach the
-    /// source either) is promoted as the decision's binlog check allowed.
-    async fn apply_what_the_fenced_source_wrote(&self, epoch: u64) {
-        let (plan, t) = (self.plan, self.timings);
-        let end = self.agents.report(&plan.source, t.agent_timeout).await;
-        let Some(position) = end.and_then(|r| r.binlog_end) else {
-            return;
-        };
-        let kind = OrderKind::CatchUp {
-            position,
-            timeout_ms: t.fence_timeout.as_millis() as u64,
-        };
-        let timeout = t.fence_timeout + t.agent_timeout;
-        if let Err(e) = self.order(&plan.target, epoch, kind, timeout).await {
-            tracing::warn!(target = %plan.target, error = %e, "the target did not apply all the fenced source wrote in time: promoting as the binlog check allowed");
         }
     }
 
