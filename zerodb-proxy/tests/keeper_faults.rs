@@ -70,6 +70,15 @@ fn cluster_without_unique_key() -> (Bins, MariaDb, MariaDb, Keeper, Agent, Agent
     (bins, m1, m11, keeper, a1, a11, p1)
 }
 
+/// Restarts `keeper` armed to abort right after `phase` of its next
+/// switch, and waits for p1 to register again.
+fn abort_after(keeper: &mut Keeper, phase: &str) {
+    keeper.kill();
+    keeper.restart_with(&[("KEEPER_FAULT_ABORT_AFTER", phase)]);
+    keeper.wait_healthy();
+    wait_registered(keeper, 1);
+}
+
 /// The source is SIGKILLed under writes and the keeper aborts right after
 /// `phase` of the failover (a crash at a named point). Restarted, it rolls
 /// the switch back if it was not persisted (`rolled_back`), and the
@@ -77,10 +86,7 @@ fn cluster_without_unique_key() -> (Bins, MariaDb, MariaDb, Keeper, Agent, Agent
 /// acknowledged write there once, the old source back read-only.
 fn keeper_killed_after(phase: &str, rolled_back: bool) {
     let (_bins, mut m1, m11, mut keeper, _a1, _a11, p1) = cluster_without_unique_key();
-    keeper.kill();
-    keeper.restart_with(&[("KEEPER_FAULT_ABORT_AFTER", phase)]);
-    keeper.wait_healthy();
-    wait_registered(&keeper, 1);
+    abort_after(&mut keeper, phase);
 
     let writer = spawn_writer(p1.port, 14, 1);
     std::thread::sleep(Duration::from_millis(1500));
@@ -172,10 +178,7 @@ fn the_keeper_killed_after_publishing_the_topology() {
 /// replica of the source again.
 fn keeper_killed_during_a_switchover(phase: &str, source_fenced: bool) {
     let (_bins, m1, m11, mut keeper, _a1, _a11, p1) = cluster_without_unique_key();
-    keeper.kill();
-    keeper.restart_with(&[("KEEPER_FAULT_ABORT_AFTER", phase)]);
-    keeper.wait_healthy();
-    wait_registered(&keeper, 1);
+    abort_after(&mut keeper, phase);
     let writer = spawn_writer(p1.port, 10, 1);
     std::thread::sleep(Duration::from_millis(1500));
     // The keeper dies before it answers.

@@ -97,6 +97,16 @@ async fn keeper_with(store: &Arc<MemoryStore>, agents: Arc<Obedient>) -> Arc<Kee
         .expect("keeper")
 }
 
+/// Registers proxy p1 on `k`; keep the receiver for its connection to
+/// stay open.
+async fn register_p1(k: &Keeper) -> mpsc::UnboundedReceiver<FromKeeper> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    k.register("p1", 0, k.next_id(), tx)
+        .await
+        .expect("register");
+    rx
+}
+
 fn failover() -> Request {
     Request {
         datahost: "dh1".into(),
@@ -265,11 +275,7 @@ async fn a_keeper_restarted_mid_switch_rolls_the_switch_back() {
         assert_eq!(s.topology.epoch, 2);
         assert_eq!(s.topology.datahosts[0].active, "mysql_1");
         // Not a switch: no cooldown; the proxies' next request switches.
-        let (tx, _rx) = mpsc::unbounded_channel();
-        restarted
-            .register("p1", 0, restarted.next_id(), tx)
-            .await
-            .expect("register");
+        let _p1 = register_p1(&restarted).await;
         let again = crate::request::request_switch(&restarted, failover()).await;
         assert!(
             matches!(&again, SwitchAnswer::Switched { topology } if topology.epoch == 3),
@@ -284,10 +290,7 @@ async fn a_keeper_restarted_mid_switch_rolls_the_switch_back() {
 async fn interrupted_after(phase: Phase) -> Arc<MemoryStore> {
     let store = Arc::new(MemoryStore::default());
     let k = keeper(&store).await;
-    let (tx, _rx) = mpsc::unbounded_channel();
-    k.register("p1", 0, k.next_id(), tx)
-        .await
-        .expect("register");
+    let _p1 = register_p1(&k).await;
     k.stop_switches_after(Some(phase));
     let answer = crate::request::request_switch(&k, failover()).await;
     assert!(matches!(answer, SwitchAnswer::Rejected { .. }), "{phase:?}");
@@ -363,21 +366,14 @@ impl Agents for Silent {
 async fn a_restarted_keeper_keeps_the_cooldown() {
     let store = Arc::new(MemoryStore::default());
     let k = keeper(&store).await;
-    let (tx, _rx) = mpsc::unbounded_channel();
-    k.register("p1", 0, k.next_id(), tx)
-        .await
-        .expect("register");
+    let _p1 = register_p1(&k).await;
     let first = crate::request::request_switch(&k, failover()).await;
     assert!(matches!(first, SwitchAnswer::Switched { .. }), "{first:?}");
     k.finish_background().await;
     drop(k);
 
     let restarted = keeper(&store).await;
-    let (tx, _rx) = mpsc::unbounded_channel();
-    restarted
-        .register("p1", 0, restarted.next_id(), tx)
-        .await
-        .expect("register");
+    let _p1 = register_p1(&restarted).await;
     let back = Request {
         source: "mysql_11".into(),
         ..failover()
