@@ -316,10 +316,13 @@ fn keeper_restart_keeps_epochs_growing() {
     wait_registered(&keeper, 2);
     assert_eq!(keeper.json("/status")["epoch"].as_u64(), Some(e1));
     p2.sql("INSERT INTO acks VALUES (2, 2)");
-    // mysql_1 rejoined as a replica; switch back.
+    // mysql_1 rejoined as a replica (its SQL thread running: a true
+    // standby, not just pointed at the source); switch back.
     wait_for("mysql_1 replicating", LONG, || {
-        m1.try_sql("SHOW SLAVE STATUS")
-            .is_ok_and(|s| s.contains(&format!("\t{}\t", m11.port)))
+        m1.try_sql("SHOW SLAVE STATUS").is_ok_and(|s| {
+            let f: Vec<&str> = s.split('\t').collect();
+            s.contains(&format!("\t{}\t", m11.port)) && f.get(11) == Some(&"Yes")
+        })
     });
     let (code, body) = keeper.act("/switchover", r#"{"datahost":"dh1"}"#);
     assert_eq!(code, 200, "{body}");
