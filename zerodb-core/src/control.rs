@@ -16,6 +16,12 @@ use std::collections::BTreeMap;
 pub struct ClusterTopology {
     /// The epoch of the last approved switch (0: the config's initial topology).
     pub epoch: u64,
+    /// The term of the leading keeper that published it (0: a sole
+    /// keeper on the file store). Proxies and agents keep the newest term
+    /// seen and refuse a topology under it: a deposed leader's late push
+    /// takes no effect (SPEC §8).
+    #[serde(default)]
+    pub term: u64,
     /// Every dataHost's state.
     pub datahosts: Vec<DataHostState>,
 }
@@ -220,12 +226,25 @@ pub enum FromKeeper {
         /// The dataHost to release.
         datahost: String,
     },
+    /// This keeper does not lead (keepers on etcd, SPEC §8): register with
+    /// the leader instead. An answer, not an absence: a switch request
+    /// that gets it has reached the keepers.
+    NotLeader(NotLeader),
     /// The keeper will not talk to this connection (for example: a proxy of
     /// the same name is already connected).
     Refused {
         /// Why, in words.
         reason: String,
     },
+}
+
+/// A follower keeper's answer to a proxy's registration, and (HTTP 421
+/// Misdirected Request) to an agent's heartbeat.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotLeader {
+    /// The leader's advertised control address (host:port); `None` while
+    /// an election is under way: try the keepers again shortly.
+    pub leader: Option<String>,
 }
 
 /// What the keeper says to a switch request.
@@ -525,6 +544,9 @@ pub struct AgentReport {
     pub gtid_binlog_state: String,
     /// The newest epoch the agent has seen.
     pub epoch: u64,
+    /// The newest keeper term the agent has seen (in an order or a
+    /// topology).
+    pub term: u64,
     /// Fenced by an order (it stays read-only whatever happens).
     pub fenced: bool,
     /// Why it cannot rejoin, when it cannot.
@@ -536,6 +558,10 @@ pub struct AgentReport {
 pub struct Order {
     /// The epoch the order is given under; agents refuse one older than the newest they have seen.
     pub epoch: u64,
+    /// The term of the leading keeper that gives it (0: a sole keeper);
+    /// agents refuse one under the newest term they have seen.
+    #[serde(default)]
+    pub term: u64,
     /// What to do.
     #[serde(flatten)]
     pub kind: OrderKind,
@@ -711,9 +737,18 @@ mod tests {
         assert_eq!(serde_json::from_str::<ToKeeper>(&s).unwrap(), m);
         let o = Order {
             epoch: 4,
+            term: 2,
             kind: OrderKind::Promote,
         };
         let s = serde_json::to_string(&o).unwrap();
-        assert_eq!(s, r#"{"epoch":4,"order":"promote"}"#);
+        assert_eq!(s, r#"{"epoch":4,"term":2,"order":"promote"}"#);
+        // An order of a keeper that knows no terms is under term 0.
+        let old: Order = serde_json::from_str(r#"{"epoch":4,"order":"fence"}"#).unwrap();
+        assert_eq!(old.term, 0);
+        let m = FromKeeper::NotLeader(NotLeader {
+            leader: Some("10.0.0.6:7700".into()),
+        });
+        let s = serde_json::to_string(&m).unwrap();
+        assert_eq!(s, r#"{"type":"not_leader","leader":"10.0.0.6:7700"}"#);
     }
 }

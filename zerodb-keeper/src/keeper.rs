@@ -140,6 +140,7 @@ fn initial_topology(cfg: &KeeperConfig) -> ClusterTopology {
         .collect();
     ClusterTopology {
         epoch: 1,
+        term: 0,
         datahosts,
     }
 }
@@ -314,6 +315,7 @@ impl Keeper {
             agents: self.agents.clone(),
             proxies: &self.members,
             store: &self.store,
+            term: self.term(),
             timings: &self.cfg.timings,
             background: &self.background,
             stop_after: None,
@@ -387,6 +389,12 @@ impl Keeper {
     /// The persisted state now.
     pub fn state(&self) -> Persisted {
         self.store.cached().clone()
+    }
+
+    /// The term this keeper leads under (0: a sole keeper on the file
+    /// store), which every order and pushed topology carries.
+    pub fn term(&self) -> u64 {
+        self.store.cached().term
     }
 
     /// The topology in force.

@@ -192,6 +192,7 @@ async fn carry_out(
         agents: keeper.agents.clone(),
         proxies: &keeper.members,
         store: keeper.store(),
+        term: keeper.term(),
         timings: &keeper.cfg.timings,
         background: &keeper.background,
         stop_after: keeper.stop_after(),

@@ -20,6 +20,11 @@ pub struct Persisted {
     /// The newest epoch handed out (the topology's epoch may be older when
     /// a switch failed after reserving one).
     pub epoch: u64,
+    /// The term of the leading keeper, raised by each keeper that takes
+    /// the lead (keepers on etcd; 0 with one keeper on the file store).
+    /// Never below a term a proxy or agent reports.
+    #[serde(default)]
+    pub term: u64,
     /// The topology in force.
     pub topology: ClusterTopology,
     /// Registered proxies, by name.

@@ -193,6 +193,9 @@ pub struct Switch<'a> {
     pub proxies: &'a dyn Proxies,
     /// Where the epoch and the topology are persisted.
     pub store: &'a dyn Store,
+    /// The leading keeper's term, carried by every order (0: a sole
+    /// keeper on the file store).
+    pub term: u64,
     /// Timeouts of each phase.
     pub timings: &'a KeeperTimings,
     /// Where background orders run.
@@ -309,7 +312,15 @@ impl Switch<'_> {
         timeout: Duration,
     ) -> Result<(), OrderError> {
         self.agents
-            .order(datasource, Order { epoch, kind }, timeout)
+            .order(
+                datasource,
+                Order {
+                    epoch,
+                    term: self.term,
+                    kind,
+                },
+                timeout,
+            )
             .await
     }
 
@@ -422,10 +433,11 @@ impl Switch<'_> {
     fn fence_in_background(&self, epoch: u64) {
         let agents = self.agents.clone();
         let source = self.plan.source.clone();
-        let timeout = self.timings.agent_timeout;
+        let (timeout, term) = (self.timings.agent_timeout, self.term);
         self.background.spawn(async move {
             let order = Order {
                 epoch,
+                term,
                 kind: OrderKind::Fence,
             };
             if let Err(e) = agents.order(&source, order, timeout).await {
@@ -474,9 +486,10 @@ impl Switch<'_> {
                 user: follow.user.clone(),
                 password: follow.password.clone(),
             };
-            let timeout = self.timings.agent_timeout * 4;
+            let (timeout, term) = (self.timings.agent_timeout * 4, self.term);
             self.background.spawn(async move {
-                if let Err(e) = agents.order(&s, Order { epoch, kind }, timeout).await {
+                let order = Order { epoch, term, kind };
+                if let Err(e) = agents.order(&s, order, timeout).await {
                     tracing::warn!(datasource = %s, error = %e, "standby not re-pointed; it rejoins from its agent's heartbeat");
                 }
             });

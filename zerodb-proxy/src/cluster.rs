@@ -431,6 +431,12 @@ impl Cluster {
                 }
             }
             FromKeeper::Refused { reason } => return Err(format!("refused: {reason}")),
+            FromKeeper::NotLeader(n) => {
+                return Err(format!(
+                    "the keeper no longer leads (leader: {:?})",
+                    n.leader
+                ))
+            }
         }
         Ok(())
     }
@@ -480,6 +486,7 @@ impl Cluster {
         let topo = &self.shared.topology;
         ClusterTopology {
             epoch: topo.epoch(),
+            term: 0,
             datahosts: topo
                 .datahosts()
                 .iter()

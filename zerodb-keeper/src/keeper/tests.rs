@@ -230,6 +230,7 @@ async fn a_failed_promotion_backs_off_the_next_attempts() {
 fn a_partial_report_is_merged_per_datahost() {
     let mut mine = ClusterTopology {
         epoch: 3,
+        term: 0,
         datahosts: vec![
             DataHostState::new("dh1", "a", ["a", "b", "c"]),
             DataHostState::new("dh2", "x", ["x", "y"]),
@@ -237,6 +238,7 @@ fn a_partial_report_is_merged_per_datahost() {
     };
     let reported = ClusterTopology {
         epoch: 7,
+        term: 0,
         datahosts: vec![DataHostState::new("dh1", "c", ["a", "c"])],
     };
     let config = vec![
@@ -400,6 +402,7 @@ async fn saved_state_naming_an_unconfigured_active_refuses_to_start() {
             s.epoch = 7;
             s.topology = ClusterTopology {
                 epoch: 7,
+                term: 0,
                 datahosts: vec![DataHostState::new("dh1", "mysql_9", ["mysql_9"])],
             };
         })

@@ -165,6 +165,7 @@ impl World {
             epoch: 4,
             topology: ClusterTopology {
                 epoch: 3,
+                term: 0,
                 datahosts: vec![DataHostState::new(
                     "dh1",
                     "mysql_1",
@@ -220,6 +221,7 @@ impl World {
             agents: self.agents.clone(),
             proxies: &self.proxies,
             store: &self.store,
+            term: 0,
             timings: &self.timings,
             background: &self.background,
             stop_after,
