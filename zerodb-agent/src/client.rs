@@ -146,6 +146,9 @@ pub enum OrderError {
     /// The keeper knows no agent for this datasource.
     #[error("no agent for {0}")]
     NoAgent(String),
+    /// The keeper no longer leads (keepers on etcd): the order was not sent.
+    #[error("this keeper does not lead: the order was not sent")]
+    NotLeading,
 }
 
 impl OrderError {
@@ -158,7 +161,10 @@ impl OrderError {
     pub fn server_answered(&self) -> bool {
         match self {
             OrderError::Call(CallError::Refused { status, .. }) => matches!(status, 409 | 500),
-            OrderError::Call(_) | OrderError::Timeout(_) | OrderError::NoAgent(_) => false,
+            OrderError::Call(_)
+            | OrderError::Timeout(_)
+            | OrderError::NoAgent(_)
+            | OrderError::NotLeading => false,
             OrderError::Agent(AgentError::Ops(e)) => e.server_answered(),
             OrderError::Agent(AgentError::StaleEpoch { .. }) => true,
         }

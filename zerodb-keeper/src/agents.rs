@@ -2,6 +2,7 @@
 //! and [`AgentSet`], one [`AgentHandle`] per configured datasource (a
 //! remote `zerodb-agent`, or an in-process one for a datasource without).
 
+use crate::lead::Leadership;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,5 +85,41 @@ impl Agents for AgentSet {
             Some(h) => h.order(&self.client, &order, timeout).await,
             None => Err(OrderError::NoAgent(datasource.to_string())),
         }
+    }
+}
+
+/// Agents reached only while this keeper may act ([`Leadership::acting`]):
+/// a keeper whose lease may have lapsed (it was paused, or cut off from
+/// etcd) sends no order, even one its switch was about to send.
+pub struct LeaderOnly {
+    inner: Arc<dyn Agents>,
+    lead: Arc<Leadership>,
+}
+
+impl LeaderOnly {
+    /// `inner`, gated by `lead`.
+    pub fn new(inner: Arc<dyn Agents>, lead: Arc<Leadership>) -> Self {
+        Self { inner, lead }
+    }
+}
+
+#[async_trait::async_trait]
+impl Agents for LeaderOnly {
+    async fn report(&self, datasource: &str, timeout: Duration) -> Option<AgentReport> {
+        self.inner.report(datasource, timeout).await
+    }
+
+    async fn order(
+        &self,
+        datasource: &str,
+        order: Order,
+        timeout: Duration,
+    ) -> Result<(), OrderError> {
+        if !self.lead.acting() {
+            metrics::counter!("zerodb_keeper_orders_withheld_total").increment(1);
+            tracing::warn!(datasource, ?order, "not leading: order withheld");
+            return Err(OrderError::NotLeading);
+        }
+        self.inner.order(datasource, order, timeout).await
     }
 }

@@ -5,9 +5,14 @@
 //! Admin (`admin`): `/health`, `/status`, `/proxies`, `/decisions`,
 //! `/metrics` to read; `POST /switchover`, `POST /maintenance`,
 //! `POST /bootstrap` and `DELETE /proxies/{name}` to act, which need the
-//! token too.
+//! token too; `/leader` answers 200 only on the keeper that leads.
+//!
+//! A follower (keepers on etcd) registers no proxy and takes no
+//! heartbeat: it answers `NotLeader`, naming the leader (HTTP 421 for
+//! agents and operators).
 
 use crate::keeper::{Keeper, KeeperError};
+use crate::lead::Role;
 use crate::members::Answer;
 use crate::request::request_switch;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -22,7 +27,7 @@ use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use zerodb_core::control::{AgentHeartbeat, FromKeeper, SwitchAnswer, ToKeeper};
+use zerodb_core::control::{AgentHeartbeat, FromKeeper, NotLeader, SwitchAnswer, ToKeeper};
 use zerodb_core::decision::{Request, RequestKind};
 
 /// The control router (proxies and agents).
@@ -45,7 +50,8 @@ pub fn admin_router(keeper: Arc<Keeper>, metrics: Option<PrometheusHandle>) -> R
         .route("/proxies/{name}", delete(remove_proxy))
         .with_state(keeper.clone());
     Router::new()
-        .route("/health", get(|| async { "ok\n" }))
+        .route("/health", get(health))
+        .route("/leader", get(leader))
         .route("/status", get(status))
         .route("/decisions", get(decisions))
         .route(
@@ -57,6 +63,43 @@ pub fn admin_router(keeper: Arc<Keeper>, metrics: Option<PrometheusHandle>) -> R
         )
         .with_state(keeper)
         .merge(zerodb_core::admin_http::require_token(acting, &token))
+}
+
+/// Who leads, as a follower tells it.
+fn not_leader(k: &Keeper) -> NotLeader {
+    match k.leadership().role() {
+        Role::Follower { leader } => NotLeader {
+            leader: leader.map(|l| l.advertise),
+        },
+        _ => NotLeader::default(),
+    }
+}
+
+/// 421 Misdirected Request, naming the leader: what a follower answers
+/// to anything only the leader does.
+fn misdirected(k: &Keeper) -> Response {
+    (StatusCode::MISDIRECTED_REQUEST, Json(not_leader(k))).into_response()
+}
+
+/// 200 on every running keeper; the body says whether it leads.
+async fn health(State(k): State<Arc<Keeper>>) -> String {
+    match k.leadership().role() {
+        Role::Sole => "ok\n".into(),
+        Role::Leader { term } => format!("ok: leader, term {term}\n"),
+        Role::TakingOver => "ok: taking the lead\n".into(),
+        Role::Follower { .. } => "ok: follower\n".into(),
+    }
+}
+
+/// 200 only on the keeper that leads (a load balancer's check, as
+/// Patroni's `/leader`); 503 elsewhere, naming the leader.
+async fn leader(State(k): State<Arc<Keeper>>) -> Response {
+    if k.leadership().serving() {
+        Json(serde_json::json!({"leader": k.config().advertised(), "term": k.term()}))
+            .into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(not_leader(&k))).into_response()
+    }
 }
 
 async fn status(State(k): State<Arc<Keeper>>) -> Json<serde_json::Value> {
@@ -76,6 +119,9 @@ struct SwitchoverBody {
 }
 
 async fn switchover(State(k): State<Arc<Keeper>>, Json(b): Json<SwitchoverBody>) -> Response {
+    if !k.leadership().serving() {
+        return misdirected(&k);
+    }
     let Some(active) = k.topology().datahost(&b.datahost).map(|d| d.active.clone()) else {
         return (
             StatusCode::NOT_FOUND,
@@ -108,6 +154,9 @@ struct BootstrapBody {
 /// An operator confirms the membership (SPEC §7): the registered proxies,
 /// plus any named in the body, are all there are.
 async fn bootstrap(State(k): State<Arc<Keeper>>, body: Option<Json<BootstrapBody>>) -> Response {
+    if !k.leadership().serving() {
+        return misdirected(&k);
+    }
     let Json(b) = body.unwrap_or_default();
     match k.bootstrap(&b.proxies).await {
         Ok(members) => Json(serde_json::json!({"membership_confirmed": true, "proxies": members}))
@@ -123,6 +172,9 @@ struct MaintenanceBody {
 }
 
 async fn maintenance(State(k): State<Arc<Keeper>>, Json(b): Json<MaintenanceBody>) -> Response {
+    if !k.leadership().serving() {
+        return misdirected(&k);
+    }
     match k.set_maintenance(&b.datahost, b.on).await {
         Ok(()) => {
             Json(serde_json::json!({"datahost": b.datahost, "maintenance": b.on})).into_response()
@@ -135,6 +187,9 @@ async fn maintenance(State(k): State<Arc<Keeper>>, Json(b): Json<MaintenanceBody
 }
 
 async fn remove_proxy(State(k): State<Arc<Keeper>>, Path(name): Path<String>) -> Response {
+    if !k.leadership().serving() {
+        return misdirected(&k);
+    }
     match k.unregister(&name, "removed by an operator").await {
         Ok(true) => Json(serde_json::json!({"removed": name})).into_response(),
         Ok(false) => (StatusCode::NOT_FOUND, format!("no proxy named {name}\n")).into_response(),
@@ -142,11 +197,11 @@ async fn remove_proxy(State(k): State<Arc<Keeper>>, Path(name): Path<String>) ->
     }
 }
 
-async fn agent_heartbeat(
-    State(k): State<Arc<Keeper>>,
-    Json(hb): Json<AgentHeartbeat>,
-) -> Json<zerodb_core::control::AgentHeartbeatReply> {
-    Json(k.agent_heartbeat(hb).await)
+async fn agent_heartbeat(State(k): State<Arc<Keeper>>, Json(hb): Json<AgentHeartbeat>) -> Response {
+    if !k.leadership().serving() {
+        return misdirected(&k);
+    }
+    Json(k.agent_heartbeat(hb).await).into_response()
 }
 
 async fn proxy_ws(State(k): State<Arc<Keeper>>, ws: WebSocketUpgrade) -> Response {
@@ -177,7 +232,7 @@ async fn first_register(
             topology,
             instance,
         }) if !name.is_empty() => {
-            k.observe(&name, epoch, topology.as_ref()).await;
+            k.observe(&name, epoch, 0, topology.as_ref()).await;
             Some((name, instance))
         }
         _ => {
@@ -188,6 +243,25 @@ async fn first_register(
                 let _ = sink.send(m).await;
             }
             None
+        }
+    }
+}
+
+/// Sends what is queued for one proxy, while this keeper may act: a
+/// keeper whose lease may have lapsed says nothing more but that it does
+/// not lead.
+async fn write_session(
+    lead: Arc<crate::lead::Leadership>,
+    mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
+    mut rx: mpsc::UnboundedReceiver<FromKeeper>,
+) {
+    while let Some(m) = rx.recv().await {
+        if !lead.acting() && !matches!(m, FromKeeper::NotLeader(_)) {
+            continue;
+        }
+        let Some(m) = text(&m) else { continue };
+        if sink.send(m).await.is_err() {
+            break;
         }
     }
 }
@@ -203,8 +277,14 @@ async fn proxy_session(k: Arc<Keeper>, socket: WebSocket) {
     // After a start without state, no proxy is told a topology before the
     // agents had their say.
     k.discovered().await;
+    if !k.leadership().serving() {
+        if let Some(m) = text(&FromKeeper::NotLeader(not_leader(&k))) {
+            let _ = sink.send(m).await;
+        }
+        return;
+    }
     let conn = k.next_id();
-    let (tx, mut rx) = mpsc::unbounded_channel::<FromKeeper>();
+    let (tx, rx) = mpsc::unbounded_channel::<FromKeeper>();
     let topology = match k.register(&name, instance, conn, tx.clone()).await {
         Ok(t) => t,
         Err(e) => {
@@ -225,15 +305,20 @@ async fn proxy_session(k: Arc<Keeper>, socket: WebSocket) {
     if tx.send(hello).is_err() {
         return;
     }
-    let writer = tokio::spawn(async move {
-        while let Some(m) = rx.recv().await {
-            let Some(m) = text(&m) else { continue };
-            if sink.send(m).await.is_err() {
+    let writer = tokio::spawn(write_session(k.leadership().clone(), sink, rx));
+    let mut role = k.leadership().subscribe();
+    loop {
+        let msg = tokio::select! {
+            m = stream.next() => m,
+            _ = role.changed() => {
+                if k.leadership().serving() {
+                    continue;
+                }
+                let _ = tx.send(FromKeeper::NotLeader(not_leader(&k)));
                 break;
             }
-        }
-    });
-    while let Some(Ok(msg)) = stream.next().await {
+        };
+        let Some(Ok(msg)) = msg else { break };
         let Message::Text(t) = msg else {
             if matches!(msg, Message::Close(_)) {
                 break;

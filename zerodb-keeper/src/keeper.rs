@@ -2,7 +2,8 @@
 //! reports, epochs that never go backwards, maintenance and status.
 //! Switch requests are decided and carried out in `request.rs`.
 
-use crate::agents::{AgentSet, Agents};
+use crate::agents::{AgentSet, Agents, LeaderOnly};
+use crate::lead::{Leadership, Role};
 use crate::members::{Answer, Members};
 use crate::record::{unix_ms, DecisionLog, DecisionRecord};
 use crate::store::{Change, FileStore, Persisted, Store, StoreError, SwitchIntent};
@@ -12,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use zerodb_agent::AgentCore;
-use zerodb_core::config::{KeeperConfig, KeeperDataHostConfig};
+use zerodb_core::config::{KeeperConfig, KeeperDataHostConfig, StoreKind};
 use zerodb_core::control::{
     AgentHeartbeat, AgentHeartbeatReply, AgentReport, ClusterTopology, DataHostState, FollowHint,
     FromKeeper,
@@ -43,6 +44,12 @@ pub enum KeeperError {
     /// A proxy of this name has a live session: names are unique.
     #[error("a proxy named `{0}` is connected and alive; names must be unique (its session must close or expire first)")]
     NameTaken(String),
+    /// The config asks for a store this build does not have.
+    #[error("`store: {0}` needs a zerodb-keeper built with the `{0}` feature")]
+    StoreNotBuilt(&'static str),
+    /// The store could not be reached or set up.
+    #[error("{0}")]
+    StoreSetup(String),
 }
 
 /// A [`Store`] whose newest state the keeper can read at any time without
@@ -57,6 +64,15 @@ struct CachedStore {
 impl CachedStore {
     fn cached(&self) -> std::sync::MutexGuard<'_, Persisted> {
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads the newest state from the store into the cache (a keeper
+    /// taking the lead: another wrote it meanwhile).
+    async fn reload(&self) -> Result<Option<Persisted>, StoreError> {
+        let _serial = self.serial.lock().await;
+        let loaded = self.inner.load().await?;
+        *self.cached() = loaded.clone().unwrap_or_default();
+        Ok(loaded)
     }
 }
 
@@ -83,7 +99,10 @@ pub struct Keeper {
     pub(crate) cfg: KeeperConfig,
     store: CachedStore,
     pub(crate) members: Members,
+    /// Orders go out only while this keeper may act.
     pub(crate) agents: Arc<dyn Agents>,
+    /// Whether this keeper decides (always, on the file store).
+    pub(crate) lead: Arc<Leadership>,
     /// In-process agents (datasources without one of their own).
     local_agents: Vec<(String, Arc<AgentCore>)>,
     /// Last heartbeat report of each datasource's agent.
@@ -110,7 +129,7 @@ pub struct Keeper {
     /// Started without saved state: until this instant (or until every
     /// agent has reported), registrations wait, so that a topology an
     /// agent holds is adopted before any proxy is given the config's.
-    discovery_until: Option<Instant>,
+    discovery_until: Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for Keeper {
@@ -208,6 +227,11 @@ impl Keeper {
     /// on a first start) and its agents: over HTTP where the config names
     /// one, in-process over SQL where it does not.
     pub async fn open(cfg: KeeperConfig) -> Result<Arc<Self>, KeeperError> {
+        if cfg.store != StoreKind::File {
+            return Err(KeeperError::StoreSetup(
+                "Keeper::open runs on the file store; use Keeper::start".into(),
+            ));
+        }
         let store = Arc::new(FileStore::open(&cfg.state_dir)?);
         let agents = AgentSet::from_config(&cfg);
         let local = agents
@@ -215,6 +239,44 @@ impl Keeper {
             .map(|(n, c)| (n.clone(), c.clone()))
             .collect();
         Self::with_parts(cfg, store, Arc::new(agents), local).await
+    }
+
+    /// Opens the keeper as its config says: on the file store
+    /// ([`Keeper::open`]), or on etcd, where it also runs the election
+    /// until `stop` changes; the handle ends once it gave the lead up.
+    pub async fn start(
+        cfg: KeeperConfig,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(Arc<Self>, Option<tokio::task::JoinHandle<()>>), KeeperError> {
+        match cfg.store {
+            StoreKind::File => Ok((Self::open(cfg).await?, None)),
+            StoreKind::Etcd => Self::start_on_etcd(cfg, stop).await,
+        }
+    }
+
+    #[cfg(feature = "etcd")]
+    async fn start_on_etcd(
+        cfg: KeeperConfig,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(Arc<Self>, Option<tokio::task::JoinHandle<()>>), KeeperError> {
+        let etcd = crate::etcd::Etcd::connect(&cfg).await?;
+        let agents = AgentSet::from_config(&cfg);
+        let local = agents
+            .local()
+            .map(|(n, c)| (n.clone(), c.clone()))
+            .collect();
+        let lead = Arc::new(Leadership::follower());
+        let keeper = Self::build(cfg, etcd.clone(), Arc::new(agents), local, lead.clone()).await?;
+        let election = tokio::spawn(crate::etcd::campaign(keeper.clone(), etcd, lead, stop));
+        Ok((keeper, Some(election)))
+    }
+
+    #[cfg(not(feature = "etcd"))]
+    async fn start_on_etcd(
+        _cfg: KeeperConfig,
+        _stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(Arc<Self>, Option<tokio::task::JoinHandle<()>>), KeeperError> {
+        Err(KeeperError::StoreNotBuilt("etcd"))
     }
 
     /// The keeper over any store and agents (tests use fakes). `local` are
@@ -225,7 +287,27 @@ impl Keeper {
         agents: Arc<dyn Agents>,
         local: Vec<(String, Arc<AgentCore>)>,
     ) -> Result<Arc<Self>, KeeperError> {
-        let saved = store.load().await?;
+        Self::build(cfg, store, agents, local, Arc::new(Leadership::sole())).await
+    }
+
+    /// The keeper over any store and agents, deciding only as `lead`
+    /// allows. A sole keeper creates or loads its state and ends an
+    /// interrupted switch now; one of several does that when it takes the
+    /// lead ([`Keeper::take_over`]).
+    pub async fn build(
+        cfg: KeeperConfig,
+        store: Arc<dyn Store>,
+        agents: Arc<dyn Agents>,
+        local: Vec<(String, Arc<AgentCore>)>,
+        lead: Arc<Leadership>,
+    ) -> Result<Arc<Self>, KeeperError> {
+        let sole = lead.role() == Role::Sole;
+        let saved = if sole {
+            store.load().await?
+        } else {
+            // Read when it takes the lead; until then it knows nothing.
+            Some(Persisted::default())
+        };
         let discovery_until = saved
             .is_none()
             .then(|| Instant::now() + cfg.timings.session_timeout);
@@ -264,7 +346,12 @@ impl Keeper {
             .collect();
         metrics::gauge!("zerodb_keeper_epoch").set(state.epoch as f64);
         let last_switch = cooldowns_left(&state, cfg.timings.cooldown);
-        let interrupted = state.switch.clone();
+        let interrupted = state.switch.clone().filter(|_| sole);
+        let agents: Arc<dyn Agents> = if sole {
+            agents
+        } else {
+            Arc::new(LeaderOnly::new(agents, lead.clone()))
+        };
         let keeper = Arc::new(Self {
             cfg,
             store: CachedStore {
@@ -274,6 +361,7 @@ impl Keeper {
             },
             members,
             agents,
+            lead,
             local_agents: local,
             reports: Mutex::new(HashMap::new()),
             last_switch: Mutex::new(last_switch),
@@ -285,17 +373,68 @@ impl Keeper {
             stop_after: Mutex::new(None),
             abort_at_stop: std::sync::atomic::AtomicBool::new(false),
             started: Instant::now(),
-            discovery_until,
+            discovery_until: Mutex::new(discovery_until),
         });
         if let Some(intent) = interrupted {
-            keeper.recover(&intent).await;
+            keeper.recover(&intent, intent.epoch).await;
         }
         Ok(keeper)
     }
 
-    /// Rolls back the switch a previous run began and did not end
-    /// ([`Switch::recover`]).
-    async fn recover(&self, intent: &SwitchIntent) {
+    /// Whether this keeper leads, and how (`/status`, `/leader`).
+    pub fn leadership(&self) -> &Arc<Leadership> {
+        &self.lead
+    }
+
+    /// This keeper won the lead (keepers on etcd): it reads the newest
+    /// state, reserves a fresh epoch and a new term in one write (which
+    /// checks its lease), rolls back its predecessor's unfinished switch
+    /// under that epoch, and from then on hands out the result. Returns
+    /// its term. On error it must not lead.
+    pub async fn take_over(&self) -> Result<u64, KeeperError> {
+        let saved = self.store.reload().await?;
+        if let Some(s) = &saved {
+            saved_state_fits(s, &self.cfg)?;
+        } else {
+            // etcd's data is gone (or this is the first start): the
+            // agents' and proxies' reports come first.
+            *lock(&self.discovery_until) = Some(Instant::now() + self.cfg.timings.session_timeout);
+        }
+        let initial = saved.is_none().then(|| initial_topology(&self.cfg));
+        let state = self
+            .persist(move |s| {
+                if let Some(t) = &initial {
+                    s.topology = t.clone();
+                    s.membership_confirmed = true;
+                }
+                s.term += 1;
+                s.epoch += 1;
+                s.topology.epoch = s.epoch;
+                s.topology.term = s.term;
+            })
+            .await?;
+        self.members.reset(&state.proxies);
+        *lock(&self.last_switch) = cooldowns_left(&state, self.cfg.timings.cooldown);
+        lock(&self.failed_switch).clear();
+        metrics::gauge!("zerodb_keeper_epoch").set(state.epoch as f64);
+        metrics::gauge!("zerodb_keeper_term").set(state.term as f64);
+        tracing::warn!(term = state.term, epoch = state.epoch, "taking the lead");
+        if let Some(intent) = state.switch.clone() {
+            self.recover(&intent, state.epoch).await;
+        }
+        Ok(state.term)
+    }
+
+    /// This keeper lost the lead: its proxies' sessions end (they find the
+    /// leader), and it forgets who was connected.
+    pub fn step_down(&self) {
+        self.members.reset(&[]);
+        tracing::warn!("no longer leading");
+    }
+
+    /// Rolls back the switch a previous run or leader began and did not
+    /// end ([`Switch::recover`]), giving its orders under `epoch`.
+    async fn recover(&self, intent: &SwitchIntent, epoch: u64) {
         let standbys = self
             .topology()
             .datahost(&intent.datahost)
@@ -322,7 +461,7 @@ impl Keeper {
             phases_ms: BTreeMap::new(),
         };
         let source_follow = self.follow(&intent.datahost, &intent.source);
-        match switch.recover(intent.epoch, source_follow.as_ref()).await {
+        match switch.recover(epoch, source_follow.as_ref()).await {
             Ok(state) => {
                 let active = state
                     .topology
@@ -440,45 +579,29 @@ impl Keeper {
     /// topology newer than the keeper's (its state was lost, or is older)
     /// is adopted, after which no automatic switch happens until an
     /// operator confirms the membership ([`Keeper::bootstrap`]).
-    pub async fn observe(&self, from: &str, epoch: u64, topology: Option<&ClusterTopology>) {
+    pub async fn observe(
+        &self,
+        from: &str,
+        epoch: u64,
+        term: u64,
+        topology: Option<&ClusterTopology>,
+    ) {
+        if !self.lead.acting() {
+            return; // the leader learns it; a follower writes nothing
+        }
         let reported = epoch.max(topology.map_or(0, |t| t.epoch));
-        let (held, held_topology) = {
+        let reported_term = term.max(topology.map_or(0, |t| t.term));
+        let (held, held_topology, held_term) = {
             let s = self.store.cached();
-            (s.epoch, s.topology.epoch)
+            (s.epoch, s.topology.epoch, s.term)
         };
         let newer = topology.filter(|t| t.epoch > held_topology);
-        if reported <= held && newer.is_none() {
+        let newer_term = reported_term > held_term;
+        if reported <= held && newer.is_none() && !newer_term {
             return;
         }
-        let known: Vec<(&str, Vec<&str>)> = self
-            .cfg
-            .datahosts
-            .iter()
-            .map(|d| {
-                let names = d.datasources.iter().map(|s| s.name.as_str()).collect();
-                (d.name.as_str(), names)
-            })
-            .collect();
-        let adopt = newer
-            .filter(|t| match t.fits(&known) {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::error!(from, epoch = t.epoch, error = %e, "reported topology does not fit the config; not adopted");
-                    false
-                }
-            })
-            .cloned();
-        let config: Vec<(String, Vec<String>)> = self
-            .cfg
-            .datahosts
-            .iter()
-            .map(|d| {
-                (
-                    d.name.clone(),
-                    d.datasources.iter().map(|s| s.name.clone()).collect(),
-                )
-            })
-            .collect();
+        let adopt = newer.and_then(|t| self.adoptable(from, t));
+        let config = self.sources_by_datahost();
         let saved = self
             .persist(move |s| {
                 s.epoch = s.epoch.max(reported);
@@ -486,6 +609,14 @@ impl Keeper {
                     adopt_topology(&mut s.topology, t, &config);
                     s.membership_confirmed = false;
                 }
+                if reported_term > s.term {
+                    // A term this keeper never handed out (etcd's data was
+                    // lost): it leads under a newer one, and a fresh epoch.
+                    s.term = reported_term + 1;
+                    s.epoch += 1;
+                    s.topology.epoch = s.epoch;
+                }
+                s.topology.term = s.topology.term.max(s.term);
             })
             .await;
         match saved {
@@ -493,9 +624,23 @@ impl Keeper {
                 metrics::gauge!("zerodb_keeper_epoch").set(state.epoch as f64);
                 let confirmed = if state.membership_confirmed { 1.0 } else { 0.0 };
                 metrics::gauge!("zerodb_keeper_membership_confirmed").set(confirmed);
+                if state.term > held_term {
+                    metrics::gauge!("zerodb_keeper_term").set(state.term as f64);
+                    if let Role::Leader { .. } = self.lead.role() {
+                        self.lead.set(Role::Leader { term: state.term });
+                    }
+                    tracing::warn!(
+                        from,
+                        term = state.term,
+                        epoch = state.epoch,
+                        "a newer term was reported than this keeper's: leading under a newer one"
+                    );
+                }
                 if state.topology.epoch > held_topology {
-                    tracing::warn!(from, epoch = state.topology.epoch,
-                        "adopted a newer topology than the keeper's own; no automatic switch until an operator confirms the membership (zerodb-keeper bootstrap, POST /bootstrap)");
+                    if !state.membership_confirmed {
+                        tracing::warn!(from, epoch = state.topology.epoch,
+                            "adopted a newer topology than the keeper's own; no automatic switch until an operator confirms the membership (zerodb-keeper bootstrap, POST /bootstrap)");
+                    }
                     self.members.send_all(&FromKeeper::Topology {
                         topology: state.topology,
                     });
@@ -509,6 +654,40 @@ impl Keeper {
             }
             Err(e) => tracing::error!(error = %e, "cannot persist a reported epoch"),
         }
+    }
+
+    /// `topology`, reported by `from`, if it fits the config.
+    fn adoptable(&self, from: &str, topology: &ClusterTopology) -> Option<ClusterTopology> {
+        let known: Vec<(&str, Vec<&str>)> = self
+            .cfg
+            .datahosts
+            .iter()
+            .map(|d| {
+                let names = d.datasources.iter().map(|s| s.name.as_str()).collect();
+                (d.name.as_str(), names)
+            })
+            .collect();
+        match topology.fits(&known) {
+            Ok(()) => Some(topology.clone()),
+            Err(e) => {
+                tracing::error!(from, epoch = topology.epoch, error = %e, "reported topology does not fit the config; not adopted");
+                None
+            }
+        }
+    }
+
+    /// Each dataHost's datasources, as the config lists them.
+    fn sources_by_datahost(&self) -> Vec<(String, Vec<String>)> {
+        self.cfg
+            .datahosts
+            .iter()
+            .map(|d| {
+                (
+                    d.name.clone(),
+                    d.datasources.iter().map(|s| s.name.clone()).collect(),
+                )
+            })
+            .collect()
     }
 
     /// An operator confirms the membership after the keeper adopted a
@@ -537,7 +716,7 @@ impl Keeper {
     /// reported (in-process ones included: they keep their epoch and
     /// topology under `state_dir/agents/`) or the discovery time is over.
     pub async fn discovered(&self) {
-        let Some(until) = self.discovery_until else {
+        let Some(until) = *lock(&self.discovery_until) else {
             return;
         };
         loop {
@@ -652,8 +831,13 @@ impl Keeper {
     /// An agent's heartbeat: remember its report, tell it the topology and
     /// which source it should follow if it is not the active datasource.
     pub async fn agent_heartbeat(&self, hb: AgentHeartbeat) -> AgentHeartbeatReply {
-        self.observe(&hb.datasource, hb.report.epoch, hb.topology.as_ref())
-            .await;
+        self.observe(
+            &hb.datasource,
+            hb.report.epoch,
+            hb.report.term,
+            hb.topology.as_ref(),
+        )
+        .await;
         let mut reports = lock(&self.reports);
         reports.insert(hb.datasource.clone(), (Instant::now(), hb.report));
         let topology = self.topology();
@@ -697,6 +881,10 @@ impl Keeper {
                     tokio::select! {
                         _ = tick.tick() => {}
                         _ = stop.changed() => return,
+                    }
+                    // Only the leader's topology may move a server.
+                    if !keeper.lead.serving() {
+                        continue;
                     }
                     let report = core.report().await;
                     let reply = keeper
@@ -766,6 +954,8 @@ impl Keeper {
             "proxies": proxies,
             "agents": agents,
             "uptime_s": self.started.elapsed().as_secs(),
+            "term": state.term,
+            "leadership": self.lead.status(),
         })
     }
 }

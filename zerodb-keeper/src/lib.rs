@@ -12,6 +12,10 @@
 //! * [`members`] — the registered proxies and their typed answers;
 //! * [`agents`] — how the keeper reaches agents;
 //! * [`store`] — what the keeper persists, and where;
+//! * `etcd` — keepers on etcd: the shared state, the election (feature
+//!   `etcd`);
+//! * [`lead`] — whether this keeper may decide (keepers on etcd: while it
+//!   leads under a lease);
 //! * [`record`] — the decisions' record;
 //! * [`http`] — the control router (proxies' WebSockets, agents'
 //!   heartbeats) and the admin router.
@@ -20,8 +24,11 @@
 #![warn(missing_docs, clippy::too_many_lines)]
 
 pub mod agents;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod http;
 pub mod keeper;
+pub mod lead;
 pub mod members;
 pub mod record;
 pub mod request;

@@ -104,7 +104,8 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(config: KeeperConfig) -> anyhow::Result<()> {
     let metrics = install_metrics()?;
-    let keeper = Keeper::open(config.clone())
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (keeper, election) = Keeper::start(config.clone(), stop_rx.clone())
         .await
         .context("opening the keeper's state")?;
     #[cfg(feature = "fault-points")]
@@ -113,7 +114,6 @@ async fn run(config: KeeperConfig) -> anyhow::Result<()> {
             .with_context(|| format!("KEEPER_FAULT_ABORT_AFTER={phase}: not a phase"))?;
         keeper.abort_after(phase);
     }
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let control = serve_http(
         "control plane",
         &config.listen,
@@ -138,6 +138,10 @@ async fn run(config: KeeperConfig) -> anyhow::Result<()> {
     keeper.spawn_local_agents(config.timings.session_timeout / 8, stop_rx);
     process::shutdown_signal().await;
     let _ = stop_tx.send(true);
+    if let Some(e) = election {
+        // A leader gives the lead up before it exits.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), e).await;
+    }
     let _ = control.await;
     if let Some(a) = admin {
         let _ = a.await;

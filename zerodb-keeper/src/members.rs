@@ -69,8 +69,18 @@ impl Members {
     /// `names` were members before a restart: they get one session timeout
     /// to come back before they count as lost.
     pub fn new(session_timeout: Duration, names: &[String]) -> Self {
+        Self {
+            session_timeout,
+            proxies: Mutex::new(Self::fresh(names)),
+            pending: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// `names`, none connected, each just seen.
+    fn fresh(names: &[String]) -> BTreeMap<String, Proxy> {
         let now = Instant::now();
-        let proxies = names
+        names
             .iter()
             .map(|n| {
                 let p = Proxy {
@@ -80,13 +90,16 @@ impl Members {
                 };
                 (n.clone(), p)
             })
-            .collect();
-        Self {
-            session_timeout,
-            proxies: Mutex::new(proxies),
-            pending: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(1),
-        }
+            .collect()
+    }
+
+    /// Starts over with `names` as the members, none connected, each with
+    /// one session timeout to (re)connect: a keeper that takes the lead
+    /// (or loses it, with no names). Connections held until now are
+    /// dropped, and with them their sessions.
+    pub fn reset(&self, names: &[String]) {
+        *lock(&self.proxies) = Self::fresh(names);
+        lock(&self.pending).clear();
     }
 
     /// A fresh id for a connection or a request.

@@ -79,6 +79,13 @@ pub enum StoreError {
         /// Why it failed.
         source: std::io::Error,
     },
+    /// This keeper does not hold the lead (keepers on etcd): it writes
+    /// nothing.
+    #[error("this keeper does not lead; nothing was written")]
+    NotLeader,
+    /// etcd could not be reached, or refused.
+    #[error("etcd: {0}")]
+    Etcd(String),
     /// What is stored does not parse.
     #[error("{path}: {source}")]
     Corrupt {

@@ -127,6 +127,70 @@ impl KeeperDataHostConfig {
     }
 }
 
+/// Where the keeper keeps its state (`store:`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    /// One keeper, its state in `state_dir` (the default).
+    #[default]
+    File,
+    /// Several keepers sharing their state in etcd; one leads (SPEC §8).
+    Etcd,
+}
+
+/// TLS to etcd (`etcd.tls:`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdTlsConfig {
+    /// The CA certificate (PEM) that signed etcd's.
+    pub ca: PathBuf,
+    /// A client certificate (PEM), when etcd asks for one.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+}
+
+/// Keepers on etcd (`etcd:`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EtcdConfig {
+    /// etcd's client addresses, host:port (a YAML list, or a comma list).
+    #[serde(deserialize_with = "super::lists::one_or_many")]
+    pub endpoints: Vec<String>,
+    /// Every key of this cluster lives under it: several zeroDB clusters
+    /// may share one etcd.
+    pub prefix: String,
+    /// The leader's lease: a leader silent this long is replaced. etcd
+    /// rounds it up to ceil(1.5 × its election timeout).
+    #[serde(with = "duration")]
+    pub lease_ttl: Duration,
+    /// etcd user (with `password_file`), when etcd's auth is on.
+    pub user: Option<String>,
+    /// A file holding the password of `user` (trailing newline ignored).
+    pub password_file: Option<PathBuf>,
+    /// TLS to etcd.
+    pub tls: Option<EtcdTlsConfig>,
+    /// How many decisions the shared log in etcd keeps (each keeper also
+    /// appends its own to `state_dir/decisions.jsonl`).
+    pub decisions_kept: usize,
+}
+
+impl Default for EtcdConfig {
+    fn default() -> Self {
+        Self {
+            endpoints: vec!["127.0.0.1:2379".into()],
+            prefix: "/zerodb/default".into(),
+            lease_ttl: Duration::from_secs(2),
+            user: None,
+            password_file: None,
+            tls: None,
+            decisions_kept: 200,
+        }
+    }
+}
+
 /// Everything `zerodb-keeper` reads.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default)]
@@ -137,8 +201,16 @@ pub struct KeeperConfig {
     pub admin: Option<String>,
     /// The cluster token every proxy and agent presents; required.
     pub token: String,
-    /// Where the topology and epoch are persisted.
+    /// Where the topology and epoch are persisted (`store: file`), and
+    /// where each keeper appends its own `decisions.jsonl`.
     pub state_dir: PathBuf,
+    /// `file` (one keeper, the default) or `etcd` (several, one leads).
+    pub store: StoreKind,
+    /// etcd, with `store: etcd`.
+    pub etcd: EtcdConfig,
+    /// The control address proxies and agents should use to reach this
+    /// keeper (default: `listen`); a follower names the leader's.
+    pub advertise: Option<String>,
     /// The dataHosts the keeper switches.
     pub datahosts: Vec<KeeperDataHostConfig>,
     /// Timeouts and the cooldown (top-level keys in the file).
@@ -156,6 +228,9 @@ impl Default for KeeperConfig {
             admin: Some("127.0.0.1:9700".into()),
             token: String::new(),
             state_dir: PathBuf::from("zerodb-keeper-state"),
+            store: StoreKind::File,
+            etcd: EtcdConfig::default(),
+            advertise: None,
             datahosts: Vec::new(),
             timings: KeeperTimings::default(),
             policy: Policy::default(),
@@ -163,7 +238,10 @@ impl Default for KeeperConfig {
     }
 }
 
-const KEEPER_KEYS: [&str; 16] = [
+const KEEPER_KEYS: [&str; 19] = [
+    "store",
+    "etcd",
+    "advertise",
     "switch_backoff",
     "fence_timeout",
     "listen",
@@ -190,6 +268,11 @@ impl KeeperConfig {
         Ok(cfg)
     }
 
+    /// The address proxies and agents should use for this keeper.
+    pub fn advertised(&self) -> &str {
+        self.advertise.as_deref().unwrap_or(&self.listen)
+    }
+
     /// Parses YAML text, without environment overrides, and validates it.
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
         let cfg: Self = extract_known(Figment::from(Yaml::string(text)), &KEEPER_KEYS)?;
@@ -209,6 +292,22 @@ impl KeeperConfig {
         for dh in &self.datahosts {
             if dh.datasources.is_empty() {
                 return bad(format!("dataHost `{}` has no datasources", dh.name));
+            }
+        }
+        if self.store == StoreKind::Etcd {
+            if self.etcd.endpoints.is_empty() {
+                return bad("`etcd.endpoints` needs at least one address".into());
+            }
+            if self.etcd.lease_ttl < Duration::from_secs(1) {
+                return bad(
+                    "`etcd.lease_ttl` is at least 1s (etcd counts leases in seconds)".into(),
+                );
+            }
+            if self.etcd.user.is_some() != self.etcd.password_file.is_some() {
+                return bad("`etcd.user` and `etcd.password_file` go together".into());
+            }
+            if !self.etcd.prefix.starts_with('/') || self.etcd.prefix.ends_with('/') {
+                return bad("`etcd.prefix` starts with `/` and does not end with one".into());
             }
         }
         if self.policy.approve_ratio > 100 {

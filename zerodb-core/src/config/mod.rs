@@ -5,8 +5,13 @@
 
 mod durations;
 mod keeper;
+mod lists;
 mod loader;
 
 pub use durations::{duration, duration_opt};
-pub use keeper::{DatasourceConfig, KeeperConfig, KeeperDataHostConfig, KeeperTimings};
+pub use keeper::{
+    DatasourceConfig, EtcdConfig, EtcdTlsConfig, KeeperConfig, KeeperDataHostConfig, KeeperTimings,
+    StoreKind,
+};
+pub use lists::one_or_many;
 pub use loader::{extract_known, from_yaml, load_file, ConfigError, EnvOverrides};
