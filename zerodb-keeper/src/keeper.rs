@@ -122,6 +122,8 @@ pub struct Keeper {
     pub(crate) background: Background,
     /// Fault injection: every switch stops after this phase, as a crash.
     stop_after: Mutex<Option<Phase>>,
+    /// Fault injection: the process pauses (SIGSTOP) after this phase.
+    pause_after: Mutex<Option<Phase>>,
     /// Fault injection: and the process aborts there.
     #[cfg_attr(not(feature = "fault-points"), allow(dead_code))]
     abort_at_stop: std::sync::atomic::AtomicBool,
@@ -371,6 +373,7 @@ impl Keeper {
             decisions: DecisionLog::default(),
             background: Background::default(),
             stop_after: Mutex::new(None),
+            pause_after: Mutex::new(None),
             abort_at_stop: std::sync::atomic::AtomicBool::new(false),
             started: Instant::now(),
             discovery_until: Mutex::new(discovery_until),
@@ -458,6 +461,7 @@ impl Keeper {
             timings: &self.cfg.timings,
             background: &self.background,
             stop_after: None,
+            pause_after: None,
             phases_ms: BTreeMap::new(),
         };
         let source_follow = self.follow(&intent.datahost, &intent.source);
@@ -503,6 +507,22 @@ impl Keeper {
         self.abort_at_stop
             .store(true, std::sync::atomic::Ordering::SeqCst);
         self.stop_switches_after(Some(phase));
+    }
+
+    /// Fault injection: the process pauses itself (SIGSTOP) right after
+    /// `phase` of every switch, as a keeper frozen by its machine; it goes
+    /// on when continued.
+    #[cfg(feature = "fault-points")]
+    pub fn pause_after(&self, phase: Phase) {
+        tracing::warn!(
+            ?phase,
+            "fault point armed: the keeper pauses after this phase of a switch"
+        );
+        *lock(&self.pause_after) = Some(phase);
+    }
+
+    pub(crate) fn paused_after(&self) -> Option<Phase> {
+        *lock(&self.pause_after)
     }
 
     pub(crate) fn stop_after(&self) -> Option<Phase> {

@@ -114,6 +114,12 @@ async fn run(config: KeeperConfig) -> anyhow::Result<()> {
             .with_context(|| format!("KEEPER_FAULT_ABORT_AFTER={phase}: not a phase"))?;
         keeper.abort_after(phase);
     }
+    #[cfg(feature = "fault-points")]
+    if let Ok(phase) = std::env::var("KEEPER_FAULT_PAUSE_AFTER") {
+        let phase = serde_json::from_value(serde_json::Value::String(phase.clone()))
+            .with_context(|| format!("KEEPER_FAULT_PAUSE_AFTER={phase}: not a phase"))?;
+        keeper.pause_after(phase);
+    }
     let control = serve_http(
         "control plane",
         &config.listen,

@@ -196,6 +196,7 @@ async fn carry_out(
         timings: &keeper.cfg.timings,
         background: &keeper.background,
         stop_after: keeper.stop_after(),
+        pause_after: keeper.paused_after(),
         phases_ms: BTreeMap::new(),
     };
     let outcome = {

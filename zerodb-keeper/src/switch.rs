@@ -46,6 +46,24 @@ pub trait Proxies: Send + Sync {
     fn publish(&self, topology: &ClusterTopology);
 }
 
+/// Stops this process with SIGSTOP (fault injection): it goes on where it
+/// was when an operator or a test sends SIGCONT.
+#[cfg(feature = "fault-points")]
+fn pause_process(phase: Phase) {
+    tracing::error!(?phase, "fault point: pausing (SIGSTOP)");
+    let pid = std::process::id().to_string();
+    if let Err(e) = std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+    {
+        tracing::error!(error = %e, "fault point: cannot pause");
+    }
+    tracing::warn!(?phase, "fault point: continued");
+}
+
+#[cfg(not(feature = "fault-points"))]
+fn pause_process(_phase: Phase) {}
+
 /// The phases of a switch, in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -202,6 +220,10 @@ pub struct Switch<'a> {
     pub background: &'a Background,
     /// Stop as a crash would, right after this phase (fault injection).
     pub stop_after: Option<Phase>,
+    /// Pause the whole process (SIGSTOP) right after this phase, as a
+    /// keeper frozen by its machine would be; it goes on when continued
+    /// (fault injection, feature `fault-points`).
+    pub pause_after: Option<Phase>,
     /// Milliseconds per phase, for the decision's record.
     pub phases_ms: BTreeMap<&'static str, u64>,
 }
@@ -222,6 +244,9 @@ impl Switch<'_> {
     }
 
     fn check(&self, phase: Phase) -> Result<(), SwitchError> {
+        if self.pause_after == Some(phase) {
+            pause_process(phase);
+        }
         match self.stop_after {
             Some(p) if p == phase => Err(SwitchError::Stopped(phase)),
             _ => Ok(()),

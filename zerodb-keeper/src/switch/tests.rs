@@ -225,6 +225,7 @@ impl World {
             timings: &self.timings,
             background: &self.background,
             stop_after,
+            pause_after: None,
             phases_ms: BTreeMap::new(),
         };
         let result = switch.run().await;
