@@ -28,7 +28,14 @@ pub fn scratch(tag: &str) -> PathBuf {
     dir
 }
 
-/// A TCP port nobody listens on now.
+/// Whether a server's log says it could not bind its port.
+fn port_taken(log: &str) -> bool {
+    let log = log.to_ascii_lowercase();
+    log.contains("address already in use") || log.contains("bind on tcp/ip port")
+}
+
+/// A TCP port nobody listens on now (another process may take it before
+/// the caller binds it: servers started here retry on a fresh one).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -144,6 +151,18 @@ impl MariaDb {
         data: PathBuf,
         extra: &[&str],
     ) -> Self {
+        Self::start_on(name, server_id, dir, data, extra, free_port())
+    }
+
+    /// [`MariaDb::start_at`], first trying `port`.
+    fn start_on(
+        name: &str,
+        server_id: u32,
+        dir: PathBuf,
+        data: PathBuf,
+        extra: &[&str],
+        port: u16,
+    ) -> Self {
         if let Some(parent) = data.parent() {
             std::fs::create_dir_all(parent).expect("datadir parent");
         }
@@ -154,7 +173,7 @@ impl MariaDb {
         assert!(st.success());
         let mut db = Self {
             name: name.to_string(),
-            port: free_port(),
+            port,
             server_id,
             socket: dir.join("mysqld.sock"),
             dir,
@@ -162,7 +181,22 @@ impl MariaDb {
             extra: extra.iter().map(|s| s.to_string()).collect(),
             child: None,
         };
-        db.spawn();
+        // `free_port()` only says nobody listened a moment ago: another test
+        // may take the port before mariadbd binds it. Then go again on a
+        // fresh one.
+        for attempt in 1..=3 {
+            match db.try_spawn() {
+                Ok(()) => break,
+                Err(log) if attempt < 3 && port_taken(&log) => {
+                    eprintln!(
+                        "mariadbd {}: port {} taken, starting again on a fresh one",
+                        db.name, db.port
+                    );
+                    db.port = free_port();
+                }
+                Err(log) => panic!("mariadbd {} exited at start: {log}", db.name),
+            }
+        }
         db.sql(&format!(
             "CREATE USER '{BACKEND_USER}'@'%' IDENTIFIED BY '{BACKEND_PASSWORD}';
              GRANT ALL ON *.* TO '{BACKEND_USER}'@'%';
@@ -173,7 +207,17 @@ impl MariaDb {
         db
     }
 
+    /// Starts mariadbd; panics if it ends at start or does not answer.
     fn spawn(&mut self) {
+        if let Err(log) = self.try_spawn() {
+            panic!("mariadbd {} exited at start: {log}", self.name);
+        }
+    }
+
+    /// Starts mariadbd and waits until it answers; `Err(its log)` as soon
+    /// as it has ended (e.g. its port was taken); panics if it still does
+    /// not answer after 60 s.
+    fn try_spawn(&mut self) -> Result<(), String> {
         let data = &self.data;
         let log = std::fs::File::create(self.dir.join("mysqld.err")).expect("log file");
         let child = Command::new(need("mariadbd"))
@@ -196,10 +240,20 @@ impl MariaDb {
         self.child = Some(child);
         let started = Instant::now();
         loop {
+            // Over its own socket: a server that took our port would answer
+            // TCP but not there.
             if TcpStream::connect(("127.0.0.1", self.port)).is_ok()
                 && self.try_sql("SELECT 1").is_ok()
             {
-                return;
+                return Ok(());
+            }
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    self.child = None;
+                    let log =
+                        std::fs::read_to_string(self.dir.join("mysqld.err")).unwrap_or_default();
+                    return Err(format!("{status}\n{log}"));
+                }
             }
             assert!(
                 started.elapsed() < Duration::from_secs(60),
@@ -677,3 +731,33 @@ pub fn sysbench_count(report: &str, name: &str) -> u64 {
 
 pub mod cluster;
 pub mod relay;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// mariadbd on a port another process holds ends at start: the server
+    /// comes up on a fresh port at once, without waiting the 60 s timeout.
+    #[test]
+    fn mariadb_port_taken_at_start_retries_on_a_fresh_port() {
+        let squatter = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let taken = squatter.local_addr().expect("addr").port();
+        let dir = scratch("squat");
+        let data = dir.join("data");
+        let started = Instant::now();
+        let db = MariaDb::start_on("squat", 1, dir, data, REPLICATION_OPTIONS, taken);
+        assert_ne!(db.port, taken);
+        assert_eq!(db.sql("SELECT 1"), "1");
+        assert_eq!(
+            mariadb_cli(db.port, BACKEND_USER, BACKEND_PASSWORD, "app", "SELECT 2")
+                .status
+                .code(),
+            Some(0)
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+}
