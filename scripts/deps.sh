@@ -9,6 +9,11 @@ command -v sysbench >/dev/null || pkgs+=(sysbench)
 # MariaDB's own test suites (mariadb-test-run, mariadb-client-test): the
 # conformance yardstick.
 [ -f /usr/share/mysql/mysql-test/mariadb-test-run.pl ] || pkgs+=(mariadb-test)
+# etcd: the keeper's store in the tests (a real cluster, started by each
+# test), etcdctl to drive it, and protoc to build the etcd-client crate.
+command -v etcd >/dev/null || [ -x /usr/bin/etcd ] || pkgs+=(etcd-server)
+command -v etcdctl >/dev/null || pkgs+=(etcd-client)
+command -v protoc >/dev/null || pkgs+=(protobuf-compiler)
 if [ "${WITH_HAPROXY:-0}" = 1 ] && ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/haproxy ]; then
   pkgs+=(haproxy)
 fi

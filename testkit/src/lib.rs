@@ -50,7 +50,7 @@ fn need(cmd: &str) -> String {
             return p.to_string_lossy().into_owned();
         }
     }
-    panic!("`{cmd}` not found: install Debian's mariadb-server, mariadb-client and sysbench (see .ci/run)");
+    panic!("`{cmd}` not found: run scripts/deps.sh (Debian's mariadb-server, mariadb-client, sysbench, etcd-server, etcd-client)");
 }
 
 /// A freshly initialised datadir, made once per test process and copied
@@ -730,6 +730,7 @@ pub fn sysbench_count(report: &str, name: &str) -> u64 {
 }
 
 pub mod cluster;
+pub mod etcd;
 pub mod relay;
 
 #[cfg(test)]
