@@ -151,7 +151,7 @@ pub enum OrderError {
 impl OrderError {
     /// Whether the datasource's server answered, through its agent (it
     /// refused the order, or the order failed there: HTTP 500, or 409 for
-    /// an order under an old epoch), as opposed to nobody answering: the
+    /// an order under an old epoch or term), as opposed to nobody answering: the
     /// agent could not be called or did not answer in time, could not
     /// reach its server (503), or answered something else (401, 404, a
     /// gateway's 502 or 504), which says nothing of the server.
@@ -160,7 +160,7 @@ impl OrderError {
             OrderError::Call(CallError::Refused { status, .. }) => matches!(status, 409 | 500),
             OrderError::Call(_) | OrderError::Timeout(_) | OrderError::NoAgent(_) => false,
             OrderError::Agent(AgentError::Ops(e)) => e.server_answered(),
-            OrderError::Agent(AgentError::StaleEpoch { .. }) => true,
+            OrderError::Agent(AgentError::StaleEpoch { .. } | AgentError::StaleTerm { .. }) => true,
         }
     }
 }
@@ -287,6 +287,13 @@ mod tests {
             ),
             (
                 OrderError::Agent(AgentError::StaleEpoch {
+                    seen: 3,
+                    offered: 2,
+                }),
+                true,
+            ),
+            (
+                OrderError::Agent(AgentError::StaleTerm {
                     seen: 3,
                     offered: 2,
                 }),

@@ -57,7 +57,9 @@ async fn order(State(core): State<Arc<AgentCore>>, Json(order): Json<Order>) -> 
         Err(e) => {
             tracing::error!(order = %kind, epoch = order.epoch, error = %e, "order failed");
             let status = match &e {
-                AgentError::StaleEpoch { .. } => StatusCode::CONFLICT,
+                AgentError::StaleEpoch { .. } | AgentError::StaleTerm { .. } => {
+                    StatusCode::CONFLICT
+                }
                 // The keeper tells a server that does not answer from
                 // one that refused (`OrderError::server_answered`).
                 AgentError::Ops(o) if !o.server_answered() => StatusCode::SERVICE_UNAVAILABLE,
