@@ -50,6 +50,11 @@ impl KeeperAddrs {
         Ok(Self(list))
     }
 
+    /// One keeper, `addr` as given.
+    pub fn one(addr: impl Into<String>) -> Self {
+        Self(vec![addr.into()])
+    }
+
     /// The keepers written in one string: one address, `embedded`, or a
     /// comma list.
     pub fn parse(text: &str) -> Result<Self, KeeperAddrsError> {
