@@ -64,6 +64,8 @@ pub struct KeeperCursor {
     /// Following a `NotLeader` answer (to the leader, or through an
     /// election): the keepers answered.
     seeking: bool,
+    /// Every listed keeper failed in turn, and none has answered since.
+    lost: bool,
 }
 
 impl KeeperCursor {
@@ -82,6 +84,7 @@ impl KeeperCursor {
             failures: 0,
             hops: 0,
             seeking: false,
+            lost: false,
         }
     }
 
@@ -104,9 +107,17 @@ impl KeeperCursor {
         self.seeking
     }
 
+    /// Whether every listed keeper failed in turn and none has answered
+    /// since: there is no point waiting for a connection before the next
+    /// round.
+    pub fn is_lost(&self) -> bool {
+        self.lost
+    }
+
     /// The leader answered (registered the proxy, replied to the
     /// heartbeat): stay with it.
     pub fn on_answered(&mut self) {
+        self.lost = false;
         self.failures = 0;
         self.hops = 0;
         self.seeking = false;
@@ -122,6 +133,7 @@ impl KeeperCursor {
         if self.failures >= self.list.len() {
             self.failures = 0;
             self.hops = 0;
+            self.lost = true;
             Retry::AfterRound
         } else {
             Retry::Now
@@ -132,6 +144,7 @@ impl KeeperCursor {
     /// (`None`: an election is under way).
     pub fn on_not_leader(&mut self, leader: Option<&str>) -> Retry {
         let asked = self.current().to_string();
+        self.lost = false;
         self.failures = 0;
         self.seeking = true;
         self.hops += 1;
@@ -264,10 +277,13 @@ mod tests {
         assert_eq!(c.on_failure(), Retry::Now);
         assert_eq!(c.current(), "c:3");
         assert_eq!(c.on_failure(), Retry::AfterRound);
+        assert!(c.is_lost());
         assert_eq!(c.current(), "a:1");
-        // The next round starts afresh.
+        // The next round starts afresh; still lost until one answers.
         assert_eq!(c.on_failure(), Retry::Now);
+        assert!(c.is_lost());
         c.on_answered();
+        assert!(!c.is_lost());
         assert_eq!(c.current(), "b:2", "it stays with the keeper that answered");
         // The leader dies while connected: the next one, at once.
         assert_eq!(c.on_failure(), Retry::Now);
@@ -333,11 +349,15 @@ mod tests {
     fn answers_reset_the_round() {
         let mut c = cursor(&["a:1", "b:2"]);
         assert_eq!(c.on_failure(), Retry::Now);
+        assert!(!c.is_lost(), "b is still to be tried");
         // b answers (a follower): the round starts again.
         assert_eq!(c.on_not_leader(Some("a:1")), Retry::Now);
         assert_eq!(c.current(), "a:1");
         assert_eq!(c.on_failure(), Retry::Now, "one failure since an answer");
         assert_eq!(c.on_failure(), Retry::AfterRound);
+        assert!(c.is_lost());
+        c.on_not_leader(None);
+        assert!(!c.is_lost(), "a follower answered");
     }
 
     #[test]
