@@ -18,6 +18,15 @@ use zerodb_core::control::{
 /// Why an order was not carried out.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
+    /// The order comes from a keeper whose term is older than the newest
+    /// the agent has seen: a deposed leader (SPEC §8).
+    #[error("order under term {offered} refused: term {seen} has been seen")]
+    StaleTerm {
+        /// The newest term seen.
+        seen: u64,
+        /// The order's term.
+        offered: u64,
+    },
     /// The order's epoch is older than the newest the agent has seen.
     #[error("order under epoch {offered} refused: epoch {seen} has been seen")]
     StaleEpoch {
@@ -33,6 +42,8 @@ pub enum AgentError {
 
 #[derive(Debug, Default, Clone)]
 struct State {
+    /// The newest keeper term seen, in an order or a topology.
+    term: u64,
     /// The newest epoch seen, in an order or a topology.
     epoch: u64,
     /// The newest topology seen.
@@ -54,6 +65,9 @@ struct State {
 pub struct SavedState {
     /// The newest epoch seen.
     pub epoch: u64,
+    /// The newest keeper term seen (0: none, or a sole keeper).
+    #[serde(default)]
+    pub term: u64,
     /// The newest topology seen (`None`: none yet).
     pub topology: Option<ClusterTopology>,
     /// The epoch of the last order that made the server writable (a
@@ -108,9 +122,10 @@ impl AgentCore {
         if let Some(b) = zerodb_core::durable::read_file(&path)? {
             let saved: SavedState = serde_json::from_slice(&b)
                 .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
-            tracing::info!(epoch = saved.epoch, "agent state loaded");
+            tracing::info!(epoch = saved.epoch, term = saved.term, "agent state loaded");
             let s = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
             s.epoch = saved.epoch;
+            s.term = saved.term;
             s.topology = saved.topology;
             s.active_under = saved.active_under;
         }
@@ -146,6 +161,7 @@ impl AgentCore {
         let s = self.state();
         SavedState {
             epoch: s.epoch,
+            term: s.term,
             topology: s.topology.clone(),
             active_under: s.active_under,
         }
@@ -160,26 +176,40 @@ impl AgentCore {
         self.state().epoch
     }
 
-    /// The server's report, with the agent's epoch, fencing and errant transactions added; never
+    /// The newest keeper term seen, in an order or a topology.
+    pub fn term(&self) -> u64 {
+        self.state().term
+    }
+
+    /// The server's report, with the agent's epoch and term, fencing and errant transactions added; never
     /// fails.
     pub async fn report(&self) -> AgentReport {
         let mut r = self.ops.report().await;
         let s = self.state().clone();
         r.epoch = s.epoch;
+        r.term = s.term;
         r.fenced = s.fenced;
         r.errant = s.errant;
         r
     }
 
-    /// Checks `epoch` against the newest seen and records it.
-    fn admit(&self, epoch: u64) -> Result<(), AgentError> {
+    /// Checks `term`, then `epoch`, against the newest seen and records
+    /// both; a refusal records nothing.
+    fn admit(&self, term: u64, epoch: u64) -> Result<(), AgentError> {
         let mut s = self.state();
+        if term < s.term {
+            return Err(AgentError::StaleTerm {
+                seen: s.term,
+                offered: term,
+            });
+        }
         if epoch < s.epoch {
             return Err(AgentError::StaleEpoch {
                 seen: s.epoch,
                 offered: epoch,
             });
         }
+        s.term = term;
         s.epoch = epoch;
         Ok(())
     }
@@ -188,7 +218,7 @@ impl AgentCore {
     pub async fn order(&self, order: &Order) -> Result<(), AgentError> {
         let one_at_a_time = self.ordering.clone().lock_owned().await;
         let before = self.saved_state();
-        self.admit(order.epoch)?;
+        self.admit(order.term, order.epoch)?;
         self.save(&before);
         let name = &self.ops.name;
         match &order.kind {
@@ -333,8 +363,13 @@ impl AgentCore {
     pub async fn on_heartbeat_reply(&self, reply: &AgentHeartbeatReply, report: &AgentReport) {
         let name = self.ops.name.clone();
         let before = self.saved_state();
-        if self.admit(reply.topology.epoch).is_err() {
-            return; // an older view than an order we took: ignore it
+        if let Err(e) = self.admit(reply.topology.term, reply.topology.epoch) {
+            // A deposed leader's reply, or an older view than an order we
+            // took: ignore it.
+            if matches!(e, AgentError::StaleTerm { .. }) {
+                tracing::warn!(datasource = %name, error = %e, "heartbeat reply from a deposed keeper ignored");
+            }
+            return;
         }
         {
             let mut s = self.state();
@@ -400,5 +435,131 @@ impl AgentCore {
             }
             Err(e) => tracing::error!(datasource = %name, error = %e, "cannot rejoin as a standby"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zerodb_core::control::{DataHostState, LoadMeasure};
+
+    /// An agent whose server is not there (connections are refused at
+    /// once): the checks before any SQL are what these tests look at.
+    fn agent() -> AgentCore {
+        let ops = MysqlOps::new(
+            "mysql_1",
+            "127.0.0.1:1",
+            "admin",
+            "",
+            Duration::from_millis(300),
+            LoadMeasure::ThreadsRunning,
+            None,
+        );
+        AgentCore::new(ops, Duration::from_secs(1))
+    }
+
+    fn state_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "zerodb-agent-{name}-{}-{:?}",
+            std::process::id(),
+            std::time::SystemTime::now()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn order(term: u64, epoch: u64) -> Order {
+        Order {
+            epoch,
+            term,
+            kind: OrderKind::Fence,
+        }
+    }
+
+    fn reply(term: u64, epoch: u64) -> AgentHeartbeatReply {
+        AgentHeartbeatReply {
+            topology: ClusterTopology {
+                epoch,
+                term,
+                datahosts: vec![DataHostState::new("dh1", "mysql_2", ["mysql_1", "mysql_2"])],
+            },
+            follow: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_order_under_an_older_term_is_refused_term_first() {
+        let a = agent();
+        // Admitted (its SQL then fails: no server), so term 3 and epoch 5
+        // are the newest seen.
+        let _ = a.order(&order(3, 5)).await;
+        assert_eq!((a.term(), a.epoch()), (3, 5));
+        // An older term is refused even under a newer epoch.
+        let e = a.order(&order(2, 9)).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                AgentError::StaleTerm {
+                    seen: 3,
+                    offered: 2
+                }
+            ),
+            "{e}"
+        );
+        assert_eq!((a.term(), a.epoch()), (3, 5), "a refusal records nothing");
+        // A newer term under an older epoch: the epoch refuses it, and
+        // the term is not taken either.
+        let e = a.order(&order(4, 4)).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                AgentError::StaleEpoch {
+                    seen: 5,
+                    offered: 4
+                }
+            ),
+            "{e}"
+        );
+        assert_eq!((a.term(), a.epoch()), (3, 5));
+        // The same term and a newer epoch: taken; a newer term too.
+        let _ = a.order(&order(3, 6)).await;
+        let _ = a.order(&order(7, 7)).await;
+        assert_eq!((a.term(), a.epoch()), (7, 7));
+        assert_eq!(a.report().await.term, 7, "the report carries the term");
+    }
+
+    #[tokio::test]
+    async fn the_newest_term_survives_a_restart() {
+        let dir = state_dir("term");
+        let a = agent().with_state_dir(&dir).unwrap();
+        let _ = a.order(&order(4, 2)).await;
+        assert_eq!(a.term(), 4);
+        drop(a);
+        let b = agent().with_state_dir(&dir).unwrap();
+        assert_eq!((b.term(), b.epoch()), (4, 2));
+        let e = b.order(&order(3, 8)).await.unwrap_err();
+        assert!(matches!(e, AgentError::StaleTerm { .. }), "{e}");
+        // A state written before terms existed is under term 0.
+        std::fs::write(
+            dir.join("agent-state.json"),
+            r#"{"epoch":6,"topology":null}"#,
+        )
+        .unwrap();
+        let c = agent().with_state_dir(&dir).unwrap();
+        assert_eq!((c.term(), c.epoch()), (0, 6));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_heartbeat_reply_under_an_older_term_is_ignored() {
+        let a = agent();
+        let _ = a.order(&order(5, 3)).await;
+        let report = AgentReport::default();
+        a.on_heartbeat_reply(&reply(4, 9), &report).await;
+        assert_eq!(a.topology(), None, "a deposed leader's topology");
+        assert_eq!((a.term(), a.epoch()), (5, 3));
+        a.on_heartbeat_reply(&reply(6, 9), &report).await;
+        assert_eq!(a.topology().map(|t| (t.term, t.epoch)), Some((6, 9)));
+        assert_eq!((a.term(), a.epoch()), (6, 9), "the reply's term is learnt");
     }
 }

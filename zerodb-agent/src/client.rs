@@ -10,7 +10,7 @@ use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
 use zerodb_core::config::{DatasourceConfig, KeeperConfig, KeeperDataHostConfig};
-use zerodb_core::control::{bearer, AgentReport, LoadMeasure, Order};
+use zerodb_core::control::{bearer, AgentReport, LoadMeasure, NotLeader, Order, NOT_LEADER_STATUS};
 
 /// A failed control-plane call.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +41,20 @@ pub enum CallError {
         /// The answer's body (empty if it could not be read).
         body: String,
     },
+}
+
+impl CallError {
+    /// The follower keeper's answer, when the peer is a keeper that does
+    /// not lead (HTTP 421 with a JSON [`NotLeader`] body, SPEC §8). A 421
+    /// whose body is not one is no such answer.
+    pub fn not_leader(&self) -> Option<NotLeader> {
+        match self {
+            CallError::Refused { status, body, .. } if *status == NOT_LEADER_STATUS => {
+                serde_json::from_str(body).ok()
+            }
+            _ => None,
+        }
+    }
 }
 
 /// An HTTP/JSON client for control-plane calls: the token on every
@@ -154,7 +168,7 @@ pub enum OrderError {
 impl OrderError {
     /// Whether the datasource's server answered, through its agent (it
     /// refused the order, or the order failed there: HTTP 500, or 409 for
-    /// an order under an old epoch), as opposed to nobody answering: the
+    /// an order under an old epoch or term), as opposed to nobody answering: the
     /// agent could not be called or did not answer in time, could not
     /// reach its server (503), or answered something else (401, 404, a
     /// gateway's 502 or 504), which says nothing of the server.
@@ -166,7 +180,7 @@ impl OrderError {
             | OrderError::NoAgent(_)
             | OrderError::NotLeading => false,
             OrderError::Agent(AgentError::Ops(e)) => e.server_answered(),
-            OrderError::Agent(AgentError::StaleEpoch { .. }) => true,
+            OrderError::Agent(AgentError::StaleEpoch { .. } | AgentError::StaleTerm { .. }) => true,
         }
     }
 }
@@ -264,6 +278,27 @@ mod tests {
         })
     }
 
+    #[test]
+    fn a_follower_keeper_answers_421_with_the_leader() {
+        let call = |status: u16, body: &str| CallError::Refused {
+            url: "http://k/v1/agent/heartbeat".into(),
+            status,
+            body: body.into(),
+        };
+        assert_eq!(
+            call(421, r#"{"leader":"10.0.0.6:7700"}"#).not_leader(),
+            Some(NotLeader {
+                leader: Some("10.0.0.6:7700".into())
+            })
+        );
+        assert_eq!(
+            call(421, r#"{"leader":null}"#).not_leader(),
+            Some(NotLeader { leader: None })
+        );
+        assert_eq!(call(421, "misdirected").not_leader(), None);
+        assert_eq!(call(409, r#"{"leader":"x:1"}"#).not_leader(), None);
+    }
+
     /// What counts as "the server answered" (a fence it refused rejects the
     /// switch) and what as "nobody answered" (the switch goes on).
     #[test]
@@ -293,6 +328,13 @@ mod tests {
             ),
             (
                 OrderError::Agent(AgentError::StaleEpoch {
+                    seen: 3,
+                    offered: 2,
+                }),
+                true,
+            ),
+            (
+                OrderError::Agent(AgentError::StaleTerm {
                     seen: 3,
                     offered: 2,
                 }),

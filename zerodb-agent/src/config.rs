@@ -1,10 +1,11 @@
 //! What `zerodb-agent` reads: a YAML or TOML file, then `ZERODB_*`
 //! environment overrides (see [`zerodb_core::config`]).
 
+use figment::Figment;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use zerodb_core::config::{duration, load_file, ConfigError};
+use zerodb_core::config::{duration, extract_known, load_file, ConfigError, KeeperAddrs};
 use zerodb_core::control::LoadMeasure;
 
 /// The datasource an agent looks after.
@@ -37,8 +38,10 @@ pub struct AgentConfig {
     pub admin: String,
     /// The cluster token, required: it is sent on every call and peers without it are refused.
     pub token: String,
-    /// The keeper's control address, host:port.
-    pub keeper: String,
+    /// The keepers' control addresses, host:port: one, or every keeper of
+    /// a group on etcd (a YAML list, or a comma list); the agent
+    /// heartbeats to the leader among them.
+    pub keeper: KeeperAddrs,
     /// The datasource this agent looks after.
     pub datasource: AgentDatasourceConfig,
     /// How often the agent sends its report to the keeper (default 250ms).
@@ -62,7 +65,7 @@ impl Default for AgentConfig {
             listen: "127.0.0.1:7800".into(),
             admin: "127.0.0.1:9800".into(),
             token: String::new(),
-            keeper: "127.0.0.1:7700".into(),
+            keeper: KeeperAddrs::one("127.0.0.1:7700"),
             datasource: AgentDatasourceConfig::default(),
             heartbeat_interval: Duration::from_millis(250),
             timeout: Duration::from_millis(800),
@@ -90,10 +93,26 @@ impl AgentConfig {
     /// Reads `path` (YAML or TOML) with the `ZERODB_*` overrides; fails without `token`,
     /// `datasource.name` or `datasource.addr`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let cfg: Self = load_file(path, &AGENT_KEYS)?;
+        Self::checked(load_file(path, &AGENT_KEYS)?)
+    }
+
+    /// Reads any figment (YAML or TOML text, extra providers) and checks
+    /// the result as [`load`](Self::load) does; no `ZERODB_*` overrides
+    /// unless `f` merges them.
+    pub fn from_figment(f: Figment) -> Result<Self, ConfigError> {
+        Self::checked(extract_known(f, &AGENT_KEYS)?)
+    }
+
+    fn checked(cfg: Self) -> Result<Self, ConfigError> {
         if cfg.token.is_empty() {
             return Err(ConfigError::Invalid(
                 "`token` is needed: peers without it are refused".into(),
+            ));
+        }
+        if cfg.keeper.is_embedded() {
+            return Err(ConfigError::Invalid(
+                "`keeper` names keepers' control addresses (host:port); `embedded` is a proxy's"
+                    .into(),
             ));
         }
         if cfg.datasource.name.is_empty() || cfg.datasource.addr.is_empty() {
@@ -102,5 +121,51 @@ impl AgentConfig {
             ));
         }
         Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::providers::{Format, Yaml};
+    use zerodb_core::config::EnvOverrides;
+
+    const BASE: &str =
+        "token: t\ndatasource: {name: mysql_1, addr: \"127.0.0.1:3306\", user: admin}\n";
+
+    fn keepers(yaml: &str) -> Result<Vec<String>, String> {
+        AgentConfig::from_figment(Figment::from(Yaml::string(&format!("{BASE}{yaml}"))))
+            .map(|c| c.keeper.to_vec())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn one_keeper_or_a_list() {
+        assert_eq!(keepers("").unwrap(), ["127.0.0.1:7700"], "the default");
+        assert_eq!(keepers("keeper: 10.0.0.5:7700").unwrap(), ["10.0.0.5:7700"]);
+        assert_eq!(
+            keepers("keeper: [\"10.0.0.5:7700\", \"10.0.0.6:7700\"]").unwrap(),
+            ["10.0.0.5:7700", "10.0.0.6:7700"]
+        );
+    }
+
+    #[test]
+    fn embedded_is_no_keeper_of_an_agent() {
+        for bad in ["keeper: embedded", "keeper: [\"10.0.0.5:7700\", embedded]"] {
+            let e = keepers(bad).unwrap_err();
+            assert!(e.contains("embedded"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_environment_gives_a_comma_list() {
+        let env = EnvOverrides::from_vars(
+            "ZERODB_",
+            &AGENT_KEYS,
+            [("ZERODB_KEEPER".to_string(), "a:1,b:2".to_string())],
+        );
+        let f = Figment::from(Yaml::string(&format!("{BASE}keeper: c:3\n"))).merge(env);
+        let c = AgentConfig::from_figment(f).unwrap();
+        assert_eq!(c.keeper.to_vec(), ["a:1", "b:2"]);
     }
 }

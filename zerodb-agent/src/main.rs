@@ -81,7 +81,7 @@ async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let heartbeat = tokio::spawn(http::heartbeat_loop(
         core,
         Client::new(&config.token),
-        config.keeper.clone(),
+        config.keeper.to_vec(),
         config.listen.clone(),
         config.heartbeat_interval,
         stop_rx,

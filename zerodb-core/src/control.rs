@@ -238,6 +238,10 @@ pub enum FromKeeper {
     },
 }
 
+/// The HTTP status of a follower keeper's answer to an agent's heartbeat
+/// (421 Misdirected Request), with a JSON [`NotLeader`] body.
+pub const NOT_LEADER_STATUS: u16 = 421;
+
 /// A follower keeper's answer to a proxy's registration, and (HTTP 421
 /// Misdirected Request) to an agent's heartbeat.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

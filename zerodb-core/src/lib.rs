@@ -7,6 +7,8 @@
 //! * [`decision`] — the keeper's decision on a switch request, pure;
 //! * [`governance`] — a proxy's own rules (alert, unregister, offline,
 //!   back online), a pure state machine;
+//! * [`keepers`] — following the leading keeper of a group: which keeper
+//!   to try next, the newest term seen, pure;
 //! * [`config`] — loading config files with environment overrides, and
 //!   the keeper's config, which an embedding proxy builds too;
 //! * [`durable`] — files that survive a crash whole;
@@ -24,5 +26,6 @@ pub mod control;
 pub mod decision;
 pub mod durable;
 pub mod governance;
+pub mod keepers;
 pub mod policy;
 pub mod process;

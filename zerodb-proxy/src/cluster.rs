@@ -1,5 +1,6 @@
 //! A proxy's part in a cluster (SPEC §4): one WebSocket to the keeper
 //! (registration, heartbeats, votes, pushed topologies, switch requests),
+//! to the leader when several keepers share state in etcd (SPEC §8),
 //! switch requests while an active datasource stays down, and the actions
 //! of the proxy's own rules ([`zerodb_core::governance`]): alert, unregister,
 //! offline, back online.
@@ -19,6 +20,7 @@ use zerodb_core::control::{
     bearer, ClusterTopology, DataHostState, FromKeeper, SwitchAnswer, ToKeeper,
 };
 use zerodb_core::governance::{Action, Mode, Outcome, Rules};
+use zerodb_core::keepers::{unacknowledged, KeeperCursor, NewestTerm, Retry};
 
 /// The WebSocket to the keeper.
 type Ws =
@@ -29,6 +31,22 @@ type Ws =
 /// fence, promotion), so that only a decision stuck in the keeper ends
 /// here, as `Interrupted`; the next request asks again.
 const ACKED_ANSWER_LIMIT: Duration = Duration::from_secs(60);
+
+/// Why a connection to a keeper ended.
+#[derive(Debug)]
+enum SessionError {
+    /// It failed, or the keeper could not be reached.
+    Failed(String),
+    /// The keeper does not lead; it names the leader (`None`: an election
+    /// is under way).
+    NotLeader(Option<String>),
+}
+
+impl From<String> for SessionError {
+    fn from(e: String) -> Self {
+        SessionError::Failed(e)
+    }
+}
 
 /// What the keeper says to one switch request.
 enum Reply {
@@ -42,7 +60,17 @@ enum Reply {
 /// switch requests and its own rules (SPEC §4).
 pub struct Cluster {
     shared: Arc<Shared>,
-    keeper: String,
+    /// Which keeper to dial: the leader, found among the configured ones.
+    cursor: Mutex<KeeperCursor>,
+    /// The keeper registered with now.
+    connected_to: Mutex<Option<String>>,
+    /// Every listed keeper failed in turn and none has answered since:
+    /// a switch request need not wait for a connection.
+    lost: watch::Sender<bool>,
+    /// `NotLeader` answers heard from followers: keepers that answered.
+    keeper_answers: AtomicU64,
+    /// The newest keeper term seen; a topology under it is refused.
+    term: NewestTerm,
     token: String,
     cfg: ClusterConfig,
     rules: Mutex<Rules>,
@@ -72,7 +100,7 @@ pub struct Cluster {
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cluster")
-            .field("keeper", &self.keeper)
+            .field("keepers", &lock(&self.cursor).keepers())
             .finish_non_exhaustive()
     }
 }
@@ -91,9 +119,10 @@ fn instance_id() -> u64 {
 }
 
 impl Cluster {
-    /// Joins the keeper at `keeper` (host:port) with `token`; call
-    /// [`Cluster::spawn`] to start.
-    pub fn join(shared: Arc<Shared>, keeper: String, token: String) -> Arc<Self> {
+    /// Joins the keepers at `keepers` (host:port each; the leader among
+    /// them when there are several) with `token`; call [`Cluster::spawn`]
+    /// to start.
+    pub fn join(shared: Arc<Shared>, keepers: Vec<String>, token: String) -> Arc<Self> {
         let rules = Rules::new(
             shared.config.policy.clone(),
             shared.topology.datahosts().len(),
@@ -101,7 +130,11 @@ impl Cluster {
         let c = Arc::new(Self {
             cfg: shared.config.cluster.clone(),
             shared: shared.clone(),
-            keeper,
+            cursor: Mutex::new(KeeperCursor::new(keepers)),
+            connected_to: Mutex::new(None),
+            lost: watch::channel(false).0,
+            keeper_answers: AtomicU64::new(0),
+            term: NewestTerm::default(),
             token,
             rules: Mutex::new(rules),
             outbox: Mutex::new(None),
@@ -212,11 +245,25 @@ impl Cluster {
         *self.connected.borrow()
     }
 
-    /// The keeper connection and the rules' counters.
+    /// The newest keeper term seen (0: a sole keeper).
+    pub fn term(&self) -> u64 {
+        self.term.get()
+    }
+
+    /// The keeper connection and the rules' counters: `keepers` (the
+    /// list), `keeper` (the one dialled now), `connected_to` (the one
+    /// registered with, or null), `term`.
     pub fn status(&self) -> serde_json::Value {
+        let (keepers, keeper) = {
+            let c = lock(&self.cursor);
+            (c.keepers().to_vec(), c.current().to_string())
+        };
         let rules = lock(&self.rules);
         serde_json::json!({
-            "keeper": self.keeper,
+            "keepers": keepers,
+            "keeper": keeper,
+            "connected_to": *lock(&self.connected_to),
+            "term": self.term.get(),
             "connected": self.is_connected(),
             "mode": rules.mode(),
             "counters": rules.counters(),
@@ -253,31 +300,48 @@ impl Cluster {
                     _ = stop.changed() => return,
                 }
             }
-            let result = self.session(&mut stop, &mut want).await;
+            let keeper = lock(&self.cursor).current().to_string();
+            let result = self.session(&keeper, &mut stop, &mut want).await;
             let was = self.connected.send_replace(false);
             *lock(&self.outbox) = None;
+            *lock(&self.connected_to) = None;
             lock(&self.pending).clear();
             metrics::gauge!("zerodb_keeper_connected").set(0.0);
-            match result {
-                Err(e) if was || !reported => {
-                    tracing::warn!(keeper = %self.keeper, error = %e, "keeper unreachable; holding the current topology");
-                    reported = true;
+            let retry = match result {
+                Ok(()) => {
+                    reported = false;
+                    Retry::AfterRound
                 }
-                Ok(()) => reported = false,
-                Err(_) => {}
+                Err(SessionError::NotLeader(leader)) => {
+                    self.keeper_answers.fetch_add(1, Ordering::AcqRel);
+                    tracing::info!(keeper = %keeper, leader = ?leader, "this keeper does not lead: following the leader");
+                    lock(&self.cursor).on_not_leader(leader.as_deref())
+                }
+                Err(SessionError::Failed(e)) => {
+                    if was || !reported {
+                        tracing::warn!(keeper = %keeper, error = %e, "keeper unreachable; holding the current topology");
+                        reported = true;
+                    }
+                    lock(&self.cursor).on_failure()
+                }
+            };
+            self.lost.send_replace(lock(&self.cursor).is_lost());
+            let pause = retry.delay(self.cfg.reconnect_interval);
+            if pause.is_zero() {
+                continue;
             }
             tokio::select! {
-                _ = tokio::time::sleep(self.cfg.reconnect_interval) => {}
+                _ = tokio::time::sleep(pause) => {}
                 _ = stop.changed() => return,
             }
         }
     }
 
-    /// Dials the keeper, registers with the topology this proxy holds, and
+    /// Dials `keeper`, registers with the topology this proxy holds, and
     /// applies the keeper's.
-    async fn register(&self) -> Result<Ws, String> {
+    async fn register(&self, keeper: &str) -> Result<Ws, SessionError> {
         let t = self.cfg.request_timeout;
-        let mut req = format!("ws://{}/v1/proxy", self.keeper)
+        let mut req = format!("ws://{keeper}/v1/proxy")
             .into_client_request()
             .map_err(|e| e.to_string())?;
         let auth = bearer(&self.token)
@@ -309,8 +373,12 @@ impl Cluster {
                 }
                 Ok(ws)
             }
-            Some(FromKeeper::Refused { reason }) => Err(format!("refused: {reason}")),
-            _ => Err("unexpected answer to register".into()),
+            Some(FromKeeper::NotLeader(n)) => {
+                let _ = ws.close(None).await;
+                Err(SessionError::NotLeader(n.leader))
+            }
+            Some(FromKeeper::Refused { reason }) => Err(format!("refused: {reason}").into()),
+            _ => Err("unexpected answer to register".to_string().into()),
         }
     }
 
@@ -318,15 +386,19 @@ impl Cluster {
     /// messages until it breaks.
     async fn session(
         &self,
+        keeper: &str,
         stop: &mut watch::Receiver<bool>,
         want: &mut watch::Receiver<bool>,
-    ) -> Result<(), String> {
-        let (mut sink, mut stream) = self.register().await?.split();
+    ) -> Result<(), SessionError> {
+        let (mut sink, mut stream) = self.register(keeper).await?.split();
+        lock(&self.cursor).on_answered();
+        self.lost.send_replace(false);
+        *lock(&self.connected_to) = Some(keeper.to_string());
         let (tx, mut rx) = mpsc::unbounded_channel();
         *lock(&self.outbox) = Some(tx.clone());
         self.connected.send_replace(true);
         metrics::gauge!("zerodb_keeper_connected").set(1.0);
-        tracing::info!(keeper = %self.keeper, epoch = self.shared.topology.epoch(), "registered with the keeper");
+        tracing::info!(keeper = %keeper, epoch = self.shared.topology.epoch(), term = self.term.get(), "registered with the keeper");
         let mut hb = tokio::time::interval(self.cfg.heartbeat_interval);
         hb.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // A keeper that stops answering (paused, cut off) is noticed by
@@ -337,7 +409,7 @@ impl Cluster {
             tokio::select! {
                 _ = hb.tick() => {
                     if heard.elapsed() > silence {
-                        return Err(format!("keeper silent for {silence:?}"));
+                        return Err(format!("keeper silent for {silence:?}").into());
                     }
                     send(&mut sink, &ToKeeper::Heartbeat).await?;
                     sink.send(Message::Ping(Default::default())).await.map_err(|e| e.to_string())?;
@@ -358,8 +430,8 @@ impl Cluster {
                                 self.on_message(m, &tx)?;
                             }
                         }
-                        Some(Ok(Message::Close(_))) | None => return Err("connection closed".into()),
-                        Some(Err(e)) => return Err(e.to_string()),
+                        Some(Ok(Message::Close(_))) | None => return Err("connection closed".to_string().into()),
+                        Some(Err(e)) => return Err(e.to_string().into()),
                         Some(Ok(_)) => {}
                     }
                 }
@@ -378,7 +450,7 @@ impl Cluster {
         &self,
         m: FromKeeper,
         tx: &mpsc::UnboundedSender<ToKeeper>,
-    ) -> Result<(), String> {
+    ) -> Result<(), SessionError> {
         match m {
             FromKeeper::Registered { topology, .. } | FromKeeper::Topology { topology } => {
                 self.apply(&topology);
@@ -430,13 +502,10 @@ impl Cluster {
                     tracing::warn!(datahost = %datahost, "released: the switchover did not happen");
                 }
             }
-            FromKeeper::Refused { reason } => return Err(format!("refused: {reason}")),
-            FromKeeper::NotLeader(n) => {
-                return Err(format!(
-                    "the keeper no longer leads (leader: {:?})",
-                    n.leader
-                ))
-            }
+            FromKeeper::Refused { reason } => return Err(format!("refused: {reason}").into()),
+            // The keeper stepped down: the session ends, and the cursor
+            // goes to the leader it names.
+            FromKeeper::NotLeader(n) => return Err(SessionError::NotLeader(n.leader)),
         }
         Ok(())
     }
@@ -486,7 +555,7 @@ impl Cluster {
         let topo = &self.shared.topology;
         ClusterTopology {
             epoch: topo.epoch(),
-            term: 0,
+            term: self.term.get(),
             datahosts: topo
                 .datahosts()
                 .iter()
@@ -502,7 +571,13 @@ impl Cluster {
     /// Applies a topology from the keeper if it is newer than the one held.
     /// Returns whether the proxy now holds `t` or a newer topology (not
     /// when `t` was refused).
+    ///
+    /// A topology under the newest term seen comes from a deposed leader:
+    /// it is refused (SPEC §8); one under a newer term raises it.
     fn apply(&self, t: &ClusterTopology) -> bool {
+        if self.is_from_deposed_leader(t) {
+            return false;
+        }
         let topo = &self.shared.topology;
         if t.epoch <= topo.epoch() {
             return true;
@@ -520,6 +595,24 @@ impl Cluster {
             Err(e) => {
                 tracing::error!(epoch = t.epoch, error = %e, "topology from the keeper refused");
                 false
+            }
+        }
+    }
+
+    /// Whether `t` is under the newest term seen (warned and counted);
+    /// otherwise its term is now the newest seen.
+    fn is_from_deposed_leader(&self, t: &ClusterTopology) -> bool {
+        match self.term.admit(t.term) {
+            Ok(()) => false,
+            Err(e) => {
+                tracing::warn!(
+                    epoch = t.epoch,
+                    term = t.term,
+                    newest_term = e.seen,
+                    "topology from a deposed keeper refused"
+                );
+                metrics::counter!("zerodb_proxy_stale_term_total").increment(1);
+                true
             }
         }
     }
@@ -616,49 +709,105 @@ impl Cluster {
         lock(&self.in_flight).remove(&datahost);
     }
 
-    /// Asks the keeper to switch `datahost` away from `source`. Only a
-    /// request no keeper acknowledged within `request_timeout` is
-    /// `KeeperUnreachable`; once acknowledged, the answer is awaited as
-    /// long as the connection lives (a silent keeper ends it).
+    /// Asks the keeper to switch `datahost` away from `source`.
+    ///
+    /// Only a request that no keeper answered within `request_timeout` is
+    /// `KeeperUnreachable` (SPEC §8): while the proxy dials the next
+    /// keeper, or follows a follower's `NotLeader` to the leader, the
+    /// request waits, and is sent (again) once registered. If that takes
+    /// too long after a follower answered, the request is `Interrupted`.
+    /// Once every listed keeper failed in turn, it does not wait. Once
+    /// acknowledged, the answer is awaited as long as the connection
+    /// lives (a silent keeper ends it).
     async fn request(&self, datahost: &str, source: &str) -> Outcome {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        lock(&self.pending).insert(id, tx);
-        let sent = lock(&self.outbox).as_ref().is_some_and(|o| {
-            o.send(ToKeeper::SwitchRequest {
-                id,
-                datahost: datahost.to_string(),
-                source: source.to_string(),
-            })
-            .is_ok()
-        });
-        if !sent {
-            lock(&self.pending).remove(&id);
-            return Outcome::KeeperUnreachable;
-        }
-        tracing::warn!(datahost, source, "switch requested");
-        let first = tokio::time::timeout(self.cfg.request_timeout, rx.recv()).await;
-        let answer = match first {
-            Ok(Some(Reply::Answer(a))) => Some(a),
-            Ok(Some(Reply::Ack)) => match tokio::time::timeout(ACKED_ANSWER_LIMIT, rx.recv()).await
-            {
-                Ok(Some(Reply::Answer(a))) => Some(a),
-                _ => {
-                    tracing::warn!(datahost, "the keeper acknowledged the request, and its answer did not come (the connection ended, or a stuck decision)");
+        let deadline = tokio::time::Instant::now() + self.cfg.request_timeout;
+        let answers = self.keeper_answers.load(Ordering::Acquire);
+        let mut warned = false;
+        let reply = loop {
+            if !self.wait_for_keeper(deadline).await {
+                break None;
+            }
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            lock(&self.pending).insert(id, tx);
+            let sent = lock(&self.outbox).as_ref().is_some_and(|o| {
+                o.send(ToKeeper::SwitchRequest {
+                    id,
+                    datahost: datahost.to_string(),
+                    source: source.to_string(),
+                })
+                .is_ok()
+            });
+            if !sent {
+                // The connection ended meanwhile: wait for the next.
+                lock(&self.pending).remove(&id);
+                tokio::task::yield_now().await;
+                continue;
+            }
+            if !warned {
+                tracing::warn!(datahost, source, "switch requested");
+                warned = true;
+            }
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(r)) => break Some((id, r, rx)),
+                // The connection ended before the keeper acknowledged:
+                // ask the next keeper it reaches, within the same time.
+                Ok(None) => continue,
+                Err(_) => {
                     lock(&self.pending).remove(&id);
+                    break None;
+                }
+            }
+        };
+        let answer = match reply {
+            None => {
+                let answered = self.keeper_answers.load(Ordering::Acquire) != answers
+                    || lock(&self.cursor).is_seeking_leader();
+                return unacknowledged(answered);
+            }
+            Some((_, Reply::Answer(a), _)) => a,
+            Some((id, Reply::Ack, mut rx)) => {
+                match tokio::time::timeout(ACKED_ANSWER_LIMIT, rx.recv()).await {
+                    Ok(Some(Reply::Answer(a))) => a,
+                    _ => {
+                        tracing::warn!(datahost, "the keeper acknowledged the request, and its answer did not come (the connection ended, or a stuck decision)");
+                        lock(&self.pending).remove(&id);
+                        return Outcome::Interrupted;
+                    }
+                }
+            }
+        };
+        match answer {
+            SwitchAnswer::Switched { topology } | SwitchAnswer::Stale { topology } => {
+                if self.is_from_deposed_leader(&topology) {
+                    // A deposed leader's decision: it counts for nothing.
                     return Outcome::Interrupted;
                 }
-            },
-            Ok(None) | Err(_) => None,
-        };
-        lock(&self.pending).remove(&id);
-        match answer {
-            Some(SwitchAnswer::Switched { topology }) | Some(SwitchAnswer::Stale { topology }) => {
                 self.apply(&topology);
                 Outcome::Switched
             }
-            Some(SwitchAnswer::Rejected { rejection }) => Outcome::Rejected(rejection),
-            None => Outcome::KeeperUnreachable,
+            SwitchAnswer::Rejected { rejection } => Outcome::Rejected(rejection),
+        }
+    }
+
+    /// Waits until the proxy is registered with a keeper (`true`), or
+    /// every listed keeper has failed in turn, or `deadline` passes
+    /// (`false`).
+    async fn wait_for_keeper(&self, deadline: tokio::time::Instant) -> bool {
+        let mut connected = self.connected.subscribe();
+        let mut lost = self.lost.subscribe();
+        loop {
+            if *connected.borrow_and_update() {
+                return true;
+            }
+            if *lost.borrow_and_update() {
+                return false;
+            }
+            tokio::select! {
+                _ = connected.changed() => {}
+                _ = lost.changed() => {}
+                _ = tokio::time::sleep_until(deadline) => return false,
+            }
         }
     }
 
@@ -765,5 +914,150 @@ impl ClusterLink for Cluster {
 
     fn status(&self) -> serde_json::Value {
         Cluster::status(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ProxyConfig;
+
+    /// A cluster member that dials nobody: the tests play the keeper's
+    /// part on its channels.
+    fn member(request_timeout: &str) -> Arc<Cluster> {
+        let yaml = format!(
+            "users: [{{name: app}}]\n\
+             datahosts: [{{name: dh1, user: u, datasources: [{{name: mysql_1, addr: \"127.0.0.1:1\"}}, {{name: mysql_11, addr: \"127.0.0.1:2\"}}]}}]\n\
+             keeper: [\"127.0.0.1:3\", \"127.0.0.1:4\"]\ntoken: t\n\
+             cluster: {{request_timeout: {request_timeout}}}\n"
+        );
+        let config = ProxyConfig::from_yaml(&yaml).unwrap();
+        let shared = crate::server::Proxy::new(config).shared().clone();
+        Cluster::join(
+            shared,
+            vec!["127.0.0.1:3".into(), "127.0.0.1:4".into()],
+            "t".into(),
+        )
+    }
+
+    fn topology(epoch: u64, term: u64, active: &str) -> ClusterTopology {
+        ClusterTopology {
+            epoch,
+            term,
+            datahosts: vec![DataHostState::new("dh1", active, ["mysql_1", "mysql_11"])],
+        }
+    }
+
+    /// Registers the member on a connection whose messages the test reads.
+    fn connect(c: &Cluster) -> mpsc::UnboundedReceiver<ToKeeper> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        *lock(&c.outbox) = Some(tx);
+        lock(&c.cursor).on_answered();
+        c.lost.send_replace(false);
+        c.connected.send_replace(true);
+        rx
+    }
+
+    /// The connection ends, as `connection_loop` ends it.
+    fn disconnect(c: &Cluster) {
+        c.connected.send_replace(false);
+        *lock(&c.outbox) = None;
+        lock(&c.pending).clear();
+    }
+
+    #[tokio::test]
+    async fn a_topology_under_an_older_term_is_refused() {
+        let c = member("1s");
+        assert!(c.apply(&topology(2, 3, "mysql_1")));
+        assert_eq!(c.term(), 3);
+        assert_eq!(c.held_topology().term, 3);
+        // A deposed leader's newer epoch: refused, nothing changes.
+        assert!(!c.apply(&topology(5, 2, "mysql_11")));
+        assert_eq!(c.shared.topology.epoch(), 2);
+        assert_eq!(c.held_topology().datahosts[0].active, "mysql_1");
+        assert_eq!(c.term(), 3);
+        // The new leader's: applied, and its term is the newest.
+        assert!(c.apply(&topology(6, 4, "mysql_11")));
+        assert_eq!(c.held_topology().datahosts[0].active, "mysql_11");
+        assert_eq!((c.held_topology().epoch, c.term()), (6, 4));
+    }
+
+    #[tokio::test]
+    async fn a_request_waits_for_the_next_keeper_within_the_timeout() {
+        let c = member("2s");
+        let mut first = connect(&c);
+        let keeper = {
+            let c = c.clone();
+            tokio::spawn(async move {
+                // The leader dies before it acknowledges the request.
+                let Some(ToKeeper::SwitchRequest { .. }) = first.recv().await else {
+                    panic!("no request");
+                };
+                disconnect(&c);
+                lock(&c.cursor).on_failure();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                // The next keeper registers the proxy; it gets the request
+                // again and answers it.
+                let mut next = connect(&c);
+                let Some(ToKeeper::SwitchRequest { id, .. }) = next.recv().await else {
+                    panic!("the request was not sent again");
+                };
+                let answer = SwitchAnswer::Stale {
+                    topology: topology(3, 1, "mysql_11"),
+                };
+                let (tx, _) = mpsc::unbounded_channel();
+                c.on_message(FromKeeper::SwitchAnswer { id, answer }, &tx)
+                    .unwrap();
+            })
+        };
+        assert_eq!(c.request("dh1", "mysql_1").await, Outcome::Switched);
+        keeper.await.unwrap();
+        assert_eq!(c.term(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_follower_answer_is_no_lost_keeper() {
+        let c = member("200ms");
+        // Dialling keepers, one answers NotLeader naming a leader that
+        // does not register the proxy in time.
+        let bump = {
+            let c = c.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                c.keeper_answers.fetch_add(1, Ordering::AcqRel);
+                lock(&c.cursor).on_not_leader(Some("10.0.0.9:7700"));
+            })
+        };
+        assert_eq!(c.request("dh1", "mysql_1").await, Outcome::Interrupted);
+        bump.await.unwrap();
+        // Still following it when the next request starts: an answer.
+        assert_eq!(c.request("dh1", "mysql_1").await, Outcome::Interrupted);
+    }
+
+    #[tokio::test]
+    async fn silence_is_a_lost_keeper_and_a_failed_round_does_not_wait() {
+        let c = member("200ms");
+        let t = Instant::now();
+        assert_eq!(
+            c.request("dh1", "mysql_1").await,
+            Outcome::KeeperUnreachable
+        );
+        assert!(t.elapsed() >= Duration::from_millis(200), "it waited");
+        // Every listed keeper failed in turn: no wait.
+        lock(&c.cursor).on_failure();
+        lock(&c.cursor).on_failure();
+        c.lost.send_replace(lock(&c.cursor).is_lost());
+        let t = Instant::now();
+        assert_eq!(
+            c.request("dh1", "mysql_1").await,
+            Outcome::KeeperUnreachable
+        );
+        assert!(t.elapsed() < Duration::from_millis(100));
+        // Registered, and no acknowledgement in time: unreachable too.
+        let _rx = connect(&c);
+        assert_eq!(
+            c.request("dh1", "mysql_1").await,
+            Outcome::KeeperUnreachable
+        );
     }
 }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use zerodb_core::config::{
-    duration, extract_known, load_file, ConfigError, DatasourceConfig, KeeperConfig,
+    duration, extract_known, load_file, ConfigError, DatasourceConfig, KeeperAddrs, KeeperConfig,
     KeeperDataHostConfig, KeeperTimings,
 };
 use zerodb_core::policy::Policy;
@@ -97,9 +97,11 @@ pub struct ProxyConfig {
     /// How long a stopping proxy waits for sessions to finish their statement.
     #[serde(with = "duration")]
     pub shutdown_timeout: Duration,
-    /// The keeper's control address (host:port), or `embedded` to run the
-    /// keeper inside this proxy. Absent: a standalone proxy (no failover).
-    pub keeper: Option<String>,
+    /// The keeper's control address (host:port), every keeper of a group
+    /// on etcd (a YAML list, or a comma list: the proxy follows the
+    /// leader), or `embedded` to run the keeper inside this proxy.
+    /// Absent: a standalone proxy (no failover).
+    pub keeper: Option<KeeperAddrs>,
     /// The cluster token every control-plane peer presents.
     pub token: Option<String>,
     /// Timings of this proxy's part in the cluster.
@@ -265,7 +267,21 @@ impl ProxyConfig {
 
     /// Whether this proxy runs the keeper itself.
     pub fn embedded_keeper(&self) -> bool {
-        self.keeper.as_deref() == Some("embedded")
+        self.keeper.as_ref().is_some_and(KeeperAddrs::is_embedded)
+    }
+
+    /// What `--check` warns about: a config that loads and works, but
+    /// may misbehave (several keepers and an offline rule quicker than
+    /// their election, see [`zerodb_core::keepers::election_warning`]).
+    pub fn warnings(&self) -> Vec<String> {
+        let keepers = self.keeper.as_ref().map_or(0, KeeperAddrs::len);
+        zerodb_core::keepers::election_warning(
+            keepers,
+            &self.policy,
+            self.cluster.switch_retry_interval,
+        )
+        .into_iter()
+        .collect()
     }
 
     /// The keeper an embedded proxy runs: its dataHosts and policy.
@@ -293,6 +309,10 @@ impl ProxyConfig {
                 .collect(),
             timings: self.embedded_keeper.timings.clone(),
             policy: self.policy.clone(),
+            // The embedded keeper is the only one: the file store.
+            store: zerodb_core::config::StoreKind::File,
+            etcd: Default::default(),
+            advertise: None,
         }
     }
 
@@ -438,6 +458,65 @@ datasources = [{ name = "a", addr = "127.0.0.1:1" }]
             "sibling keys survive"
         );
         assert_eq!(c.listen, "0.0.0.0:4000");
+    }
+
+    fn keepers(extra: &str) -> Result<Option<Vec<String>>, String> {
+        ProxyConfig::from_yaml(&format!("{SEED}token: t\n{extra}"))
+            .map(|c| c.keeper.map(|k| k.to_vec()))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn keeper_is_one_address_a_list_or_embedded() {
+        assert_eq!(keepers("").unwrap(), None);
+        assert_eq!(
+            keepers("keeper: 10.0.0.5:7700\n").unwrap(),
+            Some(vec!["10.0.0.5:7700".to_string()])
+        );
+        assert_eq!(
+            keepers("keeper: [\"10.0.0.5:7700\", \"10.0.0.6:7700\"]\n").unwrap(),
+            Some(vec![
+                "10.0.0.5:7700".to_string(),
+                "10.0.0.6:7700".to_string()
+            ])
+        );
+        let c = ProxyConfig::from_yaml(&format!("{SEED}keeper: embedded\n")).unwrap();
+        assert!(c.embedded_keeper(), "no token needed either");
+        let e = keepers("keeper: [\"10.0.0.5:7700\", embedded]\n").unwrap_err();
+        assert!(e.contains("embedded"), "{e}");
+        let e = ProxyConfig::from_yaml(&format!("{SEED}keeper: [\"a:1\", \"b:2\"]\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("token"), "{e}");
+    }
+
+    #[test]
+    fn the_keeper_list_from_the_environment() {
+        let env = EnvOverrides::from_vars(
+            "ZERODB_",
+            &PROXY_KEYS,
+            [("ZERODB_KEEPER".to_string(), "a:1,b:2".to_string())],
+        );
+        let text = format!("{SEED}token: t\nkeeper: embedded\n");
+        let c = ProxyConfig::from_figment(Figment::from(Yaml::string(&text)).merge(env)).unwrap();
+        assert_eq!(
+            c.keeper.map(|k| k.to_vec()),
+            Some(vec!["a:1".into(), "b:2".into()])
+        );
+        assert!(ProxyConfig::from_yaml(&text).unwrap().embedded_keeper());
+    }
+
+    #[test]
+    fn several_keepers_warn_when_offline_comes_before_an_election() {
+        let c = |extra: &str| ProxyConfig::from_yaml(&format!("{SEED}token: t\n{extra}")).unwrap();
+        // The seed: 3 requests, 500ms apart.
+        assert_eq!(c("keeper: [\"a:1\", \"b:2\"]\n").warnings().len(), 1);
+        assert!(c("keeper: a:1\n").warnings().is_empty());
+        assert!(
+            c("keeper: [\"a:1\", \"b:2\"]\ncluster: {switch_retry_interval: 2s}\n")
+                .warnings()
+                .is_empty()
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Joining the cluster a proxy's config names (feature `embedded-keeper`):
-//! the keeper at `keeper: host:port`, or, with `keeper: embedded`, a keeper
+//! the keeper at `keeper: host:port` (or the leader among several keepers
+//! listed), or, with `keeper: embedded`, a keeper
 //! started inside this process, listening for other proxies on
 //! `embedded_keeper.listen` and doing the agents' work itself for
 //! datasources without one.
@@ -76,10 +77,10 @@ pub async fn join(
             },
         ));
         keeper.spawn_local_agents(config.cluster.heartbeat_interval, stop.clone());
-        (addr, token, Some(keeper))
+        (vec![addr], token, Some(keeper))
     } else {
         let token = config.token.clone().unwrap_or_default();
-        (keeper_addr.clone(), token, None)
+        (keeper_addr.to_vec(), token, None)
     };
     let cluster = Cluster::join(shared.clone(), addr, token);
     cluster.spawn(stop);

@@ -33,6 +33,9 @@ fn main() -> anyhow::Result<()> {
     let config = ProxyConfig::load(&args.config)
         .with_context(|| format!("loading {}", args.config.display()))?;
     if args.check {
+        for w in config.warnings() {
+            println!("{w}");
+        }
         println!(
             "config OK: {} dataHost(s), {} user(s)",
             config.datahosts.len(),
