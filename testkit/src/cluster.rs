@@ -238,9 +238,23 @@ pub fn start_agent_with(
     datasource_extra: &str,
     extra: &str,
 ) -> Agent {
+    let keeper = format!("127.0.0.1:{keeper_port}");
+    start_agent_for(bins, db, port, &keeper, datasource_extra, extra)
+}
+
+/// An agent whose `keeper` key is `keepers`: one address, or a YAML list
+/// of every keeper of a group on etcd.
+pub fn start_agent_for(
+    bins: &Bins,
+    db: &MariaDb,
+    port: u16,
+    keepers: &str,
+    datasource_extra: &str,
+    extra: &str,
+) -> Agent {
     let admin = free_port();
     let y = format!(
-        "listen: 127.0.0.1:{port}\nadmin: 127.0.0.1:{admin}\ntoken: {TOKEN}\nkeeper: 127.0.0.1:{keeper_port}\n\
+        "listen: 127.0.0.1:{port}\nadmin: 127.0.0.1:{admin}\ntoken: {TOKEN}\nkeeper: {keepers}\n\
          heartbeat_interval: 200ms\ntimeout: 800ms\nstate_dir: {}\n\
          datasource: {{name: {}, addr: \"{}\", user: {BACKEND_USER}, password: {BACKEND_PASSWORD}{datasource_extra}}}\n{extra}",
         scratch("agent-state").display(),

@@ -410,7 +410,15 @@ impl Keeper {
                     s.topology = t.clone();
                     s.membership_confirmed = true;
                 }
-                s.term += 1;
+                s.term = if initial.is_some() {
+                    // etcd was empty: terms handed out before are unknown.
+                    // Seeded from the clock, the new one is above them
+                    // (each election adds one); a reported one still
+                    // higher raises it again ([`Keeper::observe`]).
+                    (unix_ms() / 1000).max(s.term + 1)
+                } else {
+                    s.term + 1
+                };
                 s.epoch += 1;
                 s.topology.epoch = s.epoch;
                 s.topology.term = s.term;

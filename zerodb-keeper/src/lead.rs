@@ -113,6 +113,7 @@ impl Leadership {
     }
 
     /// The lease is surely held until `until`.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
     pub(crate) fn lease_held_until(&self, until: Instant) {
         let mut h = self.held_until.lock().unwrap_or_else(|e| e.into_inner());
         *h = Some(h.map_or(until, |old| old.max(until)));

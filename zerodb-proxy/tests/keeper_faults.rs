@@ -9,22 +9,12 @@
 mod common;
 
 use common::*;
-use std::collections::HashSet;
 use std::time::Duration;
 
 /// Proxy timings short enough for a test: probes, requests, reconnects.
 const FAST_PROXY: &str = "health: {interval: 150ms, timeout: 500ms, fall: 3, rise: 2}\n\
     cluster: {heartbeat_interval: 200ms, switch_retry_interval: 300ms, request_timeout: 1s, \
     reconnect_interval: 300ms}\nbuffer: {window: 3s}\n";
-
-/// Semi-sync, so that every write a client was told OK for is on the
-/// standby whatever the keeper does.
-const SEMI_SYNC_SOURCE: &[&str] = &[
-    "--rpl-semi-sync-master-enabled=ON",
-    "--rpl-semi-sync-master-wait-point=AFTER_SYNC",
-    "--rpl-semi-sync-master-timeout=5000",
-];
-const SEMI_SYNC_REPLICA: &[&str] = &["--rpl-semi-sync-slave-enabled=ON"];
 
 /// Proxy p1, a member of `keeper`'s cluster, with `timings`.
 fn fast_proxy(bins: &Bins, keeper: &Keeper, dhs: &[Dh], timings: &str) -> Proxy {
@@ -33,27 +23,6 @@ fn fast_proxy(bins: &Bins, keeper: &Keeper, dhs: &[Dh], timings: &str) -> Proxy 
         &bins.proxy,
         &proxy_yaml_with("p1", &keeper_addr, dhs, timings, ""),
     )
-}
-
-/// Every acknowledged id is on `db`, and no row is there twice (the table
-/// has no unique key, so a statement run twice would show).
-fn assert_each_ack_once(db: &MariaDb, acked: &[u64]) {
-    let on: HashSet<u64> = db
-        .sql("SELECT id FROM app.acks")
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect();
-    let missing: Vec<&u64> = acked.iter().filter(|id| !on.contains(id)).collect();
-    assert!(!acked.is_empty(), "the writer was never told OK");
-    assert!(
-        missing.is_empty(),
-        "{} acknowledged writes missing on {}: {:?}",
-        missing.len(),
-        db.name,
-        &missing[..missing.len().min(10)]
-    );
-    let twice = db.sql("SELECT COUNT(*) - COUNT(DISTINCT id) FROM app.acks");
-    assert_eq!(twice, "0", "rows present twice on {}", db.name);
 }
 
 /// A source with semi-sync and its replica, `app.acks` without a unique

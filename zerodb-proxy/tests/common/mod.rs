@@ -2,6 +2,7 @@
 
 #![allow(dead_code, unused_imports)]
 
+use std::collections::HashSet;
 use std::process::Command;
 use std::time::Duration;
 pub use zerodb_testkit::cluster::*;
@@ -113,4 +114,34 @@ pub fn spawn_writer(port: u16, seconds: u32, id: u32) -> std::thread::JoinHandle
             errors: errors.into(),
         }
     })
+}
+
+/// Semi-sync, so that every write a client was told OK for is on the
+/// standby whatever the keeper does.
+pub const SEMI_SYNC_SOURCE: &[&str] = &[
+    "--rpl-semi-sync-master-enabled=ON",
+    "--rpl-semi-sync-master-wait-point=AFTER_SYNC",
+    "--rpl-semi-sync-master-timeout=5000",
+];
+pub const SEMI_SYNC_REPLICA: &[&str] = &["--rpl-semi-sync-slave-enabled=ON"];
+
+/// Every acknowledged id is on `db`, and no row is there twice (the table
+/// has no unique key, so a statement run twice would show).
+pub fn assert_each_ack_once(db: &MariaDb, acked: &[u64]) {
+    let on: HashSet<u64> = db
+        .sql("SELECT id FROM app.acks")
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    let missing: Vec<&u64> = acked.iter().filter(|id| !on.contains(id)).collect();
+    assert!(!acked.is_empty(), "the writer was never told OK");
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged writes missing on {}: {:?}",
+        missing.len(),
+        db.name,
+        &missing[..missing.len().min(10)]
+    );
+    let twice = db.sql("SELECT COUNT(*) - COUNT(DISTINCT id) FROM app.acks");
+    assert_eq!(twice, "0", "rows present twice on {}", db.name);
 }
