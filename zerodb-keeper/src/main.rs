@@ -94,6 +94,18 @@ fn main() -> anyhow::Result<()> {
         KeeperConfig::load(&path).with_context(|| format!("loading {}", path.display()))?;
     if args.check {
         println!("config OK: {} dataHost(s)", config.datahosts.len());
+        if config.store == zerodb_core::config::StoreKind::Etcd {
+            println!(
+                "store: etcd at {} under {}, lease {:?}; proxies and agents reach this keeper at {}",
+                config.etcd.endpoints.join(","),
+                config.etcd.prefix,
+                config.etcd.lease_ttl,
+                config.advertised()
+            );
+            if !cfg!(feature = "etcd") {
+                anyhow::bail!("this zerodb-keeper was built without the `etcd` feature");
+            }
+        }
         return Ok(());
     }
     tokio::runtime::Builder::new_multi_thread()
