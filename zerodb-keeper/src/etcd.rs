@@ -496,3 +496,121 @@ async fn keep_alive(etcd: Arc<Etcd>, lead: Arc<Leadership>, lease: i64, lost: wa
     }
     let _ = lost.send(true);
 }
+
+#[cfg(test)]
+mod tests {
+    //! The store against a real etcd (Debian's etcd 3.4, one member).
+    use super::*;
+    use zerodb_testkit::etcd::EtcdCluster;
+
+    async fn keeper_handle(etcd: &EtcdCluster, tag: &str, kept: usize) -> Arc<Etcd> {
+        keeper_at(etcd, tag, kept).await.0
+    }
+
+    /// A keeper's handle on `etcd`, and its `state_dir`.
+    async fn keeper_at(
+        etcd: &EtcdCluster,
+        tag: &str,
+        kept: usize,
+    ) -> (Arc<Etcd>, std::path::PathBuf) {
+        let mut cfg = KeeperConfig {
+            state_dir: zerodb_testkit::scratch(&format!("etcd-store-{tag}")),
+            ..KeeperConfig::default()
+        };
+        cfg.etcd.endpoints = etcd.endpoints();
+        cfg.etcd.prefix = format!("/zerodb/{tag}");
+        cfg.etcd.lease_ttl = Duration::from_secs(1);
+        cfg.etcd.decisions_kept = kept;
+        (Etcd::connect(&cfg).await.expect("connect"), cfg.state_dir)
+    }
+
+    async fn lead(e: &Etcd) -> Won {
+        let won = e.try_lead().await.expect("etcd").expect("no leader yet");
+        e.set_owner(Some(won.revision));
+        won
+    }
+
+    /// A keeper whose lease is gone writes nothing, even with its cached
+    /// revision still current; the new leader writes on from the newest
+    /// state, and an epoch is never handed out twice.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_deposed_keeper_writes_nothing() {
+        let etcd = tokio::task::spawn_blocking(|| EtcdCluster::start("store", 1))
+            .await
+            .expect("etcd");
+        let (a, b) = (
+            keeper_handle(&etcd, "deposed", 10).await,
+            keeper_handle(&etcd, "deposed", 10).await,
+        );
+        assert!(matches!(
+            a.update(&|s: &mut Persisted| s.epoch += 1).await,
+            Err(StoreError::NotLeader)
+        ));
+        let won = lead(&a).await;
+        assert!(
+            matches!(b.try_lead().await, Ok(Err(Some(_)))),
+            "one leader at a time"
+        );
+        let s = a
+            .update(&|s: &mut Persisted| s.epoch += 1)
+            .await
+            .expect("a writes");
+        assert_eq!(s.epoch, 1);
+        // A's lease ends (as when it expires); B leads.
+        a.resign(won.lease).await;
+        lead(&b).await;
+        // The state is as A last wrote it: only the leader key stops A.
+        assert!(matches!(
+            a.update(&|s: &mut Persisted| s.epoch += 1).await,
+            Err(StoreError::NotLeader)
+        ));
+        let s = b
+            .update(&|s: &mut Persisted| s.epoch += 1)
+            .await
+            .expect("b writes");
+        assert_eq!(s.epoch, 2);
+        assert_eq!(b.load().await.expect("load").map(|s| s.epoch), Some(2));
+        // B's cached revision is stale after another write: it reads again.
+        *lock(&b.last) = Some((1, None));
+        let s = b
+            .update(&|s: &mut Persisted| s.epoch += 1)
+            .await
+            .expect("b again");
+        assert_eq!(s.epoch, 3, "the newest state, not the cached one");
+        drop(etcd);
+    }
+
+    /// The shared decision log keeps the newest `decisions_kept`; each
+    /// keeper's own file keeps them all.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_decision_log_is_bounded() {
+        let etcd = tokio::task::spawn_blocking(|| EtcdCluster::start("log", 1))
+            .await
+            .expect("etcd");
+        let (e, dir) = keeper_at(&etcd, "log", 3).await;
+        for i in 0..5 {
+            e.append_decision(&serde_json::json!({ "n": i }))
+                .await
+                .expect("append");
+        }
+        let mut kv = e.client.kv_client();
+        let kept = kv
+            .get(e.key("decisions/"), Some(GetOptions::new().with_prefix()))
+            .await
+            .expect("get");
+        let values: Vec<serde_json::Value> = kept
+            .kvs()
+            .iter()
+            .filter_map(|kv| serde_json::from_slice(kv.value()).ok())
+            .collect();
+        assert_eq!(
+            values,
+            (2..5)
+                .map(|n| serde_json::json!({ "n": n }))
+                .collect::<Vec<_>>()
+        );
+        let local = std::fs::read_to_string(dir.join("decisions.jsonl")).expect("local log");
+        assert_eq!(local.lines().count(), 5);
+        drop(etcd);
+    }
+}
