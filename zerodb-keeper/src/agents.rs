@@ -115,7 +115,7 @@ impl Agents for LeaderOnly {
         order: Order,
         timeout: Duration,
     ) -> Result<(), OrderError> {
-        if !self.lead.acting() {
+        if !self.lead.acting_for(order.term) {
             metrics::counter!("zerodb_keeper_orders_withheld_total").increment(1);
             tracing::warn!(datasource, ?order, "not leading: order withheld");
             return Err(OrderError::NotLeading);

@@ -394,6 +394,13 @@ pub async fn campaign(
         match etcd.try_lead().await {
             Ok(Ok(won)) => {
                 serve_as_leader(&keeper, &etcd, &lead, won, &mut stop).await;
+                // Leave the next election to the others for one lease: a
+                // keeper that just lost the lead (or could not take it
+                // over) is the least fit to lead.
+                tokio::select! {
+                    _ = tokio::time::sleep(etcd.ttl) => {}
+                    _ = stop.changed() => {}
+                }
                 continue;
             }
             Ok(Err(leader)) => {

@@ -266,6 +266,60 @@ async fn write_session(
     }
 }
 
+/// Registers `name` on a new connection, if this keeper serves: the
+/// connection's id and its outbound queue (the hello already in it); or
+/// `None` once the proxy was told why not.
+async fn admit(
+    k: &Arc<Keeper>,
+    name: &str,
+    instance: u64,
+    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+) -> Option<(
+    u64,
+    mpsc::UnboundedSender<FromKeeper>,
+    mpsc::UnboundedReceiver<FromKeeper>,
+)> {
+    // After a start without state, no proxy is told a topology before the
+    // agents had their say.
+    k.discovered().await;
+    let refuse = |m: FromKeeper| text(&m);
+    if !k.leadership().serving() {
+        if let Some(m) = refuse(FromKeeper::NotLeader(not_leader(k))) {
+            let _ = sink.send(m).await;
+        }
+        return None;
+    }
+    let conn = k.next_id();
+    let (tx, rx) = mpsc::unbounded_channel::<FromKeeper>();
+    let topology = match k.register(name, instance, conn, tx.clone()).await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(proxy = %name, error = %e, "registration refused");
+            if let Some(m) = refuse(FromKeeper::Refused {
+                reason: e.to_string(),
+            }) {
+                let _ = sink.send(m).await;
+            }
+            return None;
+        }
+    };
+    if !k.leadership().serving() {
+        // It stepped down while registering (an etcd write).
+        k.disconnected(name, conn);
+        if let Some(m) = refuse(FromKeeper::NotLeader(not_leader(k))) {
+            let _ = sink.send(m).await;
+        }
+        return None;
+    }
+    metrics::counter!("zerodb_keeper_registrations_total").increment(1);
+    let hello = FromKeeper::Registered {
+        topology,
+        session_timeout_ms: k.config().timings.session_timeout.as_millis() as u64,
+    };
+    tx.send(hello).ok()?;
+    Some((conn, tx, rx))
+}
+
 /// One proxy's connection: it must register first; then heartbeats,
 /// switch requests and votes come in, and votes, answers and topologies
 /// go out.
@@ -274,39 +328,13 @@ async fn proxy_session(k: Arc<Keeper>, socket: WebSocket) {
     let Some((name, instance)) = first_register(&k, &mut sink, &mut stream).await else {
         return;
     };
-    // After a start without state, no proxy is told a topology before the
-    // agents had their say.
-    k.discovered().await;
-    if !k.leadership().serving() {
-        if let Some(m) = text(&FromKeeper::NotLeader(not_leader(&k))) {
-            let _ = sink.send(m).await;
-        }
-        return;
-    }
-    let conn = k.next_id();
-    let (tx, rx) = mpsc::unbounded_channel::<FromKeeper>();
-    let topology = match k.register(&name, instance, conn, tx.clone()).await {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::error!(proxy = %name, error = %e, "registration refused");
-            if let Some(m) = text(&FromKeeper::Refused {
-                reason: e.to_string(),
-            }) {
-                let _ = sink.send(m).await;
-            }
-            return;
-        }
-    };
-    metrics::counter!("zerodb_keeper_registrations_total").increment(1);
-    let hello = FromKeeper::Registered {
-        topology,
-        session_timeout_ms: k.config().timings.session_timeout.as_millis() as u64,
-    };
-    if tx.send(hello).is_err() {
-        return;
-    }
-    let writer = tokio::spawn(write_session(k.leadership().clone(), sink, rx));
+    // Watched from before the checks below: a step-down between them and
+    // the session's loop is not missed.
     let mut role = k.leadership().subscribe();
+    let Some((conn, tx, rx)) = admit(&k, &name, instance, &mut sink).await else {
+        return;
+    };
+    let writer = tokio::spawn(write_session(k.leadership().clone(), sink, rx));
     loop {
         let msg = tokio::select! {
             m = stream.next() => m,
@@ -326,10 +354,15 @@ async fn proxy_session(k: Arc<Keeper>, socket: WebSocket) {
             continue;
         };
         if !k.heartbeat(&name, conn) {
-            // Removed by an operator, or replaced by a newer connection:
-            // the proxy must register again to count.
-            let _ = tx.send(FromKeeper::Refused {
-                reason: "not registered on this connection; register again".into(),
+            // Removed by an operator, replaced by a newer connection, or
+            // forgotten by a step-down: the proxy must register again (with
+            // the leader) to count.
+            let _ = tx.send(if k.leadership().serving() {
+                FromKeeper::Refused {
+                    reason: "not registered on this connection; register again".into(),
+                }
+            } else {
+                FromKeeper::NotLeader(not_leader(&k))
             });
             break;
         }

@@ -57,6 +57,8 @@ pub enum KeeperError {
 #[derive(Debug)]
 struct CachedStore {
     inner: Arc<dyn Store>,
+    /// A keeper that may not act writes nothing.
+    lead: Arc<Leadership>,
     cache: Mutex<Persisted>,
     serial: tokio::sync::Mutex<()>,
 }
@@ -84,6 +86,9 @@ impl Store for CachedStore {
 
     async fn update(&self, change: &Change<'_>) -> Result<Persisted, StoreError> {
         let _serial = self.serial.lock().await;
+        if !self.lead.acting() {
+            return Err(StoreError::NotLeader);
+        }
         let next = self.inner.update(change).await?;
         *self.cached() = next.clone();
         Ok(next)
@@ -358,6 +363,7 @@ impl Keeper {
             cfg,
             store: CachedStore {
                 inner: store,
+                lead: lead.clone(),
                 cache: Mutex::new(state),
                 serial: tokio::sync::Mutex::new(()),
             },
@@ -403,14 +409,18 @@ impl Keeper {
             // agents' and proxies' reports come first.
             *lock(&self.discovery_until) = Some(Instant::now() + self.cfg.timings.session_timeout);
         }
-        let initial = saved.is_none().then(|| initial_topology(&self.cfg));
+        lock(&self.reports).clear();
+        let initial = initial_topology(&self.cfg);
         let state = self
             .persist(move |s| {
-                if let Some(t) = &initial {
-                    s.topology = t.clone();
+                // Decided on the state the write applies to: a topology a
+                // proxy reported meanwhile is never overwritten.
+                let fresh = s.epoch == 0 && s.topology.datahosts.is_empty();
+                if fresh {
+                    s.topology = initial.clone();
                     s.membership_confirmed = true;
                 }
-                s.term = if initial.is_some() {
+                s.term = if fresh {
                     // etcd was empty: terms handed out before are unknown.
                     // Seeded from the clock, the new one is above them
                     // (each election adds one); a reported one still
@@ -424,6 +434,9 @@ impl Keeper {
                 s.topology.term = s.term;
             })
             .await?;
+        // From now on only orders under this term go out: a switch this
+        // keeper began under an earlier leadership gives no more.
+        self.lead.lead_under(state.term);
         self.members.reset(&state.proxies);
         *lock(&self.last_switch) = cooldowns_left(&state, self.cfg.timings.cooldown);
         lock(&self.failed_switch).clear();
@@ -614,7 +627,7 @@ impl Keeper {
         term: u64,
         topology: Option<&ClusterTopology>,
     ) {
-        if !self.lead.acting() {
+        if !self.lead.serving() {
             return; // the leader learns it; a follower writes nothing
         }
         let reported = epoch.max(topology.map_or(0, |t| t.epoch));
@@ -630,6 +643,13 @@ impl Keeper {
         }
         let adopt = newer.and_then(|t| self.adoptable(from, t));
         let config = self.sources_by_datahost();
+        // A new term must not come in the middle of a switch, whose
+        // orders carry the old one.
+        let _no_switch = if newer_term {
+            Some(self.switching.lock().await)
+        } else {
+            None
+        };
         let saved = self
             .persist(move |s| {
                 s.epoch = s.epoch.max(reported);
@@ -640,7 +660,7 @@ impl Keeper {
                 if reported_term > s.term {
                     // A term this keeper never handed out (etcd's data was
                     // lost): it leads under a newer one, and a fresh epoch.
-                    s.term = reported_term + 1;
+                    s.term = reported_term.saturating_add(1);
                     s.epoch += 1;
                     s.topology.epoch = s.epoch;
                 }
@@ -654,6 +674,7 @@ impl Keeper {
                 metrics::gauge!("zerodb_keeper_membership_confirmed").set(confirmed);
                 if state.term > held_term {
                     metrics::gauge!("zerodb_keeper_term").set(state.term as f64);
+                    self.lead.lead_under(state.term);
                     if let Role::Leader { .. } = self.lead.role() {
                         self.lead.set(Role::Leader { term: state.term });
                     }

@@ -54,6 +54,8 @@ pub struct Leadership {
     held_until: Mutex<Option<Instant>>,
     /// Leadership changes seen, for `/status`.
     changes: std::sync::atomic::AtomicU64,
+    /// The term of its current leadership (0 before any).
+    term: std::sync::atomic::AtomicU64,
 }
 
 impl Leadership {
@@ -73,6 +75,7 @@ impl Leadership {
             role: watch::channel(role).0,
             held_until: Mutex::new(None),
             changes: std::sync::atomic::AtomicU64::new(0),
+            term: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -112,11 +115,38 @@ impl Leadership {
             .filter(|d| !d.is_zero())
     }
 
-    /// The lease is surely held until `until`.
+    /// The lease is surely held until `until`. A lapse is final: once the
+    /// deadline passed, a renewal answered late does not bring the keeper
+    /// back (it may have withheld orders meanwhile); it steps down, and
+    /// whoever leads next rolls back what it left half done.
     #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
     pub(crate) fn lease_held_until(&self, until: Instant) {
         let mut h = self.held_until.lock().unwrap_or_else(|e| e.into_inner());
-        *h = Some(h.map_or(until, |old| old.max(until)));
+        match *h {
+            Some(old) if old <= Instant::now() => {}
+            Some(old) => *h = Some(old.max(until)),
+            None => *h = Some(until),
+        }
+    }
+
+    /// Whether it may act on behalf of `term`: it may act now, and `term`
+    /// is the one it leads under (a sole keeper's is always 0). A switch
+    /// begun under an earlier leadership of this same keeper (it lost the
+    /// lead and won it back) gives no more orders.
+    pub fn acting_for(&self, term: u64) -> bool {
+        self.acting()
+            && match &*self.role.borrow() {
+                Role::Sole => true,
+                Role::TakingOver | Role::Leader { .. } => {
+                    self.term.load(std::sync::atomic::Ordering::SeqCst) == term
+                }
+                Role::Follower { .. } => false,
+            }
+    }
+
+    /// The term it now leads under (set as soon as its takeover wrote it).
+    pub(crate) fn lead_under(&self, term: u64) {
+        self.term.store(term, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Moves to `role`; leaving a leading role forgets the lease.
@@ -124,6 +154,7 @@ impl Leadership {
         let leading = |r: &Role| matches!(r, Role::TakingOver | Role::Leader { .. });
         if !leading(&role) {
             *self.held_until.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            self.lead_under(0);
         }
         let was_leading = leading(&self.role.borrow());
         if was_leading != leading(&role) {
@@ -179,13 +210,21 @@ mod tests {
         // A keep-alive answered late never shortens what is known.
         l.lease_held_until(Instant::now());
         assert!(l.lease_left().is_some());
+        l.lead_under(3);
+        assert!(l.acting_for(3) && !l.acting_for(2), "bound to its term");
         l.set(Role::Follower { leader: None });
         assert!(!l.acting());
         l.set(Role::Leader { term: 4 });
         assert!(!l.acting(), "a lease is never carried over a step down");
         l.lease_held_until(Instant::now() - Duration::from_millis(1));
         assert!(!l.acting(), "an expired lease");
+        l.lease_held_until(Instant::now() + Duration::from_secs(5));
+        assert!(
+            !l.acting(),
+            "a lapse is final: a late renewal does not revive it"
+        );
+        assert!(!l.acting_for(0));
         assert_eq!(l.changes(), 3);
-        assert!(Leadership::sole().acting());
+        assert!(Leadership::sole().acting() && Leadership::sole().acting_for(0));
     }
 }

@@ -157,6 +157,29 @@ pub enum SwitchError {
     /// would: nothing was compensated.
     #[error("stopped after {0:?}")]
     Stopped(Phase),
+    /// The keeper lost the lead (or won it back under a new term) during
+    /// the switch: it gave no more orders and wrote nothing, and whoever
+    /// leads now rolls the switch back from its intent.
+    #[error("the lead was lost during the switch")]
+    LeadLost,
+}
+
+impl SwitchError {
+    /// Whether the switch stopped because this keeper may no longer act:
+    /// it must not compensate either (its orders would be withheld, its
+    /// writes refused); the next leader does.
+    pub fn lead_lost(&self) -> bool {
+        match self {
+            SwitchError::LeadLost => true,
+            SwitchError::Reserve(e) | SwitchError::Persist(e) => {
+                matches!(e, StoreError::NotLeader)
+            }
+            SwitchError::Fence { error, .. }
+            | SwitchError::CatchUp { error, .. }
+            | SwitchError::Promote { error, .. } => matches!(error, OrderError::NotLeading),
+            SwitchError::Stopped(_) => false,
+        }
+    }
 }
 
 /// Background work the keeper started and still tracks (fencing a dead
@@ -236,7 +259,7 @@ impl Switch<'_> {
         let mut done = Done::default();
         let result = self.phases(epoch, &mut done).await;
         if let Err(e) = &result {
-            if !matches!(e, SwitchError::Stopped(_)) {
+            if !matches!(e, SwitchError::Stopped(_)) && !e.lead_lost() {
                 self.compensate(epoch, done).await;
             }
         }
@@ -476,9 +499,13 @@ impl Switch<'_> {
         let standbys: Vec<String> = std::iter::once(plan.source.clone())
             .chain(plan.standbys.iter().filter(|s| **s != plan.target).cloned())
             .collect();
-        let (datahost, target) = (plan.datahost.clone(), plan.target.clone());
-        self.store
+        let (datahost, target, term) = (plan.datahost.clone(), plan.target.clone(), self.term);
+        let state = self
+            .store
             .update(&move |s: &mut Persisted| {
+                if s.term != term {
+                    return; // another leadership's state: not this switch's to change
+                }
                 // Never below the newest topology (switches are serialised,
                 // but a reported topology may have been adopted meanwhile).
                 if s.topology.epoch >= epoch {
@@ -495,7 +522,11 @@ impl Switch<'_> {
                 s.last_switch_unix_ms.insert(datahost.clone(), unix_ms());
             })
             .await
-            .map_err(SwitchError::Persist)
+            .map_err(SwitchError::Persist)?;
+        if state.term != self.term {
+            return Err(SwitchError::LeadLost);
+        }
+        Ok(state)
     }
 
     /// Re-points the surviving standbys to the new source, in the
@@ -605,7 +636,11 @@ impl Switch<'_> {
         if done.held {
             self.proxies.release(&plan.datahost);
         }
-        let restamp = |s: &mut Persisted| {
+        let term = self.term;
+        let restamp = move |s: &mut Persisted| {
+            if s.term != term {
+                return; // another leadership rolls it back
+            }
             s.topology.epoch = s.topology.epoch.max(epoch);
             s.switch = None;
         };

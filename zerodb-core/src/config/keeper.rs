@@ -309,10 +309,93 @@ impl KeeperConfig {
             if !self.etcd.prefix.starts_with('/') || self.etcd.prefix.ends_with('/') {
                 return bad("`etcd.prefix` starts with `/` and does not end with one".into());
             }
+            let wildcard = ["0.0.0.0:", "[::]:"]
+                .iter()
+                .any(|w| self.listen.starts_with(w));
+            if wildcard && self.advertise.is_none() {
+                return bad(format!(
+                    "`listen: {}` is no address to dial: with `store: etcd` set `advertise` (followers name it to proxies and agents)",
+                    self.listen
+                ));
+            }
+            // Each keeper would run its own in-process agent for such a
+            // datasource, and a deposed keeper's could still act on it.
+            let without: Vec<&str> = self
+                .datahosts
+                .iter()
+                .flat_map(|d| &d.datasources)
+                .filter(|s| s.agent.is_none())
+                .map(|s| s.name.as_str())
+                .collect();
+            if !without.is_empty() {
+                return bad(format!(
+                    "with `store: etcd` every datasource needs its own `agent`; these have none: {}",
+                    without.join(", ")
+                ));
+            }
         }
         if self.policy.approve_ratio > 100 {
             return bad("need_vote.approve_ratio is a percentage (0-100)".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "token: t\ndatahosts:\n  - name: dh1\n    user: u\n    datasources:\n      - {name: a, addr: \"10.0.0.1:3306\", agent: \"10.0.0.1:7800\"}\n      - {name: b, addr: \"10.0.0.2:3306\", agent: \"10.0.0.2:7800\"}\n";
+
+    #[test]
+    fn keepers_on_etcd_parse_and_validate() {
+        let cfg = KeeperConfig::from_yaml(BASE).unwrap();
+        assert_eq!(cfg.store, StoreKind::File, "the file store by default");
+        let yaml = format!(
+            "{BASE}store: etcd\nlisten: 10.0.0.5:7700\netcd: {{endpoints: \"e1:2379, e2:2379\", prefix: /zerodb/prod, lease_ttl: 1500ms}}\n"
+        );
+        let cfg = KeeperConfig::from_yaml(&yaml).unwrap();
+        assert_eq!(cfg.etcd.endpoints, ["e1:2379", "e2:2379"]);
+        assert_eq!(cfg.etcd.lease_ttl, Duration::from_millis(1500));
+        assert_eq!(
+            cfg.advertised(),
+            "10.0.0.5:7700",
+            "advertise defaults to listen"
+        );
+        let list = yaml.replace("\"e1:2379, e2:2379\"", "[e1:2379, e2:2379]");
+        assert_eq!(
+            KeeperConfig::from_yaml(&list).unwrap().etcd.endpoints.len(),
+            2
+        );
+
+        let refused = |y: &str, why: &str| {
+            let e = KeeperConfig::from_yaml(y).expect_err(why).to_string();
+            assert!(e.contains(why), "{e}");
+        };
+        refused(
+            &yaml.replace("lease_ttl: 1500ms", "lease_ttl: 500ms"),
+            "lease_ttl",
+        );
+        refused(&yaml.replace("/zerodb/prod", "zerodb"), "prefix");
+        refused(
+            &yaml.replace("listen: 10.0.0.5:7700", "listen: 0.0.0.0:7700"),
+            "advertise",
+        );
+        let advertised = yaml.replace(
+            "listen: 10.0.0.5:7700",
+            "listen: 0.0.0.0:7700\nadvertise: 10.0.0.5:7700",
+        );
+        assert_eq!(
+            KeeperConfig::from_yaml(&advertised).unwrap().advertised(),
+            "10.0.0.5:7700"
+        );
+        refused(
+            &yaml.replace(", agent: \"10.0.0.2:7800\"", ""),
+            "needs its own `agent`",
+        );
+        refused(
+            &yaml.replace("prefix: /zerodb/prod", "prefix: /zerodb/prod, user: z"),
+            "password_file",
+        );
     }
 }

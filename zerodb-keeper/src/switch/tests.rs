@@ -25,6 +25,8 @@ enum Behave {
     Down,
     /// Nobody answers.
     Hang,
+    /// The keeper no longer leads: the order is withheld.
+    NotLeading,
 }
 
 #[derive(Default)]
@@ -81,6 +83,7 @@ impl Agents for FakeAgents {
                 tokio::time::sleep(timeout).await;
                 Err(OrderError::Timeout(timeout))
             }
+            Some(Behave::NotLeading) => Err(OrderError::NotLeading),
         }
     }
 }
@@ -578,4 +581,55 @@ async fn a_promotion_without_an_answer_fences_the_target_again() {
             "publish mysql_1 @5",
         ])
     );
+}
+
+/// Keepers on etcd: a keeper that loses the lead in the middle of a
+/// switch stops there. It compensates nothing (its orders would be
+/// withheld, its writes refused) and leaves the intent for the next
+/// leader to roll back.
+#[tokio::test(start_paused = true)]
+async fn a_switch_that_loses_the_lead_stops_and_leaves_its_intent() {
+    for order in ["fence", "promote"] {
+        let mut w = World::new(order == "fence");
+        w.rule(
+            if order == "fence" {
+                "mysql_1"
+            } else {
+                "mysql_11"
+            },
+            order,
+            Behave::NotLeading,
+        );
+        let (result, seen) = w.run(None).await;
+        let e = result.expect_err("stopped");
+        assert!(e.lead_lost(), "{order}: {e}");
+        assert!(
+            seen.iter().all(|s| !s.starts_with("unfence")
+                && !s.starts_with("publish")
+                && !s.starts_with("release")),
+            "{order}: nothing compensated: {seen:?}"
+        );
+        let stored = w.stored();
+        assert_eq!(
+            stored.switch.map(|i| i.epoch),
+            Some(5),
+            "{order}: the intent stays"
+        );
+        assert_eq!(stored.topology.datahosts[0].active, "mysql_1");
+    }
+}
+
+/// A switch begun under an earlier term (the keeper lost the lead and won
+/// it back, and its takeover rolled the switch back) changes no topology
+/// when it gets to persist it.
+#[tokio::test(start_paused = true)]
+async fn a_switch_under_an_earlier_term_persists_nothing() {
+    let w = World::new(false);
+    w.store.state.lock().unwrap().term = 7;
+    let (result, seen) = w.run(None).await;
+    assert!(matches!(result, Err(SwitchError::LeadLost)), "{result:?}");
+    let stored = w.stored();
+    assert_eq!(stored.topology.datahosts[0].active, "mysql_1");
+    assert_eq!(stored.topology.epoch, 3);
+    assert!(!seen.iter().any(|s| s.starts_with("publish")), "{seen:?}");
 }
