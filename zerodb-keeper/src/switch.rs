@@ -574,21 +574,24 @@ impl Switch<'_> {
         let t = self.timings.agent_timeout;
         tracing::warn!(datahost = %plan.datahost, source = %plan.source, target = %plan.target, epoch,
             "a switch was interrupted by the keeper's stop: rolling it back");
-        let target = self.agents.report(&plan.target, t).await;
-        let still_standby = target
-            .as_ref()
-            .is_some_and(|r| r.alive && r.read_only == Some(true) && r.replica.is_some());
+        // The target is fenced even when it still looks like a standby: a
+        // promotion the previous keeper ordered may be running there now
+        // (it applies the relay log first), and the agent carries this
+        // fence out only after it. A standby's agent lifts the fence at its
+        // next heartbeat, when it finds it replicates the source.
         let done = Done {
             held: plan.planned,
             fenced: true,
-            promotion_unknown: !still_standby,
+            promotion_unknown: true,
             ..Done::default()
         };
         self.compensate(epoch, done).await;
         // A failover's target was a true standby when the decision chose
         // it (no errant transaction) and took no client write since; a
         // switchover's may have been forced, and rejoins from its agent's
-        // heartbeat, which checks.
+        // heartbeat, which checks. Read after the fence, which came after
+        // any promotion.
+        let target = self.agents.report(&plan.target, t).await;
         let replicates = target.as_ref().is_some_and(|r| r.replica.is_some());
         if let (false, false, Some(f)) = (replicates, plan.planned, source_follow) {
             let kind = OrderKind::Follow {

@@ -269,9 +269,14 @@ async fn a_keeper_restarted_mid_switch_rolls_the_switch_back() {
 
         let agents = Arc::new(Obedient::default());
         let restarted = keeper_with(&store, agents.clone()).await;
-        // The fake target still replicates, read-only: not fenced again
-        // (its agent would have to rejoin); the source's fence lifted.
-        assert_eq!(agents.orders(), ["unfence mysql_1 @2"], "{phase:?}");
+        // The target fenced first, even though it still replicates
+        // read-only (a promotion may be running there: its agent fences
+        // after it); then the source's fence lifted.
+        assert_eq!(
+            agents.orders(),
+            ["fence mysql_11 @2", "unfence mysql_1 @2"],
+            "{phase:?}"
+        );
         let s = restarted.state();
         assert_eq!(s.switch, None, "{phase:?}");
         assert_eq!(s.topology.epoch, 2);
