@@ -290,6 +290,9 @@ impl Cluster {
     async fn connection_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let mut want = self.want_connected.subscribe();
         let mut reported = false;
+        // The last leader a follower named: logged once, not at every
+        // attempt while an election runs.
+        let mut followed: Option<Option<String>> = None;
         loop {
             if *stop.borrow() {
                 return;
@@ -307,6 +310,9 @@ impl Cluster {
             *lock(&self.connected_to) = None;
             lock(&self.pending).clear();
             metrics::gauge!("zerodb_keeper_connected").set(0.0);
+            if result.is_ok() {
+                followed = None;
+            }
             let retry = match result {
                 Ok(()) => {
                     reported = false;
@@ -314,8 +320,14 @@ impl Cluster {
                 }
                 Err(SessionError::NotLeader(leader)) => {
                     self.keeper_answers.fetch_add(1, Ordering::AcqRel);
-                    tracing::info!(keeper = %keeper, leader = ?leader, "this keeper does not lead: following the leader");
-                    lock(&self.cursor).on_not_leader(leader.as_deref())
+                    if followed.as_ref() != Some(&leader) {
+                        tracing::info!(keeper = %keeper, leader = ?leader, "this keeper does not lead: following the leader");
+                    } else {
+                        tracing::debug!(keeper = %keeper, leader = ?leader, "this keeper does not lead");
+                    }
+                    let retry = lock(&self.cursor).on_not_leader(leader.as_deref());
+                    followed = Some(leader);
+                    retry
                 }
                 Err(SessionError::Failed(e)) => {
                     if was || !reported {
