@@ -50,11 +50,14 @@ impl AgentSet {
     }
 
     /// The in-process agents, by datasource.
-    pub fn local(&self) -> impl Iterator<Item = (&String, &Arc<AgentCore>)> {
-        self.handles.iter().filter_map(|(n, h)| match h {
-            AgentHandle::Local(core) => Some((n, core)),
-            AgentHandle::Remote(_) => None,
-        })
+    pub fn local(&self) -> Vec<(String, Arc<AgentCore>)> {
+        self.handles
+            .iter()
+            .filter_map(|(n, h)| match h {
+                AgentHandle::Local(core) => Some((n.clone(), core.clone())),
+                AgentHandle::Remote(_) => None,
+            })
+            .collect()
     }
 
     /// The datasources whose agent runs on its own.

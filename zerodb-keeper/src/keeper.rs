@@ -236,54 +236,13 @@ impl Keeper {
     pub async fn open(cfg: KeeperConfig) -> Result<Arc<Self>, KeeperError> {
         if cfg.store != StoreKind::File {
             return Err(KeeperError::StoreSetup(
-                "Keeper::open runs on the file store; use Keeper::start".into(),
+                "Keeper::open runs on the file store; use zerodb_keeper::start".into(),
             ));
         }
         let store = Arc::new(FileStore::open(&cfg.state_dir)?);
         let agents = AgentSet::from_config(&cfg);
-        let local = agents
-            .local()
-            .map(|(n, c)| (n.clone(), c.clone()))
-            .collect();
+        let local = agents.local();
         Self::with_parts(cfg, store, Arc::new(agents), local).await
-    }
-
-    /// Opens the keeper as its config says: on the file store
-    /// ([`Keeper::open`]), or on etcd, where it also runs the election
-    /// until `stop` changes; the handle ends once it gave the lead up.
-    pub async fn start(
-        cfg: KeeperConfig,
-        stop: tokio::sync::watch::Receiver<bool>,
-    ) -> Result<(Arc<Self>, Option<tokio::task::JoinHandle<()>>), KeeperError> {
-        match cfg.store {
-            StoreKind::File => Ok((Self::open(cfg).await?, None)),
-            StoreKind::Etcd => Self::start_on_etcd(cfg, stop).await,
-        }
-    }
-
-    #[cfg(feature = "etcd")]
-    async fn start_on_etcd(
-        cfg: KeeperConfig,
-        stop: tokio::sync::watch::Receiver<bool>,
-    ) -> Result<(Arc<Self>, Option<tokio::task::JoinHandle<()>>), KeeperError> {
-        let etcd = crate::etcd::Etcd::connect(&cfg).await?;
-        let agents = AgentSet::from_config(&cfg);
-        let local = agents
-            .local()
-            .map(|(n, c)| (n.clone(), c.clone()))
-            .collect();
-        let lead = Arc::new(Leadership::follower());
-        let keeper = Self::build(cfg, etcd.clone(), Arc::new(agents), local, lead.clone()).await?;
-        let election = tokio::spawn(crate::etcd::campaign(keeper.clone(), etcd, lead, stop));
-        Ok((keeper, Some(election)))
-    }
-
-    #[cfg(not(feature = "etcd"))]
-    async fn start_on_etcd(
-        _cfg: KeeperConfig,
-        _stop: tokio::sync::watch::Receiver<bool>,
-    ) -> Result<(Arc<Self>, Option<tokio::task::JoinHandle<()>>), KeeperError> {
-        Err(KeeperError::StoreNotBuilt("etcd"))
     }
 
     /// The keeper over any store and agents (tests use fakes). `local` are

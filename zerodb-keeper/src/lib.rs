@@ -14,6 +14,8 @@
 //! * [`store`] — what the keeper persists, and where;
 //! * `etcd` — keepers on etcd: the shared state, the election (feature
 //!   `etcd`);
+//! * [`start`] — a keeper as its config says: alone, or in a group on
+//!   etcd;
 //! * [`lead`] — whether this keeper may decide (keepers on etcd: while it
 //!   leads under a lease);
 //! * [`record`] — the decisions' record;
@@ -32,8 +34,10 @@ pub mod lead;
 pub mod members;
 pub mod record;
 pub mod request;
+pub mod start;
 pub mod store;
 pub mod switch;
 
 pub use keeper::{Keeper, KeeperError};
 pub use record::DecisionRecord;
+pub use start::start;

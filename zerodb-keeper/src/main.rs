@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use zerodb_core::admin_http::{install_metrics, serve_http};
 use zerodb_core::config::KeeperConfig;
 use zerodb_core::process;
-use zerodb_keeper::{http, Keeper};
+use zerodb_keeper::http;
 
 /// zeroDB's keeper: proxies and agents register with it; it decides
 /// switches, persists the topology and pushes it to every proxy.
@@ -117,7 +117,7 @@ fn main() -> anyhow::Result<()> {
 async fn run(config: KeeperConfig) -> anyhow::Result<()> {
     let metrics = install_metrics()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let (keeper, election) = Keeper::start(config.clone(), stop_rx.clone())
+    let (keeper, election) = zerodb_keeper::start(config.clone(), stop_rx.clone())
         .await
         .context("opening the keeper's state")?;
     #[cfg(feature = "fault-points")]
