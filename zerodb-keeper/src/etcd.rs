@@ -133,6 +133,7 @@ impl Etcd {
             me: LeaderInfo {
                 advertise: cfg.advertised().to_string(),
                 admin: cfg.admin.clone(),
+                term: None,
             },
         }))
     }
@@ -236,6 +237,30 @@ impl Etcd {
             _ => None,
         });
         Ok(Err(other))
+    }
+
+    /// Writes the term this keeper now leads under into its leader key
+    /// (same key, same lease), for followers' `/status`.
+    async fn announce(&self, won: &Won, term: u64) -> Result<(), StoreError> {
+        let key = self.key("leader");
+        let me = LeaderInfo {
+            term: Some(term),
+            ..self.me.clone()
+        };
+        let value = serde_json::to_vec(&me).map_err(|e| corrupt(&key, e))?;
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                key.clone(),
+                CompareOp::Equal,
+                won.revision,
+            )])
+            .and_then([TxnOp::put(
+                key,
+                value,
+                Some(etcd_client::PutOptions::new().with_lease(won.lease)),
+            )]);
+        let mut kv = self.client.kv_client();
+        self.call("txn", kv.txn(txn)).await.map(|_| ())
     }
 
     /// Ends this keeper's lease (a clean stop, or a lost lead): the next
@@ -447,6 +472,9 @@ async fn serve_as_leader(
     match term {
         Ok(term) => {
             lead.set(Role::Leader { term });
+            if let Err(e) = etcd.announce(&won, term).await {
+                tracing::warn!(error = %e, "cannot write the term into the leader key");
+            }
             tracing::warn!(term, advertise = %etcd.me.advertise, "leading");
             tokio::select! {
                 _ = lost.changed() => tracing::error!("lease lost: no longer leading"),

@@ -22,6 +22,9 @@ pub struct LeaderInfo {
     /// Its admin address, if it has one.
     #[serde(default)]
     pub admin: Option<String>,
+    /// The term it leads under, once its takeover wrote it.
+    #[serde(default)]
+    pub term: Option<u64>,
 }
 
 /// A keeper's role.

@@ -359,8 +359,20 @@ fn etcd_auth_health_leader_and_a_bounded_decision_log() {
             ha.keepers[l].act("/switchover", r#"{"datahost": "dh1", "target": "nobody"}"#);
         assert_eq!(code, 409);
     }
-    // A follower answers operators with the leader's address.
+    // A follower's /status names the leader and its term.
     let f = (l + 1) % 3;
+    let term = ha.term(l);
+    wait_for(
+        "the follower knows the term",
+        Duration::from_secs(5),
+        || {
+            let s = ha.keepers[f].json("/status");
+            s["leadership"]["role"] == "follower" && s["leadership"]["leader"]["term"] == term
+        },
+    );
+    let lease = ha.keepers[l].json("/status")["leadership"]["lease_left_ms"].as_u64();
+    assert!(lease.is_some_and(|ms| ms > 0 && ms <= 1000), "{lease:?}");
+    // A follower answers operators with the leader's address.
     let (code, body) = ha.keepers[f].act("/switchover", r#"{"datahost": "dh1"}"#);
     assert_eq!(code, 421, "{body}");
     assert!(
