@@ -5,8 +5,8 @@
 //! semi-synchronous replication (GTID), an agent beside each, a keeper and
 //! three proxies (release builds). Each trial runs two writer sessions
 //! (autocommit inserts of unique ids, every acknowledgement recorded) and a
-//! reader per proxy, causes one fault to the active datasource, brings the
-//! failed server back, and measures:
+//! reader per proxy, causes one fault to the active datasource (or to the
+//! leading keeper), brings the failed process back, and measures:
 //!
 //! * detection, decision (vote + agent reports), promotion and topology
 //!   push times (from the keeper's decision record and the proxies);
@@ -18,14 +18,37 @@
 //!   source that the new one lacks (split brain).
 //!
 //! ```sh
-//! cargo bench -p zerodb-benches --bench failover -- [--trials N] [--faults kill,kill-agent,pause,cut,switchover] [--defaults]
+//! cargo bench -p zerodb-benches --bench failover -- [--trials N] [--faults kill,kill-agent,pause,cut,switchover] [--defaults] [--etcd]
 //! ```
+//!
+//! Keepers: by default one keeper on its own state file. The faults
+//! `kill-keeper` and `kill-keeper+source` (opt-in, not in the default
+//! list), or `--etcd`, run the keepers as a group instead (issue 17): a
+//! 3-member etcd cluster (data on tmpfs, loopback, `--heartbeat-interval
+//! 100 --election-timeout 500`) and three keepers with `store: etcd`,
+//! `lease_ttl: 1s`; agents and proxies know all three and follow the
+//! leader, and everything the bench asks a keeper goes to the leader.
+//!
+//! * `kill-keeper`: SIGKILL the leading keeper alone. The source stays
+//!   up and nothing is switched: "fault→all switched" is then the time
+//!   until every proxy is registered with the new leader, and the writes
+//!   should go on with no error.
+//! * `kill-keeper+source`: SIGKILL the leading keeper and the active source
+//!   at the same moment; the new leader makes the switch, and its
+//!   decision record gives the phases.
+//!
+//! For both, "new leader / re-registered" is the time from the kill until
+//! another keeper's `/leader` answers 200, and until its `/status` shows
+//! all three proxies connected. The killed keeper is restarted (same
+//! config) after each trial, the killed source as for `kill`.
 //!
 //! `--defaults` runs with the shipped health and cluster settings instead
 //! of the tuned ones below. Output: a table on stdout, and under
 //! `target/failover/`: `results.json` and one SVG timeline per trial
 //! (acknowledged writes and errors per 100 ms, with the fault, the switch
-//! request, the decision and the moment every proxy had switched marked).
+//! request, the decision, the moment every proxy had switched and, for
+//! the keeper faults, the new leader and the proxies' re-registration
+//! marked).
 
 mod common;
 
@@ -37,6 +60,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, SystemTime};
 use zerodb_testkit::cluster::*;
+use zerodb_testkit::etcd::EtcdCluster;
 use zerodb_testkit::relay::Relay;
 use zerodb_testkit::*;
 
@@ -60,6 +84,16 @@ const SEMI_SYNC: &[&str] = &[
     "--rpl-semi-sync-slave-kill-conn-timeout=1",
 ];
 
+/// The keepers' etcd settings in etcd mode (inside `etcd:`, after the
+/// endpoints). etcd itself runs with heartbeat 100 ms and election
+/// timeout 500 ms (the testkit's [`EtcdCluster`]).
+const ETCD_KEEPER: &str = "prefix: /zerodb/bench, lease_ttl: 1s";
+
+/// How the keepers ran, for the printed settings.
+const ETCD_MODE: &str = "keepers: 3 on etcd (store: etcd, lease_ttl: 1s); etcd: 3 members, \
+tmpfs, loopback, heartbeat 100 ms, election timeout 500 ms\n";
+const SINGLE_MODE: &str = "keepers: 1 (store: file)\n";
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Fault {
     Kill,
@@ -67,6 +101,10 @@ enum Fault {
     Pause,
     Cut,
     Switchover,
+    /// SIGKILL the leading keeper (etcd mode).
+    KillKeeper,
+    /// SIGKILL the leading keeper and the active source at once.
+    KillKeeperAndSource,
 }
 
 impl Fault {
@@ -77,6 +115,8 @@ impl Fault {
             "pause" => Fault::Pause,
             "cut" => Fault::Cut,
             "switchover" => Fault::Switchover,
+            "kill-keeper" => Fault::KillKeeper,
+            "kill-keeper+source" => Fault::KillKeeperAndSource,
             _ => return None,
         })
     }
@@ -88,7 +128,15 @@ impl Fault {
             Fault::Pause => "pause",
             Fault::Cut => "cut",
             Fault::Switchover => "switchover",
+            Fault::KillKeeper => "kill-keeper",
+            Fault::KillKeeperAndSource => "kill-keeper+source",
         }
+    }
+
+    /// Whether it kills the leading keeper (and so needs a group of
+    /// keepers on etcd).
+    fn kills_keeper(self) -> bool {
+        matches!(self, Fault::KillKeeper | Fault::KillKeeperAndSource)
     }
 }
 
@@ -103,14 +151,18 @@ struct Cluster {
     servers: Vec<MariaDb>,
     relays: Vec<Relay>,
     agents: Vec<Agent>,
-    keeper: Keeper,
+    /// One keeper, or three on `etcd`.
+    keepers: Vec<Keeper>,
+    /// The etcd cluster under the keepers, in etcd mode.
+    etcd: Option<EtcdCluster>,
     proxies: Vec<Proxy>,
     /// Trials run so far.
     trials: usize,
 }
 
 impl Cluster {
-    fn start(bins: &Bins, tuned: bool) -> Self {
+    /// `etcd`: three keepers on a 3-member etcd cluster instead of one.
+    fn start(bins: &Bins, tuned: bool, etcd: bool) -> Self {
         let opts = [REPLICATION_OPTIONS, SEMI_SYNC].concat();
         let servers: Vec<MariaDb> = [("mysql_1", 1), ("mysql_11", 11), ("mysql_12", 12)]
             .iter()
@@ -140,18 +192,44 @@ impl Cluster {
             .zip(&ports)
             .map(|(s, p)| (s.name.as_str(), *p))
             .collect();
-        let keeper = start_keeper(bins, &dhs, &agent_list, "");
+        let etcd = etcd.then(|| EtcdCluster::start("failover-bench", 3));
+        let keepers: Vec<Keeper> = match &etcd {
+            None => vec![start_keeper(bins, &dhs, &agent_list, "")],
+            Some(e) => {
+                let extra = format!(
+                    "store: etcd\netcd: {{endpoints: \"{}\", {ETCD_KEEPER}}}\n",
+                    e.endpoints_csv()
+                );
+                (0..3)
+                    .map(|_| start_keeper(bins, &dhs, &agent_list, &extra))
+                    .collect()
+            }
+        };
+        // Agents get one address or the YAML list of the group. The proxy
+        // config quotes its `keeper` value, so proxies get the comma list
+        // (a quoted "[a, b]" would be one string split at the commas,
+        // brackets and all).
+        let addrs: Vec<String> = keepers
+            .iter()
+            .map(|k| format!("127.0.0.1:{}", k.port))
+            .collect();
+        let keeper_list = if etcd.is_some() {
+            format!("[{}]", addrs.join(", "))
+        } else {
+            addrs[0].clone()
+        };
+        let keeper_csv = addrs.join(",");
         let agents = servers
             .iter()
             .zip(&ports)
-            .map(|(s, p)| start_agent(bins, s, *p, keeper.port))
+            .map(|(s, p)| start_agent_for(bins, s, *p, &keeper_list, "", ""))
             .collect();
         let timings = if tuned { TUNED } else { "" };
         let proxies = (1..=3)
             .map(|i| {
                 let y = proxy_yaml_with(
                     &format!("p{i}"),
-                    &format!("127.0.0.1:{}", keeper.port),
+                    &keeper_csv,
                     &dhs,
                     timings,
                     "need_target_load_check.safe_load: 100\n",
@@ -163,20 +241,66 @@ impl Cluster {
             servers,
             relays,
             agents,
-            keeper,
+            keepers,
+            etcd,
             proxies,
             trials: 0,
         };
         wait_for("3 proxies registered", Duration::from_secs(20), || {
-            c.keeper.json("/status")["proxies"]
-                .as_array()
-                .is_some_and(|p| p.iter().filter(|p| p["connected"] == true).count() == 3)
+            c.leading().is_some_and(|l| c.registered(l))
         });
         c
     }
 
+    /// The keeper that leads now: the only one, or in etcd mode the one
+    /// whose `/leader` answers 200 (if exactly one does).
+    fn leading(&self) -> Option<usize> {
+        if self.etcd.is_none() {
+            return Some(0);
+        }
+        let serving: Vec<usize> = (0..self.keepers.len())
+            .filter(|&i| self.keepers[i].http_get("/leader").map(|(c, _)| c) == Some(200))
+            .collect();
+        match serving[..] {
+            [one] => Some(one),
+            _ => None,
+        }
+    }
+
+    /// The leading keeper, waiting up to 20 s for one (an election).
+    fn leader(&self) -> &Keeper {
+        let end = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(l) = self.leading() {
+                return &self.keepers[l];
+            }
+            assert!(std::time::Instant::now() < end, "no keeper leads");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Whether keeper `k` has all three proxies connected.
+    fn registered(&self, k: usize) -> bool {
+        status_of(&self.keepers[k])["proxies"]
+            .as_array()
+            .is_some_and(|p| p.iter().filter(|p| p["connected"] == true).count() == 3)
+    }
+
+    /// The active datasource in keeper `k`'s topology, if it answers.
+    fn active_on(&self, k: usize) -> Option<usize> {
+        let status = status_of(&self.keepers[k]);
+        let name = status["topology"]["datahosts"][0]["active"].as_str()?;
+        Some(
+            self.servers
+                .iter()
+                .position(|s| s.name == name)
+                .expect("active is one of ours"),
+        )
+    }
+
+    /// The active datasource in the leader's topology.
     fn active(&self) -> usize {
-        let name = self.keeper.json("/status")["topology"]["datahosts"][0]["active"]
+        let name = self.leader().json("/status")["topology"]["datahosts"][0]["active"]
             .as_str()
             .unwrap_or_default()
             .to_string();
@@ -196,6 +320,15 @@ impl Cluster {
             .map(|p| metric(p, "zerodb_statements_retried_total"))
             .sum()
     }
+}
+
+/// A keeper's `/status`, or `Null` when it does not answer 200 (killed,
+/// or between two polls of an election).
+fn status_of(k: &Keeper) -> Value {
+    k.http_get("/status")
+        .filter(|(code, _)| *code == 200)
+        .and_then(|(_, body)| serde_json::from_str(&body).ok())
+        .unwrap_or(Value::Null)
 }
 
 /// Sum of a Prometheus counter's samples on a proxy's /metrics.
@@ -273,13 +406,16 @@ fn trial(c: &mut Cluster, fault: Fault, n: usize, out_dir: &Path) -> Value {
     let dir = out_dir.join(format!("{}-{n}", fault.name()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("trial dir");
-    let decisions_before = c.keeper.decisions().len();
     let retried_before = c.retried();
     let (pre, post) = (3.0, 9.0);
     c.trials += 1;
     let load = Load::start(c, pre + post, &dir, c.trials * 100);
     std::thread::sleep(Duration::from_secs_f64(pre));
 
+    // The keeper to kill: the leader (found before the clock starts).
+    let killed_keeper = fault
+        .kills_keeper()
+        .then(|| c.leading().expect("a leading keeper"));
     let t0 = now();
     match fault {
         Fault::Kill => c.servers[old].kill(),
@@ -290,21 +426,48 @@ fn trial(c: &mut Cluster, fault: Fault, n: usize, out_dir: &Path) -> Value {
         Fault::Pause => c.servers[old].signal(SIGSTOP),
         Fault::Cut => c.relays[old].cut(),
         Fault::Switchover => {
-            let (code, body) = c.keeper.act("/switchover", r#"{"datahost":"dh1"}"#);
+            let (code, body) = c.leader().act("/switchover", r#"{"datahost":"dh1"}"#);
             assert_eq!(code, 200, "switchover: {body}");
         }
+        Fault::KillKeeper => c.keepers[killed_keeper.unwrap_or_default()].kill(),
+        Fault::KillKeeperAndSource => {
+            c.keepers[killed_keeper.unwrap_or_default()].kill();
+            c.servers[old].kill();
+        }
     }
+    // Polled every 20 ms until the trial's outcome: every proxy on a new
+    // active datasource (the leader's topology) or, for `kill-keeper`,
+    // where nothing is to switch, every proxy registered with the new
+    // leader. For the keeper faults also: when another keeper leads, and
+    // when every proxy is registered with it.
     let mut switched_at = None;
+    let mut leader_at = None;
+    let mut reregistered_at = None;
     let deadline = now() + 30.0;
     while now() < deadline {
-        let a = c.active();
-        if a != old && c.all_proxies_on(&c.servers[a].name) {
-            switched_at = Some(now());
+        let leading = c.leading().filter(|l| Some(*l) != killed_keeper);
+        if let Some(l) = leading.filter(|_| killed_keeper.is_some()) {
+            let t = now();
+            leader_at.get_or_insert(t);
+            if reregistered_at.is_none() && c.registered(l) {
+                reregistered_at = Some(t);
+            }
+        }
+        if switched_at.is_none() {
+            switched_at = match fault {
+                Fault::KillKeeper => reregistered_at,
+                _ => leading
+                    .and_then(|l| c.active_on(l))
+                    .filter(|a| *a != old && c.all_proxies_on(&c.servers[*a].name))
+                    .map(|_| now()),
+            };
+        }
+        if switched_at.is_some() && (killed_keeper.is_none() || reregistered_at.is_some()) {
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    // The failed server comes back.
+    // The failed processes come back.
     std::thread::sleep(Duration::from_secs(1));
     match fault {
         Fault::Kill => c.servers[old].restart(),
@@ -314,7 +477,12 @@ fn trial(c: &mut Cluster, fault: Fault, n: usize, out_dir: &Path) -> Value {
         }
         Fault::Pause => c.servers[old].signal(SIGCONT),
         Fault::Cut => c.relays[old].restore(),
-        Fault::Switchover => {}
+        Fault::Switchover | Fault::KillKeeper => {}
+        Fault::KillKeeperAndSource => c.servers[old].restart(),
+    }
+    if let Some(k) = killed_keeper {
+        c.keepers[k].restart();
+        c.keepers[k].wait_healthy();
     }
     let sessions = load.finish();
     let new = c.active();
@@ -388,11 +556,14 @@ fn trial(c: &mut Cluster, fault: Fault, n: usize, out_dir: &Path) -> Value {
         "bookkeeping: an acknowledged id only on the old server is counted as lost"
     );
 
-    // Phases, from the keeper's record of the decision that switched.
-    let decisions = c.keeper.decisions();
-    let d = decisions[decisions_before.min(decisions.len())..]
+    // Phases, from the record of the decision that switched, as the
+    // keeper that made it (the leader now) keeps it: the last approval
+    // made since the fault.
+    let decisions = c.leader().decisions();
+    let d = decisions
         .iter()
         .rev()
+        .filter(|d| d["at_unix_ms"].as_f64().is_some_and(|t| t / 1000.0 >= t0))
         .find(|d| d["decision"]["decision"] == "approve")
         .cloned()
         .unwrap_or(Value::Null);
@@ -404,7 +575,7 @@ fn trial(c: &mut Cluster, fault: Fault, n: usize, out_dir: &Path) -> Value {
     // could tell (to a server already dead or frozen: in flight as far as
     // the proxy knows, and a write among them may or may not have run);
     // and sent after the failure was detected, which should see none.
-    let detected = if fault == Fault::Switchover {
+    let detected = if matches!(fault, Fault::Switchover | Fault::KillKeeper) {
         t0
     } else {
         requested
@@ -421,11 +592,18 @@ fn trial(c: &mut Cluster, fault: Fault, n: usize, out_dir: &Path) -> Value {
         "from": old_name,
         "to": new_name,
         "switched": switched_at.is_some(),
-        "detection_s": if fault == Fault::Switchover { 0.0 } else { requested - t0 },
-        "decision_s": ms("votes_and_reports") + ms("reports"),
-        "promotion_s": ms("promote") + ms("fence_and_catch_up"),
-        "push_s": (switched - decided).max(0.0) + ms("publish"),
+        "detection_s": match fault {
+            Fault::Switchover => 0.0,
+            Fault::KillKeeper => f64::NAN,
+            _ => requested - t0,
+        },
+        "decision_s": if d.is_null() { f64::NAN } else { ms("votes_and_reports") + ms("reports") },
+        "promotion_s": if d.is_null() { f64::NAN } else { ms("promote") + ms("fence_and_catch_up") },
+        "push_s": if d.is_null() { f64::NAN } else { (switched - decided).max(0.0) + ms("publish") },
         "fault_to_all_switched_s": switched - t0,
+        "keeper_killed": killed_keeper,
+        "new_leader_s": leader_at.map_or(f64::NAN, |t| t - t0),
+        "reregistered_s": reregistered_at.map_or(f64::NAN, |t| t - t0),
         "write_unavailable_max_s": unavailable.iter().copied().fold(f64::NAN, f64::max),
         "write_unavailable_median_s": median(unavailable.clone()),
         "errors": errors,
@@ -446,9 +624,24 @@ fn trial(c: &mut Cluster, fault: Fault, n: usize, out_dir: &Path) -> Value {
         &events,
         &[
             ("fault", t0),
-            ("switch requested", requested),
-            ("decided", decided),
-            ("all proxies switched", switched),
+            (
+                "switch requested",
+                if d.is_null() { f64::NAN } else { requested },
+            ),
+            ("decided", if d.is_null() { f64::NAN } else { decided }),
+            (
+                "all proxies switched",
+                if fault == Fault::KillKeeper {
+                    f64::NAN
+                } else {
+                    switched
+                },
+            ),
+            ("new leader", leader_at.unwrap_or(f64::NAN)),
+            (
+                "all proxies re-registered",
+                reregistered_at.unwrap_or(f64::NAN),
+            ),
         ],
     );
     // Before the next trial: every server back and replicating. A server
@@ -491,6 +684,14 @@ fn trial(c: &mut Cluster, fault: Fault, n: usize, out_dir: &Path) -> Value {
         if i != new {
             s.catch_up(&c.servers[new]);
         }
+    }
+    // A group of keepers: one leads, every proxy registered with it.
+    if c.etcd.is_some() {
+        wait_for(
+            "3 proxies registered with the leader",
+            Duration::from_secs(30),
+            || c.leading().is_some_and(|l| c.registered(l)),
+        );
     }
     r
 }
@@ -594,7 +795,14 @@ fn plot(path: &Path, title: &str, t0: f64, events: &[(f64, i64)], marks: &[(&str
             .draw_series(LineSeries::new(series(&err), RED.stroke_width(2)))?
             .label("errors")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED));
-        let colors = [BLACK, MAGENTA, CYAN, GREEN];
+        let colors = [
+            BLACK,
+            MAGENTA,
+            CYAN,
+            GREEN,
+            RGBColor(230, 140, 0),
+            RGBColor(120, 60, 160),
+        ];
         for ((label, t), color) in marks.iter().zip(colors) {
             let x = t - t0;
             if !x.is_finite() || x < from || x > to {
@@ -646,6 +854,7 @@ fn main() {
         .map(|f| Fault::parse(f.trim()).unwrap_or_else(|| panic!("unknown fault `{f}`")))
         .collect();
     let tuned = !args.iter().any(|a| a == "--defaults");
+    let etcd = args.iter().any(|a| a == "--etcd") || faults.iter().any(|f| f.kills_keeper());
 
     let bins = release_binaries(&["zerodb-proxy", "zerodb-keeper", "zerodb-agent"]);
     let bins = Bins {
@@ -655,7 +864,7 @@ fn main() {
     };
     let out_dir = workspace_root().join("target/failover");
     std::fs::create_dir_all(&out_dir).expect("out dir");
-    let mut cluster = Cluster::start(&bins, tuned);
+    let mut cluster = Cluster::start(&bins, tuned, etcd);
     let mut results = Vec::new();
     for fault in &faults {
         for n in 1..=trials {
@@ -666,12 +875,12 @@ fn main() {
     }
 
     let mut table = String::from(
-        "| fault | trial | detect s | decide s | promote s | push s | fault→all switched s | write unavailable s (worst) | errors | sent before fault / before detection / after | retried | reconnects | acked | lost | in flight kept by old | split brain | rebuilt |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| fault | trial | detect s | decide s | promote s | push s | fault→all switched s | new leader / re-registered s | write unavailable s (worst) | errors | sent before fault / before detection / after | retried | reconnects | acked | lost | in flight kept by old | split brain | rebuilt |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in &results {
         table += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} | {} / {} / {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r["fault"].as_str().unwrap_or("?"),
             r["trial"],
             secs(&r["detection_s"]),
@@ -679,6 +888,8 @@ fn main() {
             secs(&r["promotion_s"]),
             secs(&r["push_s"]),
             secs(&r["fault_to_all_switched_s"]),
+            secs(&r["new_leader_s"]),
+            secs(&r["reregistered_s"]),
             secs(&r["write_unavailable_max_s"]),
             r["errors"],
             r["errors_sent_before_fault"],
@@ -693,7 +904,7 @@ fn main() {
             r["rebuilt"].as_array().map_or(0, Vec::len),
         );
     }
-    table += "\n| fault | write unavailable s: min / median / max | fault→all switched s: min / median / max | errors: sent before fault / before detection / after (sum) | lost (sum) | split brain (sum) | old source rebuilt |\n|---|---|---|---|---|---|---|\n";
+    table += "\n| fault | write unavailable s: min / median / max | fault→all switched s: min / median / max | new leader s: min / median / max | errors: sent before fault / before detection / after (sum) | lost (sum) | split brain (sum) | old source rebuilt |\n|---|---|---|---|---|---|---|---|\n";
     for fault in &faults {
         let rs: Vec<&Value> = results
             .iter()
@@ -701,6 +912,9 @@ fn main() {
             .collect();
         let stat = |k: &str| {
             let v: Vec<f64> = rs.iter().filter_map(|r| r[k].as_f64()).collect();
+            if v.is_empty() {
+                return "—".to_string();
+            }
             let min = v.iter().copied().fold(f64::NAN, f64::min);
             let max = v.iter().copied().fold(f64::NAN, f64::max);
             format!("{min:.2} / {:.2} / {max:.2}", median(v.clone()))
@@ -711,10 +925,11 @@ fn main() {
             .filter(|r| r["rebuilt"].as_array().is_some_and(|a| !a.is_empty()))
             .count();
         table += &format!(
-            "| {} | {} | {} | {} / {} / {} | {} | {} | {rebuilt} of {} |\n",
+            "| {} | {} | {} | {} | {} / {} / {} | {} | {} | {rebuilt} of {} |\n",
             fault.name(),
             stat("write_unavailable_max_s"),
             stat("fault_to_all_switched_s"),
+            stat("new_leader_s"),
             sum("errors_sent_before_fault"),
             sum("errors_sent_before_detection"),
             sum("errors_sent_after_detection"),
@@ -723,7 +938,11 @@ fn main() {
             rs.len(),
         );
     }
-    let settings = if tuned { TUNED } else { "(defaults)\n" };
+    let settings = format!(
+        "{}{}",
+        if etcd { ETCD_MODE } else { SINGLE_MODE },
+        if tuned { TUNED } else { "(defaults)\n" }
+    );
     println!("\nsettings:\n{settings}\n{table}");
     let doc = json!({"settings": settings, "trials": results});
     let stem = if tuned { "results" } else { "results-defaults" };
