@@ -26,7 +26,6 @@ use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, SortOrder, SortTarget,
     Txn, TxnOp, TxnOpResponse,
 };
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -62,6 +61,41 @@ impl std::fmt::Debug for Etcd {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One call to etcd, bounded by the lease's TTL and timed. A call the
+/// client could not even send (the member it picked is down: the
+/// connection was refused) is made again at once, on another member,
+/// within the same bound: with one member of three dead, a third of the
+/// calls would otherwise fail. The future is built anew for each try.
+macro_rules! etcd_call {
+    ($etcd:expr, $op:expr, $fut:expr $(,)?) => {{
+        let etcd: &Etcd = $etcd;
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + etcd.ttl;
+        let r = loop {
+            match tokio::time::timeout_at(deadline, $fut).await {
+                Ok(Err(e)) if never_sent(&e) && tokio::time::Instant::now() < deadline => {
+                    metrics::counter!("zerodb_keeper_etcd_resent_total", "op" => $op).increment(1);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                r => break r,
+            }
+        };
+        etcd.finish_call($op, started, r)
+    }};
+}
+
+/// Whether `e` says the request never left: the connection to the member
+/// the client picked was refused. Safe to send again, even a write.
+fn never_sent(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => {
+            s.code() == tonic::Code::Unavailable && s.message() == "tcp connect error"
+        }
+        etcd_client::Error::TransportError(_) => true,
+        _ => false,
+    }
 }
 
 fn etcd_err(e: etcd_client::Error) -> StoreError {
@@ -142,15 +176,14 @@ impl Etcd {
         format!("{}/{name}", self.prefix)
     }
 
-    /// One call to etcd, timed (`zerodb_keeper_etcd_seconds`) and bounded
-    /// by the lease's TTL.
-    async fn call<T>(
+    /// Ends a call made by [`etcd_call!`]: times it
+    /// (`zerodb_keeper_etcd_seconds`) and turns a timeout into an error.
+    fn finish_call<T>(
         &self,
         op: &'static str,
-        f: impl Future<Output = Result<T, etcd_client::Error>>,
+        started: Instant,
+        r: Result<Result<T, etcd_client::Error>, tokio::time::error::Elapsed>,
     ) -> Result<T, StoreError> {
-        let started = Instant::now();
-        let r = tokio::time::timeout(self.ttl, f).await;
         metrics::histogram!("zerodb_keeper_etcd_seconds", "op" => op)
             .record(started.elapsed().as_secs_f64());
         match r {
@@ -166,7 +199,7 @@ impl Etcd {
     async fn read(&self) -> Result<(i64, Option<Persisted>), StoreError> {
         let key = self.key("state");
         let mut kv = self.client.kv_client();
-        let resp = self.call("get", kv.get(key.clone(), None)).await?;
+        let resp = etcd_call!(self, "get", kv.get(key.clone(), None))?;
         let read = match resp.kvs().first() {
             None => (0, None),
             Some(kv) => (
@@ -187,7 +220,7 @@ impl Etcd {
     async fn leader(&self) -> Result<Option<(i64, LeaderInfo)>, StoreError> {
         let key = self.key("leader");
         let mut kv = self.client.kv_client();
-        let resp = self.call("get", kv.get(key.clone(), None)).await?;
+        let resp = etcd_call!(self, "get", kv.get(key.clone(), None))?;
         match resp.kvs().first() {
             None => Ok(None),
             Some(kv) => {
@@ -207,7 +240,7 @@ impl Etcd {
         let asked = Instant::now();
         let mut lease = self.client.lease_client();
         let ttl_s = self.ttl.as_secs_f64().ceil() as i64;
-        let granted = self.call("lease_grant", lease.grant(ttl_s, None)).await?;
+        let granted = etcd_call!(self, "lease_grant", lease.grant(ttl_s, None))?;
         let key = self.key("leader");
         let value = serde_json::to_vec(&self.me).map_err(|e| corrupt(&key, e))?;
         let txn = Txn::new()
@@ -219,7 +252,7 @@ impl Etcd {
             )])
             .or_else([TxnOp::get(key, None)]);
         let mut kv = self.client.kv_client();
-        let resp = self.call("txn", kv.txn(txn)).await?;
+        let resp = etcd_call!(self, "txn", kv.txn(txn.clone()))?;
         if resp.succeeded() {
             let revision = resp.header().map_or(0, |h| h.revision());
             return Ok(Ok(Won {
@@ -228,7 +261,7 @@ impl Etcd {
                 asked,
             }));
         }
-        let _ = self.call("lease_revoke", lease.revoke(granted.id())).await;
+        let _ = etcd_call!(self, "lease_revoke", lease.revoke(granted.id()));
         let other = resp.op_responses().into_iter().find_map(|r| match r {
             TxnOpResponse::Get(g) => g
                 .kvs()
@@ -260,14 +293,14 @@ impl Etcd {
                 Some(etcd_client::PutOptions::new().with_lease(won.lease)),
             )]);
         let mut kv = self.client.kv_client();
-        self.call("txn", kv.txn(txn)).await.map(|_| ())
+        etcd_call!(self, "txn", kv.txn(txn.clone())).map(|_| ())
     }
 
     /// Ends this keeper's lease (a clean stop, or a lost lead): the next
     /// keeper need not wait for it to expire.
     async fn resign(&self, lease: i64) {
         let mut l = self.client.lease_client();
-        if let Err(e) = self.call("lease_revoke", l.revoke(lease)).await {
+        if let Err(e) = etcd_call!(self, "lease_revoke", l.revoke(lease)) {
             tracing::debug!(error = %e, "lease not revoked; it expires");
         }
     }
@@ -275,48 +308,46 @@ impl Etcd {
     async fn trim_decisions(&self) -> Result<(), StoreError> {
         let prefix = self.key("decisions/");
         let mut kv = self.client.kv_client();
-        let count = self
-            .call(
-                "get",
-                kv.get(
-                    prefix.clone(),
-                    Some(GetOptions::new().with_prefix().with_count_only()),
-                ),
-            )
-            .await?
-            .count();
+        let count = etcd_call!(
+            self,
+            "get",
+            kv.get(
+                prefix.clone(),
+                Some(GetOptions::new().with_prefix().with_count_only()),
+            ),
+        )?
+        .count();
         let extra = count - self.decisions_kept as i64;
         if extra <= 0 {
             return Ok(());
         }
-        let oldest = self
-            .call(
-                "get",
-                kv.get(
-                    prefix,
-                    Some(
-                        GetOptions::new()
-                            .with_prefix()
-                            .with_keys_only()
-                            .with_sort(SortTarget::Key, SortOrder::Ascend)
-                            .with_limit(extra),
-                    ),
+        let oldest = etcd_call!(
+            self,
+            "get",
+            kv.get(
+                prefix.clone(),
+                Some(
+                    GetOptions::new()
+                        .with_prefix()
+                        .with_keys_only()
+                        .with_sort(SortTarget::Key, SortOrder::Ascend)
+                        .with_limit(extra),
                 ),
-            )
-            .await?;
+            ),
+        )?;
         let (Some(first), Some(last)) = (oldest.kvs().first(), oldest.kvs().last()) else {
             return Ok(());
         };
         let mut end = last.key().to_vec();
         end.push(0);
-        self.call(
+        etcd_call!(
+            self,
             "delete",
             kv.delete(
                 first.key().to_vec(),
-                Some(DeleteOptions::new().with_range(end)),
+                Some(DeleteOptions::new().with_range(end.clone())),
             ),
-        )
-        .await?;
+        )?;
         Ok(())
     }
 }
@@ -357,7 +388,7 @@ impl Store for Etcd {
                 .and_then([TxnOp::put(state_key.clone(), body, None)])
                 .or_else([TxnOp::get(leader_key.clone(), None)]);
             let mut kv = self.client.kv_client();
-            let resp = match self.call("txn", kv.txn(txn)).await {
+            let resp = match etcd_call!(self, "txn", kv.txn(txn.clone())) {
                 Ok(r) => r,
                 Err(e) => {
                     // It may or may not have been written: read it again.
@@ -395,7 +426,7 @@ impl Store for Etcd {
         ));
         let body = serde_json::to_vec(decision).map_err(|e| corrupt(&key, e))?;
         let mut kv = self.client.kv_client();
-        self.call("put", kv.put(key, body, None)).await?;
+        etcd_call!(self, "put", kv.put(key.clone(), body.clone(), None))?;
         self.trim_decisions().await
     }
 }
@@ -497,14 +528,18 @@ async fn serve_as_leader(
 async fn keep_alive(etcd: Arc<Etcd>, lead: Arc<Leadership>, lease: i64, lost: watch::Sender<bool>) {
     let every = etcd.ttl / 3;
     let mut stream = None;
+    // After a failed renewal (the member the stream went to died), the
+    // next try goes at once, on a new stream.
+    let mut wait = every;
     loop {
-        tokio::time::sleep(every).await;
+        tokio::time::sleep(wait).await;
+        wait = Duration::from_millis(10);
         if lead.lease_left().is_none() {
             break;
         }
         if stream.is_none() {
             let mut l = etcd.client.lease_client();
-            match etcd.call("lease_keep_alive", l.keep_alive(lease)).await {
+            match etcd_call!(&etcd, "lease_keep_alive", l.keep_alive(lease)) {
                 Ok(s) => stream = Some(s),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot renew the lease");
@@ -520,8 +555,14 @@ async fn keep_alive(etcd: Arc<Etcd>, lead: Arc<Leadership>, lease: i64, lost: wa
             keeper.keep_alive().await?;
             answers.message().await
         };
-        match etcd.call("lease_keep_alive", renewed).await {
-            Ok(Some(r)) if r.ttl() > 0 => lead.lease_held_until(sent + etcd.ttl),
+        // Bounded by the renewal period: a stream to a member that died
+        // must not eat the whole lease.
+        let answered = tokio::time::timeout(every, renewed).await;
+        match etcd.finish_call("lease_keep_alive", sent, answered) {
+            Ok(Some(r)) if r.ttl() > 0 => {
+                lead.lease_held_until(sent + etcd.ttl);
+                wait = every;
+            }
             Ok(Some(_)) => {
                 tracing::error!("etcd says the lease expired");
                 break;

@@ -29,13 +29,14 @@ struct Ha {
     p1: Proxy,
 }
 
-/// The keepers' control addresses as a YAML list.
+/// The keepers' control addresses as a comma list (what the proxy's
+/// YAML, which quotes it, and `ZERODB_KEEPER` take).
 fn keeper_list(keepers: &[Keeper]) -> String {
     let addrs: Vec<String> = keepers
         .iter()
         .map(|k| format!("127.0.0.1:{}", k.port))
         .collect();
-    format!("[{}]", addrs.join(", "))
+    addrs.join(",")
 }
 
 fn etcd_keys(etcd: &EtcdCluster, tag: &str, extra: &str) -> String {
@@ -46,6 +47,22 @@ fn etcd_keys(etcd: &EtcdCluster, tag: &str, extra: &str) -> String {
 }
 
 impl Ha {
+    /// Waits until p1 serves dh1 from `datasource`; on timeout, panics with
+    /// every keeper's log and p1's status.
+    fn wait_active(&self, datasource: &str) {
+        let started = std::time::Instant::now();
+        while active_of(&self.p1, "dh1") != datasource {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "p1 not on {datasource} after 30 s: {}\n{}\n{}",
+                self.p1.status(),
+                self.p1.log(),
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     fn start(tag: &str) -> Self {
         Self::start_with(tag, "", "")
     }
@@ -70,13 +87,25 @@ impl Ha {
             .map(|_| start_keeper(&bins, &dhs, &agent_ports, &extra))
             .collect();
         let list = keeper_list(&keepers);
+        // The agents' as a YAML list.
+        let yaml_list = format!("[{list}]");
         let agents = vec![
-            start_agent_for(&bins, &m1, a1p, &list, "", ""),
-            start_agent_for(&bins, &m11, a11p, &list, "", ""),
+            start_agent_for(&bins, &m1, a1p, &yaml_list, "", ""),
+            start_agent_for(&bins, &m11, a11p, &yaml_list, "", ""),
         ];
         let p1 = Proxy::start(
             &bins.proxy,
             &proxy_yaml_with("p1", &list, &dhs, HA_PROXY, ""),
+        );
+        let seen = p1.status()["cluster"]["keepers"].clone();
+        let expected: Vec<String> = keepers
+            .iter()
+            .map(|k| format!("127.0.0.1:{}", k.port))
+            .collect();
+        assert_eq!(
+            seen,
+            serde_json::json!(expected),
+            "the proxy knows every keeper"
         );
         let ha = Self {
             bins,
@@ -144,9 +173,7 @@ fn leader_and_source_killed(together: bool) {
         wait_registered(&ha.keepers[new], 1);
     }
     ha.m1.kill();
-    wait_for("p1 on mysql_11", Duration::from_secs(30), || {
-        active_of(&ha.p1, "dh1") == "mysql_11"
-    });
+    ha.wait_active("mysql_11");
     let new = ha.wait_leader("the new leader");
     assert_ne!(new, old);
     assert!(ha.term(new) > old_term, "{}", ha.logs());
@@ -204,9 +231,7 @@ fn a_leader_paused_mid_switch_takes_no_effect_when_continued() {
     wait_for("the leader paused", Duration::from_secs(20), || {
         ha.keepers[old].log().contains("fault point: pausing")
     });
-    wait_for("p1 on mysql_11", Duration::from_secs(30), || {
-        active_of(&ha.p1, "dh1") == "mysql_11"
-    });
+    ha.wait_active("mysql_11");
     let new = ha.wait_leader("a new leader");
     assert_ne!(new, old);
     let new_term = ha.term(new);
@@ -275,9 +300,7 @@ fn etcd_losing_one_member_then_its_majority() {
     let writer = spawn_writer(ha.p1.port, 8, 1);
     std::thread::sleep(Duration::from_millis(1000));
     ha.m1.kill();
-    wait_for("p1 on mysql_11", Duration::from_secs(30), || {
-        active_of(&ha.p1, "dh1") == "mysql_11"
-    });
+    ha.wait_active("mysql_11");
     let report = writer.join().expect("writer");
     assert_each_ack_once(&ha.m11, &report.acked);
     assert_eq!(
@@ -296,9 +319,7 @@ fn etcd_data_lost_epochs_and_topology_continue() {
     let writer = spawn_writer(ha.p1.port, 6, 1);
     std::thread::sleep(Duration::from_millis(1000));
     ha.m1.kill();
-    wait_for("p1 on mysql_11", Duration::from_secs(30), || {
-        active_of(&ha.p1, "dh1") == "mysql_11"
-    });
+    ha.wait_active("mysql_11");
     let report = writer.join().expect("writer");
     let l = ha.wait_leader("a leader");
     let (epoch, term) = (
