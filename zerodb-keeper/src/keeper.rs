@@ -431,6 +431,7 @@ impl Keeper {
             force: false,
             standbys,
             follow: self.follow(&intent.datahost, &intent.target),
+            back: self.follow(&intent.datahost, &intent.source),
         };
         let mut switch = Switch {
             plan: &plan,
@@ -444,8 +445,7 @@ impl Keeper {
             pause_after: None,
             phases_ms: BTreeMap::new(),
         };
-        let source_follow = self.follow(&intent.datahost, &intent.source);
-        match switch.recover(epoch, source_follow.as_ref()).await {
+        match switch.recover(epoch).await {
             Ok(state) => {
                 let active = state
                     .topology

@@ -255,6 +255,7 @@ fn plan(keeper: &Keeper, request: &Request, target: &str, standbys: &[String]) -
         force,
         standbys: standbys.to_vec(),
         follow,
+        back: keeper.follow(&request.datahost, &request.source),
     }
 }
 

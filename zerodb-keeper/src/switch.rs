@@ -103,6 +103,9 @@ pub struct Plan {
     /// How the other standbys follow the target, when it is known: its
     /// address and the replication login.
     pub follow: Option<Follow>,
+    /// How the target follows the source again when the switch is rolled
+    /// back after the target may have been promoted.
+    pub back: Option<Follow>,
 }
 
 /// Where and as whom standbys replicate from a new source.
@@ -565,13 +568,8 @@ impl Switch<'_> {
     /// Then the source's fence is lifted, held proxies released, and the
     /// unchanged topology persisted under the switch's epoch. The proxies'
     /// next request decides afresh, with votes. Returns the state then.
-    pub async fn recover(
-        &mut self,
-        epoch: u64,
-        source_follow: Option<&Follow>,
-    ) -> Result<Persisted, SwitchError> {
+    pub async fn recover(&mut self, epoch: u64) -> Result<Persisted, SwitchError> {
         let plan = self.plan;
-        let t = self.timings.agent_timeout;
         tracing::warn!(datahost = %plan.datahost, source = %plan.source, target = %plan.target, epoch,
             "a switch was interrupted by the keeper's stop: rolling it back");
         // The target is fenced even when it still looks like a standby: a
@@ -586,29 +584,40 @@ impl Switch<'_> {
             ..Done::default()
         };
         self.compensate(epoch, done).await;
-        // A failover's target was a true standby when the decision chose
-        // it (no errant transaction) and took no client write since; a
-        // switchover's may have been forced, and rejoins from its agent's
-        // heartbeat, which checks. Read after the fence, which came after
-        // any promotion.
-        let target = self.agents.report(&plan.target, t).await;
-        let replicates = target.as_ref().is_some_and(|r| r.replica.is_some());
-        if let (false, false, Some(f)) = (replicates, plan.planned, source_follow) {
-            let kind = OrderKind::Follow {
-                source: f.addr.clone(),
-                user: f.user.clone(),
-                password: f.password.clone(),
-            };
-            if let Err(e) = self.order(&plan.target, epoch, kind, t * 4).await {
-                tracing::error!(datasource = %plan.target, error = %e, "cannot point the target back at the source; it rejoins from its agent's heartbeat when the source answers");
-            }
-        }
         Ok(self
             .store
             .load()
             .await
             .map_err(SwitchError::Persist)?
             .unwrap_or_default())
+    }
+
+    /// Points a failover's fenced target back at the source when it
+    /// replicates from nobody (its promotion reset replication), so that
+    /// it is a true standby for the next decision: it was one when the
+    /// decision chose it (no errant transaction) and took no client write
+    /// since, the topology naming it never having been published. A
+    /// switchover's may have been forced, and rejoins from its agent's
+    /// heartbeat, which checks. Read after the fence, which came after
+    /// any promotion.
+    async fn point_back(&self, epoch: u64) {
+        let plan = self.plan;
+        let (false, Some(back)) = (plan.planned, &plan.back) else {
+            return;
+        };
+        let t = self.timings.agent_timeout;
+        let target = self.agents.report(&plan.target, t).await;
+        if target.as_ref().is_some_and(|r| r.replica.is_some()) {
+            return;
+        }
+        let kind = OrderKind::Follow {
+            source: back.addr.clone(),
+            user: back.user.clone(),
+            password: back.password.clone(),
+        };
+        if let Err(e) = self.order(&plan.target, epoch, kind, t * 4).await {
+            tracing::error!(datasource = %plan.target, error = %e, "cannot point the target back at the source; it rejoins from its agent's heartbeat when the source answers");
+        }
     }
 
     /// Undoes what a failed switch did, newest first. A target whose
@@ -621,13 +630,20 @@ impl Switch<'_> {
     /// topology again.
     async fn compensate(&self, epoch: u64, done: Done) {
         let plan = self.plan;
-        if done.promotion_unknown {
-            let t = self.timings.agent_timeout;
+        let t = self.timings.agent_timeout;
+        // A target that was (or may have been) promoted is fenced again:
+        // the topology keeps the source. Only once it surely is may the
+        // source take writes again.
+        let mut target_writable = false;
+        if done.promoted || done.promotion_unknown {
             if let Err(e) = self.order(&plan.target, epoch, OrderKind::Fence, t).await {
                 tracing::error!(datasource = %plan.target, error = %e, "its promotion may have happened and it cannot be fenced: an operator must check read_only");
+                target_writable = done.promoted || !refused(&e);
+            } else {
+                self.point_back(epoch).await;
             }
         }
-        if done.fenced && !done.promoted {
+        if done.fenced && !target_writable {
             let timeout = self.timings.agent_timeout;
             let undo = self
                 .order(&plan.source, epoch, OrderKind::Unfence, timeout)

@@ -329,8 +329,8 @@ async fn a_keeper_restarted_after_the_promotion_points_the_target_back() {
         agents.orders(),
         [
             "fence mysql_11 @2",
-            "unfence mysql_1 @2",
-            "follow mysql_11 @2"
+            "follow mysql_11 @2",
+            "unfence mysql_1 @2"
         ],
     );
     drop(restarted);

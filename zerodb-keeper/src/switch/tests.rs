@@ -202,6 +202,11 @@ impl World {
                     user: "repl".into(),
                     password: "pw".into(),
                 }),
+                back: Some(Follow {
+                    addr: "10.0.0.1:3306".into(),
+                    user: "repl".into(),
+                    password: "pw".into(),
+                }),
             },
         }
     }
@@ -463,6 +468,10 @@ async fn no_epoch_no_order() {
 /// released, nothing published.
 #[tokio::test(start_paused = true)]
 async fn a_topology_that_cannot_be_persisted_is_not_published() {
+    // The promoted target is fenced again, then the source's fence
+    // lifted: the topology keeps the source. Before, both stayed as the
+    // switch left them (the source fenced, the target writable), and the
+    // target's agent then fenced it too: nothing took writes.
     let mut w = World::new(true);
     w.store.fail.extend([1, 2]);
     let (result, seen) = w.run(None).await;
@@ -475,7 +484,27 @@ async fn a_topology_that_cannot_be_persisted_is_not_published() {
             "report mysql_1",
             "catch_up mysql_11 @5",
             "promote mysql_11 @5",
+            "fence mysql_11 @5",
+            "unfence mysql_1 @5",
             "release dh1",
+        ])
+    );
+    // A failover's target, which its promotion left replicating from
+    // nobody, is pointed back at the source: a true standby for the next
+    // request, even while the source is dead.
+    let mut w = World::new(false);
+    w.store.fail.extend([1, 2]);
+    let (result, seen) = w.run(None).await;
+    assert!(matches!(result, Err(SwitchError::Persist(_))));
+    assert_eq!(
+        seen,
+        strings(&[
+            "fence mysql_1 @5",
+            "promote mysql_11 @5",
+            "fence mysql_11 @5",
+            "report mysql_11",
+            "follow mysql_11 @5",
+            "unfence mysql_1 @5",
         ])
     );
 }
