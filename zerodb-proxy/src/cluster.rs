@@ -378,6 +378,16 @@ impl Cluster {
             .map_err(|_| "no answer to register".to_string())?;
         match parse(first) {
             Some(FromKeeper::Registered { topology, .. }) => {
+                // A keeper whose term is under the newest seen was deposed
+                // and does not know it yet: not a session to keep (it
+                // would answer nothing the proxy could use). The next
+                // keeper, or the leader it names once it steps down.
+                if self.is_from_deposed_leader(&topology) {
+                    let _ = ws.close(None).await;
+                    return Err("registered by a deposed keeper (an older term)"
+                        .to_string()
+                        .into());
+                }
                 // A topology this proxy cannot apply (a datasource its
                 // config lacks) does not end the start's hold.
                 if self.apply(&topology) {
@@ -992,6 +1002,41 @@ mod tests {
         assert!(c.apply(&topology(6, 4, "mysql_11")));
         assert_eq!(c.held_topology().datahosts[0].active, "mysql_11");
         assert_eq!((c.held_topology().epoch, c.term()), (6, 4));
+    }
+
+    /// A keeper that registers the proxy with a topology under an older
+    /// term (deposed, and not aware of it yet) is left at once: its
+    /// topology refused, the session not kept.
+    #[tokio::test]
+    async fn a_keeper_registering_under_an_older_term_is_left() {
+        let c = member("1s");
+        assert!(c.apply(&topology(2, 3, "mysql_1")));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let keeper = tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(s).await.unwrap();
+            let register = ws.next().await;
+            assert!(matches!(register, Some(Ok(Message::Text(_)))));
+            let hello = FromKeeper::Registered {
+                topology: topology(5, 2, "mysql_11"),
+                session_timeout_ms: 3000,
+            };
+            let hello = serde_json::to_string(&hello).unwrap();
+            ws.send(Message::Text(hello.into())).await.unwrap();
+            // The proxy closes the connection.
+            while let Some(Ok(m)) = ws.next().await {
+                if matches!(m, Message::Close(_)) {
+                    return true;
+                }
+            }
+            true
+        });
+        let r = c.register(&addr).await;
+        assert!(matches!(r, Err(SessionError::Failed(_))), "{r:?}");
+        assert_eq!(c.shared.topology.epoch(), 2);
+        assert_eq!(c.term(), 3);
+        assert!(keeper.await.unwrap());
     }
 
     #[tokio::test]
