@@ -72,7 +72,8 @@
 //! assert!(joined.keeper.is_some(), "the keeper runs in this process");
 //! proxy.run(async {}).await;
 //! stop_tx.send(true)?;
-//! # std::fs::remove_dir_all(&state)?;
+//! # // Its in-process agents may still be writing their state: best effort.
+//! # let _ = std::fs::remove_dir_all(&state);
 //! # Ok(()) }
 //! ```
 
