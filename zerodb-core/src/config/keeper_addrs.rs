@@ -1,7 +1,8 @@
 //! `keeper:` in a proxy's or an agent's config: one keeper, or every
 //! keeper of a group on etcd (SPEC §8).
 
-use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use super::lists::OneOrMany;
+use serde::de::{self, Deserializer};
 use serde::{Serialize, Serializer};
 use std::fmt;
 
@@ -104,30 +105,15 @@ impl Serialize for KeeperAddrs {
 
 impl<'de> serde::Deserialize<'de> for KeeperAddrs {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = KeeperAddrs;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a keeper address (host:port), `embedded`, or a list of addresses")
-            }
-
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<KeeperAddrs, E> {
-                KeeperAddrs::parse(v).map_err(E::custom)
-            }
-
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<KeeperAddrs, A::Error> {
-                let mut list = Vec::new();
-                while let Some(s) = seq.next_element::<String>()? {
-                    if s.trim() == EMBEDDED {
-                        return Err(de::Error::custom(KeeperAddrsError::EmbeddedInList));
-                    }
-                    list.push(s);
-                }
-                KeeperAddrs::new(list).map_err(de::Error::custom)
+        let raw = OneOrMany::deserialize(d)?;
+        // Written as a sequence, it is a list even with one item: never
+        // `embedded`.
+        if let OneOrMany::Many(v) = &raw {
+            if v.iter().any(|s| s.trim() == EMBEDDED) {
+                return Err(de::Error::custom(KeeperAddrsError::EmbeddedInList));
             }
         }
-        d.deserialize_any(V)
+        KeeperAddrs::new(raw.items()).map_err(de::Error::custom)
     }
 }
 

@@ -4,24 +4,36 @@
 
 use serde::{Deserialize, Deserializer};
 
+/// A list as written: one string (perhaps a comma list), or a sequence.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(crate) enum OneOrMany {
+    /// One string.
+    One(String),
+    /// A sequence.
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    /// The items: the string split at commas, or the sequence; each
+    /// trimmed, blank ones dropped.
+    pub(crate) fn items(self) -> Vec<String> {
+        let items = match self {
+            OneOrMany::One(s) => s.split(',').map(str::to_string).collect(),
+            OneOrMany::Many(v) => v,
+        };
+        items
+            .into_iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+}
+
 /// Reads a list of strings from a sequence, or from one string split at
 /// commas (blank items dropped).
 pub fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        One(String),
-        Many(Vec<String>),
-    }
-    let items = match Raw::deserialize(d)? {
-        Raw::One(s) => s.split(',').map(str::to_string).collect(),
-        Raw::Many(v) => v,
-    };
-    Ok(items
-        .into_iter()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect())
+    Ok(OneOrMany::deserialize(d)?.items())
 }
 
 #[cfg(test)]
