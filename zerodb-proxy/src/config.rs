@@ -2,6 +2,7 @@
 //! environment overrides (see [`zerodb_core::config`]).
 
 use crate::health::HealthConfig;
+use crate::limits::LimitsConfig;
 use crate::pool::PoolConfig;
 use figment::providers::{Format, Yaml};
 use figment::Figment;
@@ -14,15 +15,36 @@ use zerodb_core::config::{
 };
 use zerodb_core::policy::Policy;
 
-/// A proxy user (clients authenticate against these).
-#[derive(Clone, Debug, Deserialize, Serialize)]
+/// A proxy user (clients authenticate against these). At most one of
+/// `password`, `password_hash`, `password_file`, `password_env`; none
+/// means an empty password.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
     /// `users[].name`: the account name clients log in with.
     pub name: String,
-    /// `users[].password`: its password (default: empty).
+    /// `users[].password`: its password, in clear.
     #[serde(default)]
-    pub password: String,
+    pub password: Option<String>,
+    /// `users[].password_hash`: its `mysql_native_password` hash (`*` and
+    /// 40 hex digits, `SELECT PASSWORD('…')`); such an account logs in
+    /// by mysql_native_password only.
+    #[serde(default)]
+    pub password_hash: Option<String>,
+    /// `users[].password_file`: a file holding its password (one trailing
+    /// newline is ignored); read at start and at each reload.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// `users[].password_env`: an environment variable holding its password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// `users[].require_tls`: the account may log in only over TLS.
+    #[serde(default)]
+    pub require_tls: bool,
+    /// `users[].max_connections`: most sessions logged in as this account
+    /// at once (absent: no limit of its own).
+    #[serde(default)]
+    pub max_connections: Option<usize>,
 }
 
 /// A dataHost (an entry of `datahosts`): its datasources and the proxy's
@@ -110,6 +132,8 @@ pub struct ProxyConfig {
     pub embedded_keeper: EmbeddedKeeperConfig,
     /// Holding statements while a switch is under way.
     pub buffer: BufferConfig,
+    /// `limits`: timeouts and bounds on each client.
+    pub limits: LimitsConfig,
     /// The seed's policy keys, flat at the top level.
     #[serde(flatten)]
     pub policy: Policy,
@@ -216,13 +240,14 @@ impl Default for ProxyConfig {
             cluster: ClusterConfig::default(),
             embedded_keeper: EmbeddedKeeperConfig::default(),
             buffer: BufferConfig::default(),
+            limits: LimitsConfig::default(),
             policy: Policy::default(),
         }
     }
 }
 
 /// The top-level keys of a proxy config (besides the policy keys).
-pub const PROXY_KEYS: [&str; 18] = [
+pub const PROXY_KEYS: [&str; 19] = [
     "name",
     "listen",
     "admin",
@@ -241,6 +266,7 @@ pub const PROXY_KEYS: [&str; 18] = [
     "cluster",
     "embedded_keeper",
     "buffer",
+    "limits",
 ];
 
 impl ProxyConfig {
@@ -323,6 +349,10 @@ impl ProxyConfig {
         }
         if self.users.is_empty() {
             return bad("at least one entry in `users` is needed".into());
+        }
+        crate::users::Users::resolve(&self.users)?;
+        if let Some(p) = self.limits.problem() {
+            return bad(p);
         }
         if crate::auth::Method::from_name(self.auth_plugin.as_bytes()).is_none() {
             return bad(format!(

@@ -33,6 +33,9 @@ pub struct Conn {
     pub wbuf: BytesMut,
     /// The runtime whose event loop polls `stream`.
     runtime: Option<tokio::runtime::Id>,
+    /// Longest a write may wait for the peer to take any byte (`None`:
+    /// no limit); past it the write fails with `TimedOut`.
+    pub write_timeout: Option<std::time::Duration>,
 }
 
 fn current_runtime() -> Option<tokio::runtime::Id> {
@@ -87,6 +90,7 @@ impl Conn {
             rbuf: BytesMut::new(),
             wbuf: BytesMut::new(),
             runtime: current_runtime(),
+            write_timeout: None,
         }
     }
 
@@ -205,8 +209,35 @@ impl Conn {
     /// Writes everything queued.
     pub async fn flush(&mut self) -> io::Result<()> {
         if !self.try_flush()? {
-            self.stream.write_all(&self.wbuf).await?;
+            let queued = std::mem::take(&mut self.wbuf);
+            let r = self.write_rest(&queued).await;
+            self.wbuf = queued;
             self.wbuf.clear();
+            r?;
+        }
+        Ok(())
+    }
+
+    /// Writes `bytes` as the peer takes them, each write waiting at most
+    /// `write_timeout` for the peer to take some (a client that stops
+    /// reading is given up on; one that reads slowly is not).
+    pub async fn write_rest(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        let Some(limit) = self.write_timeout else {
+            return self.stream.write_all(bytes).await;
+        };
+        while !bytes.is_empty() {
+            let n = tokio::time::timeout(limit, self.stream.write(bytes))
+                .await
+                .map_err(|_| {
+                    io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("the peer took no bytes for {limit:?}"),
+                    )
+                })??;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            bytes = &bytes[n..];
         }
         Ok(())
     }

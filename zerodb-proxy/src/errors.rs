@@ -42,6 +42,26 @@ impl ClientError {
         Self::new(1927, "70100", "Connection was killed")
     }
 
+    /// The client's address made too many failed logins in a row (MariaDB's
+    /// ER_HOST_IS_BLOCKED, 1129).
+    pub fn host_blocked(host: &str) -> Self {
+        Self::new(
+            1129,
+            "HY000",
+            format!("Host '{host}' is blocked because of many connection errors; it is released after limits.host_block_time"),
+        )
+    }
+
+    /// A session idle for `limits.wait_timeout` is closed (MySQL's
+    /// ER_CLIENT_INTERACTION_TIMEOUT, 4031).
+    pub fn idle_timeout() -> Self {
+        Self::new(
+            4031,
+            "HY000",
+            "The client was disconnected by the server because of inactivity. See limits.wait_timeout",
+        )
+    }
+
     /// The client's credentials were refused (MySQL's ER_ACCESS_DENIED_ERROR,
     /// 1045); `with_password` says whether it sent a password.
     pub fn access_denied(user: &str, host: &str, with_password: bool) -> Self {
@@ -171,6 +191,26 @@ impl ClientError {
     }
 
     /// A schema change (`USE`, COM_INIT_DB) inside a transaction names a schema
+    /// A session asked to hold more than a limit allows (`what`, with the
+    /// limit's key under `limits:` and its value).
+    pub fn session_limit(what: &str, key: &str, limit: usize) -> Self {
+        Self::new(
+            9107,
+            "HY000",
+            format!("zeroDB: {what}: this session holds its limit of {limit} (limits.{key})"),
+        )
+    }
+
+    /// The session may create no more prepared statements (MySQL's
+    /// ER_MAX_PREPARED_STMT_COUNT_REACHED, 1461).
+    pub fn too_many_statements(limit: usize) -> Self {
+        Self::new(
+            1461,
+            "42000",
+            format!("Can't create more than max_prepared_stmt_count statements (current value: {limit}); see limits.max_prepared_stmt_count"),
+        )
+    }
+
     /// on another dataHost. SQLSTATE 25000 is an invalid transaction state.
     pub fn cross_datahost_in_transaction(schema: &str) -> Self {
         Self::new(

@@ -8,7 +8,8 @@
 //! * [`protocol`] — framing, the packets the proxy writes, and the
 //!   response parser that lets rows pass as raw bytes (no I/O);
 //! * [`conn`] — a framed connection over a socket;
-//! * [`auth`] — checking clients against the proxy's user list;
+//! * [`auth`], [`users`] — the proxy's user list and checking clients
+//!   against it;
 //! * [`backend`], [`pool`] — connections to datasources;
 //! * [`topology`] — dataHosts and their active datasource in an
 //!   `ArcSwap`, swapped under strictly increasing epochs;
@@ -16,7 +17,8 @@
 //! * [`session`] — one client session;
 //! * [`server`] — the accept loop, session registry and graceful stop;
 //! * [`workers`] — session threads, each with its own event loop;
-//! * [`config`] — what the proxy reads;
+//! * [`config`], [`limits`] — what the proxy reads, and the bounds it
+//!   keeps on each client;
 //! * `cluster` (feature `cluster`) — the proxy's part in a cluster: the
 //!   keeper connection, switch requests, the rules of SPEC §4;
 //! * `admin` (feature `admin-http`) — `/health`, `/status`, `/metrics`;
@@ -93,6 +95,7 @@ pub mod embedded;
 pub mod errors;
 pub mod health;
 pub mod hooks;
+pub mod limits;
 pub mod pool;
 pub mod probe;
 pub mod protocol;
@@ -102,4 +105,5 @@ pub mod session;
 pub mod shared;
 pub mod sql;
 pub mod topology;
+pub mod users;
 pub mod workers;

@@ -37,6 +37,12 @@ pub struct PoolConfig {
     /// (default 2s); the login gets twice this.
     #[serde(with = "zerodb_core::config::duration")]
     pub connect_timeout: Duration,
+    /// `pool.command_timeout`: limit on each exchange the proxy has with a
+    /// datasource outside a client's statement (cleaning a connection
+    /// before it is lent, resetting it when it comes back, replaying a
+    /// session's state, a KILL); past it the connection is dropped.
+    #[serde(with = "zerodb_core::config::duration")]
+    pub command_timeout: Duration,
 }
 
 impl Default for PoolConfig {
@@ -47,6 +53,7 @@ impl Default for PoolConfig {
             max_idle_time: Duration::from_secs(300),
             acquire_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),
+            command_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -174,6 +181,11 @@ impl Pool {
         &self.name
     }
 
+    /// The limit on its exchanges outside statements (`pool.command_timeout`).
+    pub fn command_timeout(&self) -> Duration {
+        self.cfg.command_timeout
+    }
+
     /// Where and as whom the pool connects.
     pub fn params(&self) -> &ConnectParams {
         &self.params
@@ -246,10 +258,14 @@ impl Pool {
             if let Some(Idle { mut conn, permit }) = self.pop_idle(key) {
                 // Polled from here on by the borrower's own thread.
                 if conn.conn.rehome().is_err()
-                    || conn
-                        .change_user(&self.params.user, &self.params.password)
-                        .await
-                        .is_err()
+                    || !matches!(
+                        tokio::time::timeout(
+                            self.cfg.command_timeout,
+                            conn.change_user(&self.params.user, &self.params.password),
+                        )
+                        .await,
+                        Ok(Ok(_))
+                    )
                 {
                     metrics::counter!("zerodb_pool_stale_total", "datasource" => self.name.clone())
                         .increment(1);
@@ -298,7 +314,8 @@ impl Pool {
     /// Resets a returned connection (rolling back what its session left
     /// open) and keeps it idle.
     async fn give_back(&self, mut conn: BackendConn, permit: OwnedSemaphorePermit) {
-        if conn.reset().await.is_err() || !self.is_enabled() {
+        let reset = tokio::time::timeout(self.cfg.command_timeout, conn.reset()).await;
+        if !matches!(reset, Ok(Ok(_))) || !self.is_enabled() {
             return;
         }
         conn.conn.release_buffers();

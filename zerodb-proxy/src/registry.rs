@@ -32,6 +32,11 @@ pub struct SessionHandle {
     /// lets the registry ask a session idle for long to give its buffers
     /// back.
     last_done: AtomicU64,
+    /// The tick its idle time counts from once `last_done` no longer
+    /// holds it (the registry copies it over when it asks for buffers).
+    idle_from: AtomicU64,
+    /// Closed by `limits.wait_timeout`.
+    timed_out: AtomicBool,
 }
 
 /// A flag with one waiter: the session's task. Waiting on it costs a
@@ -155,6 +160,21 @@ impl SessionHandle {
                 .compare_exchange(RELEASE, EMPTY, Ordering::Relaxed, Ordering::Relaxed);
     }
 
+    /// Whether the session was closed for idling past `limits.wait_timeout`.
+    pub(crate) fn timed_out(&self) -> bool {
+        self.timed_out.load(Ordering::Acquire)
+    }
+
+    /// The tick since which the session has been idle, `None` while a
+    /// command runs.
+    fn idle_since(&self) -> Option<u64> {
+        match self.last_done.load(Ordering::Relaxed) {
+            RUNNING => None,
+            RELEASE | EMPTY => Some(self.idle_from.load(Ordering::Relaxed)),
+            done => Some(done),
+        }
+    }
+
     pub(crate) async fn killed(&self) {
         while !self.is_killed() {
             self.attention().await;
@@ -196,6 +216,8 @@ impl Registry {
             attention: Attention::default(),
             busy: AtomicBool::new(false),
             last_done: AtomicU64::new(RELEASE),
+            idle_from: AtomicU64::new(self.ticks()),
+            timed_out: AtomicBool::new(false),
         });
         map.insert(id, h.clone());
         h
@@ -230,12 +252,24 @@ impl Registry {
         self.ticks.load(Ordering::Relaxed)
     }
 
-    /// Advances the coarse clock by a tick and asks every session idle for
+    /// Advances the coarse clock by a tick; asks every session idle for
     /// two ticks to give its buffers back (a busy client keeps its buffers
-    /// from one statement to the next; an idle one holds none).
-    pub(crate) fn reclaim_idle_buffers(&self) {
+    /// from one statement to the next; an idle one holds none), and closes
+    /// every session idle for `wait_ticks` (`limits.wait_timeout`).
+    /// Returns how many it closed.
+    pub(crate) fn tick(&self, wait_ticks: u64) -> usize {
         let now = self.ticks.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut closed = 0;
         for s in self.lock().values() {
+            let Some(since) = s.idle_since() else {
+                continue;
+            };
+            if now.saturating_sub(since) >= wait_ticks && !s.is_killed() {
+                s.timed_out.store(true, Ordering::Release);
+                s.kill();
+                closed += 1;
+                continue;
+            }
             let done = s.last_done.load(Ordering::Relaxed);
             if done >= EMPTY {
                 continue;
@@ -245,9 +279,11 @@ impl Registry {
                     .compare_exchange(done, RELEASE, Ordering::Relaxed, Ordering::Relaxed)
                     .is_ok()
             {
+                s.idle_from.store(done, Ordering::Relaxed);
                 s.nudge();
             }
         }
+        closed
     }
 
     /// Wakes every session to look at what changed.
@@ -312,13 +348,40 @@ mod tests {
 
         idle.mark_command(Some(r.ticks()));
         running.mark_command(None);
-        r.reclaim_idle_buffers();
+        r.tick(u64::MAX);
         assert!(!idle.buffers_due_back(), "idle for less than two ticks");
         recent.mark_command(Some(r.ticks()));
-        r.reclaim_idle_buffers();
+        r.tick(u64::MAX);
         assert!(idle.buffers_due_back(), "idle for two ticks");
         assert!(!running.buffers_due_back(), "a command is running");
         assert!(!recent.buffers_due_back(), "finished a command just now");
         assert!(!fresh.buffers_due_back(), "holds nothing");
+    }
+
+    #[test]
+    fn sessions_idle_for_the_wait_timeout_are_closed_running_ones_are_not() {
+        let r = Registry::default();
+        let fresh = r.register(peer());
+        let idle = r.register(peer());
+        let running = r.register(peer());
+        idle.mark_command(Some(r.ticks()));
+        running.mark_command(None);
+        assert_eq!(r.tick(3), 0);
+        assert_eq!(r.tick(3), 0);
+        // `idle` gave its buffers back at tick 2: its idle time still
+        // counts from its last command.
+        assert!(idle.buffers_due_back());
+        idle.buffers_given_back();
+        assert_eq!(r.tick(3), 2, "fresh and idle, after 3 ticks");
+        assert!(fresh.is_killed() && fresh.timed_out());
+        assert!(idle.is_killed() && idle.timed_out());
+        assert!(!running.is_killed(), "a command is running");
+        assert_eq!(r.tick(3), 0, "closed once");
+        running.mark_command(Some(r.ticks()));
+        for _ in 0..2 {
+            assert_eq!(r.tick(3), 0);
+        }
+        assert_eq!(r.tick(3), 1);
+        assert!(running.timed_out());
     }
 }

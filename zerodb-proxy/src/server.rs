@@ -76,20 +76,25 @@ impl Proxy {
             }
         }
         let topology = Arc::new(Topology::new(datahosts, default, 0));
-        let users = config
-            .users
-            .iter()
-            .map(|u| (u.name.clone(), u.password.clone()))
-            .collect();
+        // `ProxyConfig::validate` resolved them already; a file or
+        // variable gone since leaves no account rather than a wrong one.
+        let users = crate::users::Users::resolve(&config.users).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "users: none can log in");
+            crate::users::Users::default()
+        });
         let version = config
             .server_version
             .clone()
             .unwrap_or_else(|| "5.5.5-10.11.0-MariaDB-zeroDB".to_string());
+        let limits = config.limits.clone();
         Self {
             shared: Arc::new(Shared {
                 config,
                 topology,
-                users,
+                users: ArcSwap::from_pointee(users),
+                logins: Arc::default(),
+                limits: ArcSwap::from_pointee(limits),
+                host_blocks: Default::default(),
                 registry: Registry::default(),
                 hooks: Vec::new(),
                 server_version: ArcSwap::from_pointee(version),
@@ -192,7 +197,15 @@ fn spawn_background(shared: &Arc<Shared>, stop: &watch::Receiver<bool>) {
     });
     let reclaiming = shared.clone();
     spawn_every(TICK, stop.clone(), move || {
-        reclaiming.registry.reclaim_idle_buffers();
+        let wait = reclaiming.limits.load().wait_timeout;
+        let wait_ticks = (wait.as_millis() / TICK.as_millis()).max(1);
+        let closed = reclaiming
+            .registry
+            .tick(u64::try_from(wait_ticks).unwrap_or(u64::MAX));
+        if closed > 0 {
+            metrics::counter!("zerodb_limit_hits_total", "limit" => "wait_timeout")
+                .increment(closed as u64);
+        }
         std::future::ready(())
     });
 }
@@ -208,6 +221,16 @@ fn admit(
     peer: SocketAddr,
 ) {
     metrics::counter!("zerodb_client_connections_total").increment(1);
+    if shared.host_blocks.is_blocked(peer.ip(), Instant::now()) {
+        metrics::counter!("zerodb_limit_hits_total", "limit" => "max_connect_errors").increment(1);
+        let e = crate::errors::ClientError::host_blocked(&peer.ip().to_string());
+        tokio::spawn(crate::session::refuse(stream, e));
+        return;
+    }
+    crate::limits::set_keepalive(
+        socket2::SockRef::from(&stream),
+        shared.limits.load().tcp_keepalive,
+    );
     let Ok(permit) = permits.clone().try_acquire_owned() else {
         metrics::counter!("zerodb_client_refused_total").increment(1);
         let e = crate::errors::ClientError::too_many_connections();

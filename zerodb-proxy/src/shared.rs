@@ -4,11 +4,12 @@
 use crate::config::ProxyConfig;
 use crate::health::HealthEvent;
 use crate::hooks::StatementHook;
+use crate::limits::{HostBlocks, LimitsConfig};
 use crate::protocol::caps;
 use crate::registry::Registry;
 use crate::topology::Topology;
+use crate::users::{Logins, Users};
 use arc_swap::ArcSwap;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use tokio::sync::{broadcast, watch};
@@ -45,8 +46,14 @@ pub struct Shared {
     pub config: ProxyConfig,
     /// Every dataHost and its active datasource.
     pub topology: Arc<Topology>,
-    /// Client accounts: user name to password (`users`).
-    pub users: HashMap<String, String>,
+    /// Client accounts (`users`), swapped whole by a reload.
+    pub users: ArcSwap<Users>,
+    /// How many sessions are logged in as each account.
+    pub logins: Arc<Logins>,
+    /// Limits on each client (`limits`), swapped whole by a reload.
+    pub limits: ArcSwap<LimitsConfig>,
+    /// Client addresses refused after failed logins.
+    pub host_blocks: HostBlocks,
     /// Every live client session.
     pub registry: Registry,
     /// Hooks every statement text goes through, in order (see

@@ -9,61 +9,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use zerodb_proxy::backend::{BackendConn, BackendKey, ConnectParams};
+use zerodb_proxy::backend::{BackendConn, BackendKey};
 use zerodb_proxy::protocol::frame::put_packet;
-
-fn params(port: u16) -> ConnectParams {
-    ConnectParams {
-        addr: format!("127.0.0.1:{port}"),
-        user: APP_USER.into(),
-        password: APP_PASSWORD.into(),
-        connect_timeout: Duration::from_secs(5),
-    }
-}
-
-/// Reads until the peer closes or `limit` passes; returns what came.
-fn read_all(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, bool) {
-    s.set_read_timeout(Some(Duration::from_millis(20)))
-        .expect("timeout");
-    let started = Instant::now();
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    while started.elapsed() < limit {
-        match s.read(&mut buf) {
-            Ok(0) => return (out, true),
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e)
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.kind() == std::io::ErrorKind::TimedOut => {}
-            Err(_) => return (out, true),
-        }
-    }
-    (out, false)
-}
-
-/// An ERR packet's code at the start of a frame stream.
-fn err_code(frames: &[u8]) -> Option<u16> {
-    (frames.len() >= 7 && frames[4] == 0xff).then(|| u16::from_le_bytes([frames[5], frames[6]]))
-}
-
-/// Logs in through the proxy and returns the raw socket (greeting, response
-/// and OK consumed by zerodb-core's own client).
-fn logged_in(rt: &tokio::runtime::Runtime, port: u16) -> TcpStream {
-    let mut conn = rt
-        .block_on(BackendConn::connect(&params(port), BackendKey::default()))
-        .expect("login");
-    // The socket goes on as a blocking one of its own (a duplicate
-    // descriptor); the client is dropped without its goodbye.
-    use std::os::fd::AsFd as _;
-    let fd = conn.conn.stream.as_fd().try_clone_to_owned().expect("dup");
-    conn.broken = true;
-    drop(conn);
-    let std = TcpStream::from(fd);
-    std.set_nonblocking(false).expect("blocking");
-    std.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    std
-}
 
 /// A server, a proxy in front of it (config plus `extra`), and a healthy
 /// session that every test checks is untouched at the end.

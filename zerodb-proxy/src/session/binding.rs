@@ -102,12 +102,19 @@ impl Session {
         }
         let (ds, mut conn) = self.acquire(active).await?;
         let no_ds = |why: String| ClientError::no_datasource(&self.datahost.name, &ds.name, &why);
-        match self.st.replay(&mut conn).await {
-            Ok(()) => {}
-            Err(ReplayError::Server(e)) => return Err(e),
-            Err(ReplayError::Backend(e)) => {
+        let limit = ds.pool.command_timeout();
+        match tokio::time::timeout(limit, self.st.replay(&mut conn)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(ReplayError::Server(e))) => return Err(e),
+            Ok(Err(ReplayError::Backend(e))) => {
                 conn.broken = true;
                 return Err(no_ds(e.to_string()));
+            }
+            Err(_) => {
+                conn.broken = true;
+                return Err(no_ds(format!(
+                    "replaying the session's state took longer than pool.command_timeout ({limit:?})"
+                )));
             }
         }
         self.handle.set_backend(Some((ds.clone(), conn.thread_id)));

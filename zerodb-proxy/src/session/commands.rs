@@ -39,6 +39,9 @@ impl Session {
             }
             _ => {}
         }
+        if kw.starts_with(b"SET\0") {
+            self.check_session_vars(sql_text)?;
+        }
         let rewritten = sql::rewrite_connection_id(sql_text, self.id()).map(|mut q| {
             q.insert(0, cmd::QUERY);
             q
@@ -67,6 +70,32 @@ impl Session {
             self.record_sets(sql_text).await;
         }
         Ok(())
+    }
+
+    /// Refuses a `SET` that would take the session past
+    /// `limits.max_session_vars` distinct assignments kept for replay,
+    /// before it runs (once run, it could not be replayed).
+    fn check_session_vars(&self, sql_text: &[u8]) -> Result<(), ClientError> {
+        let limit = self.shared.limits.load().max_session_vars;
+        let mut new: Vec<String> = Vec::new();
+        for set in sql::session_sets(sql_text) {
+            if let sql::SetEffect::Session(assignments) = sql::parse_set(set) {
+                for a in assignments {
+                    if !new.contains(&a.key) && !self.st.vars.iter().any(|(k, _)| *k == a.key) {
+                        new.push(a.key);
+                    }
+                }
+            }
+        }
+        if new.is_empty() || self.st.vars.len() + new.len() <= limit {
+            return Ok(());
+        }
+        metrics::counter!("zerodb_limit_hits_total", "limit" => "max_session_vars").increment(1);
+        Err(ClientError::session_limit(
+            "no more session variables can be set",
+            "max_session_vars",
+            limit,
+        ))
     }
 
     /// Keeps what the `SET`s of a statement text did to the session, for

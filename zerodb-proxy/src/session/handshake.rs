@@ -7,8 +7,10 @@ use crate::errors::ClientError;
 use crate::protocol::caps;
 use crate::protocol::packets::{self, take_cstr};
 use crate::protocol::status;
+use crate::users::{Login, TooMany, User};
 use mysql_common::io::ParseBuf;
 use mysql_common::packets::HandshakeResponse;
+use std::sync::Arc;
 
 /// AuthMoreData byte telling a caching_sha2_password client its fast
 /// authentication succeeded.
@@ -55,24 +57,43 @@ impl Session {
         }
     }
 
+    /// Counts a failed login against the client's address (see
+    /// `limits.max_connect_errors`).
+    pub(super) fn login_failed(&self) {
+        let limits = self.shared.limits.load();
+        if self
+            .shared
+            .host_blocks
+            .failed(self.peer.ip(), &limits, std::time::Instant::now())
+        {
+            metrics::counter!("zerodb_limit_hits_total", "limit" => "max_connect_errors")
+                .increment(1);
+            tracing::warn!(peer = %self.peer.ip(), failures = limits.max_connect_errors, block = ?limits.host_block_time,
+                "address blocked after failed logins in a row");
+        }
+    }
+
     /// Sends an error during login and gives up on the connection.
-    async fn refuse(&mut self, e: ClientError) -> Result<(), ()> {
+    async fn refuse<T>(&mut self, e: ClientError) -> Result<T, ()> {
         metrics::counter!("zerodb_login_failures_total", "code" => e.code.to_string()).increment(1);
         let _ = self.client.send(self.seq, &e.packet()).await;
         Err(())
     }
 
     /// Checks a scramble computed by `method` with `salt`; if the client
-    /// used a method the proxy cannot check, switches it to
-    /// mysql_native_password with a fresh salt first.
+    /// used a method the proxy cannot check (an unknown plugin, or
+    /// caching_sha2_password for an account held as a native hash),
+    /// switches it to mysql_native_password with a fresh salt first.
+    /// Returns the account, if the client proved it holds its password.
     async fn authenticate(
         &mut self,
         user: &str,
         method: Option<Method>,
         response: Vec<u8>,
-    ) -> Result<bool, ()> {
-        let password = self.shared.users.get(user).cloned();
-        let (method, response) = match method {
+    ) -> Result<Option<Arc<User>>, ()> {
+        let account = self.shared.users.load().get(user).cloned();
+        let checkable = method.filter(|m| account.as_ref().is_none_or(|a| a.secret.checks(*m)));
+        let (method, response) = match checkable {
             Some(m) => (m, response),
             None => {
                 self.salt = auth::new_salt();
@@ -87,18 +108,77 @@ impl Session {
                 (Method::Native, pkt.payload)
             }
         };
-        let Some(password) = password else {
-            return Ok(false);
+        let Some(account) = account else {
+            return Ok(None);
         };
-        let ok = auth::verify(method, &self.salt, &password, &response);
-        if ok && method == Method::CachingSha2 && !password.is_empty() {
+        if !auth::verify(method, &self.salt, &account.secret, &response) {
+            return Ok(None);
+        }
+        if method == Method::CachingSha2 && !response.is_empty() {
             self.seq = self
                 .client
                 .send(self.seq, &[0x01, FAST_AUTH_SUCCESS])
                 .await
                 .map_err(drop)?;
         }
-        Ok(ok)
+        Ok(Some(account))
+    }
+
+    /// Counts the session in as `user`, or the error when the account
+    /// already holds its `max_connections` sessions (MariaDB's
+    /// ER_USER_LIMIT_REACHED).
+    fn count_in(&self, user: &str, account: &User) -> Result<Login, ClientError> {
+        self.shared
+            .logins
+            .enter(user, account.max_connections)
+            .map_err(|TooMany { limit }| {
+                metrics::counter!("zerodb_limit_hits_total", "limit" => "user_max_connections")
+                    .increment(1);
+                ClientError::new(
+                    1226,
+                    "42000",
+                    format!(
+                        "User '{user}' has exceeded the 'max_connections' resource (current value: {limit})"
+                    ),
+                )
+            })
+    }
+
+    /// The client's handshake response, read and parsed; a bad one is
+    /// answered with 1043.
+    async fn read_login(&mut self) -> Result<Login41, ()> {
+        let pkt = self.client.read_packet(64 * 1024).await.map_err(drop)?;
+        self.seq = pkt.last_seq.wrapping_add(1);
+        let p = pkt.payload;
+        let client_caps = packets::u32_at(&p, 0).unwrap_or(0);
+        let bad = |why: &str| ClientError::new(1043, "08S01", format!("Bad handshake{why}"));
+        if client_caps & caps::PROTOCOL_41 == 0 {
+            return self
+                .refuse(bad(": zeroDB needs protocol 4.1 clients"))
+                .await;
+        }
+        if client_caps & caps::SSL != 0 {
+            return self.refuse(bad(": TLS was not offered")).await;
+        }
+        let Ok(parsed) = ParseBuf(&p).parse::<HandshakeResponse<'_>>(()) else {
+            self.login_failed();
+            return self.refuse(bad("")).await;
+        };
+        Ok(Login41 {
+            client_caps,
+            user: String::from_utf8_lossy(parsed.user()).into_owned(),
+            db: parsed
+                .db_name()
+                .filter(|d| !d.is_empty())
+                .map(<[u8]>::to_vec),
+            response: parsed.scramble_buf().to_vec(),
+            method: match parsed.auth_plugin() {
+                Some(plugin) => Method::from_name(plugin.as_bytes()),
+                None => Some(Method::Native),
+            },
+            collation: parsed.collation(),
+            mariadb_caps: parsed.mariadb_ext_capabilities().bits(),
+        })
     }
 
     /// The connection phase: greeting, the client's answer, authentication,
@@ -108,69 +188,36 @@ impl Session {
         self.key = BackendKey::default();
         let greeting = self.greeting();
         self.seq = self.client.send(0, &greeting).await.map_err(drop)?;
-        let pkt = self.client.read_packet(64 * 1024).await.map_err(drop)?;
-        self.seq = pkt.last_seq.wrapping_add(1);
-        let p = pkt.payload;
-        let client_caps = packets::u32_at(&p, 0).unwrap_or(0);
-        if client_caps & caps::PROTOCOL_41 == 0 {
-            return self
-                .refuse(ClientError::new(
-                    1043,
-                    "08S01",
-                    "Bad handshake: zeroDB needs protocol 4.1 clients",
-                ))
-                .await;
-        }
-        if client_caps & caps::SSL != 0 {
-            return self
-                .refuse(ClientError::new(
-                    1043,
-                    "08S01",
-                    "Bad handshake: TLS was not offered",
-                ))
-                .await;
-        }
-        let parsed = match ParseBuf(&p).parse::<HandshakeResponse<'_>>(()) {
-            Ok(r) => r,
-            Err(_) => {
-                return self
-                    .refuse(ClientError::new(1043, "08S01", "Bad handshake"))
-                    .await
-            }
-        };
-        let user = String::from_utf8_lossy(parsed.user()).into_owned();
-        let db = parsed
-            .db_name()
-            .filter(|d| !d.is_empty())
-            .map(<[u8]>::to_vec);
-        let response = parsed.scramble_buf().to_vec();
-        let method = match parsed.auth_plugin() {
-            Some(plugin) => Method::from_name(plugin.as_bytes()),
-            None => Some(Method::Native),
-        };
-        let collation = parsed.collation();
-        let mariadb_caps = parsed.mariadb_ext_capabilities().bits();
-        drop(parsed);
-        let had_password = !response.is_empty();
-        if !self.authenticate(&user, method, response).await? {
+        let login = self.read_login().await?;
+        let user = login.user;
+        let had_password = !login.response.is_empty();
+        let Some(account) = self
+            .authenticate(&user, login.method, login.response)
+            .await?
+        else {
             let host = self.client_host();
             tracing::info!(session = self.id(), %user, peer = %self.peer, "login refused");
+            self.login_failed();
             return self
                 .refuse(ClientError::access_denied(&user, &host, had_password))
                 .await;
-        }
-        if let Some(e) = refused_client_charset(collation) {
+        };
+        if let Some(e) = refused_client_charset(login.collation) {
             return self.refuse(e).await;
         }
-        self.client_caps = client_caps & self.shared.offered_caps();
+        match self.count_in(&user, &account) {
+            Ok(l) => self.login = Some(l),
+            Err(e) => return self.refuse(e).await,
+        }
+        self.client_caps = login.client_caps & self.shared.offered_caps();
         self.key = BackendKey::new(
             self.client_caps,
-            collation,
-            mariadb_caps & self.shared.offered_mariadb_caps(),
+            login.collation,
+            login.mariadb_caps & self.shared.offered_mariadb_caps(),
         );
         self.user = user;
         self.handle.set_user(&self.user);
-        if let Some(db) = db {
+        if let Some(db) = login.db {
             self.datahost = self.shared.topology.route(Some(&db)).clone();
             self.st.schema = Some(db);
             if let Err(e) = self.ensure_backend().await {
@@ -179,6 +226,7 @@ impl Session {
         }
         let ok = packets::ok(0, 0, self.st.status, 0);
         self.seq = self.client.send(self.seq, &ok).await.map_err(drop)?;
+        self.shared.host_blocks.succeeded(self.peer.ip());
         tracing::debug!(session = self.id(), user = %self.user, peer = %self.peer, "logged in");
         Ok(())
     }
@@ -206,18 +254,30 @@ impl Session {
             None => Some(Method::Native),
         };
         let with_password = !req.auth.is_empty();
-        let ok = match self.authenticate(&req.user, method, req.auth).await {
-            Ok(ok) => ok,
+        let account = match self.authenticate(&req.user, method, req.auth).await {
+            Ok(account) => account,
             Err(()) => return Flow::Close,
         };
-        let refused = if ok {
-            req.collation.and_then(refused_client_charset)
-        } else {
-            Some(ClientError::access_denied(
+        let login = match &account {
+            Some(a) => match req.collation.and_then(refused_client_charset) {
+                Some(e) => Err(e),
+                // The same account keeps the slot it holds.
+                None if req.user == self.user && self.login.is_some() => Ok(None),
+                None => self.count_in(&req.user, a).map(Some),
+            },
+            None => Err(ClientError::access_denied(
                 &req.user,
                 &self.client_host(),
                 with_password,
-            ))
+            )),
+        };
+        let refused = match login {
+            Ok(Some(login)) => {
+                self.login = Some(login);
+                None
+            }
+            Ok(None) => None,
+            Err(e) => Some(e),
         };
         if let Some(e) = refused {
             self.failed_change_users += 1;
@@ -269,6 +329,17 @@ fn refused_client_charset(collation: u8) -> Option<ClientError> {
         "42000",
         format!("Variable 'character_set_client' can't be set to the value of '{charset}'"),
     ))
+}
+
+/// What a client's handshake response says.
+struct Login41 {
+    client_caps: u32,
+    user: String,
+    db: Option<Vec<u8>>,
+    response: Vec<u8>,
+    method: Option<Method>,
+    collation: u8,
+    mariadb_caps: u32,
 }
 
 /// The fields of a COM_CHANGE_USER (after the command byte).

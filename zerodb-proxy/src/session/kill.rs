@@ -117,12 +117,17 @@ impl Session {
             } else {
                 format!("KILL {thread}")
             };
-            match BackendConn::connect(ds.pool.params(), self.key).await {
-                Ok(mut c) => match c.execute(&stmt).await {
-                    Ok(_) | Err(BackendError::Server { code: 1094, .. }) => {}
-                    Err(e) => tracing::warn!(error = %e, "KILL on the backend failed"),
-                },
-                Err(e) => tracing::warn!(error = %e, "cannot reach the backend to KILL"),
+            let (params, key) = (ds.pool.params(), self.key);
+            let sent = tokio::time::timeout(ds.pool.command_timeout(), async move {
+                let mut c = BackendConn::connect(params, key).await?;
+                c.execute(&stmt).await
+            });
+            match sent.await {
+                Ok(Ok(_) | Err(BackendError::Server { code: 1094, .. })) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "KILL on the backend failed"),
+                Err(_) => {
+                    tracing::warn!(datasource = %ds.name, "KILL on the backend got no answer within pool.command_timeout")
+                }
             }
         }
         if !query_only && h.id == self.id() {

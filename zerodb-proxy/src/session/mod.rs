@@ -47,19 +47,19 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-/// How long a new client may take to log in.
-const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Runs a session to its end.
 pub async fn run(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     let handle = shared.registry.register(peer);
     let id = handle.id;
     metrics::gauge!("zerodb_client_sessions").increment(1.0);
+    let limits = shared.limits.load_full();
+    let mut client = Conn::new(stream);
+    client.write_timeout = Some(limits.net_write_timeout);
     let mut s = Session {
         datahost: shared.topology.default_datahost().clone(),
         shared: shared.clone(),
         handle,
-        client: Conn::new(stream),
+        client,
         peer,
         salt: crate::auth::new_salt(),
         client_caps: 0,
@@ -69,11 +69,24 @@ pub async fn run(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         backend: None,
         st: SessionState::default(),
         failed_change_users: 0,
+        login: None,
     };
-    match tokio::time::timeout(LOGIN_TIMEOUT, s.handshake()).await {
+    match tokio::time::timeout(limits.connect_timeout, s.handshake()).await {
         Ok(Ok(())) => s.serve().await,
         Ok(Err(())) => {}
-        Err(_) => tracing::debug!(session = id, %peer, "login timed out"),
+        Err(_) => {
+            tracing::debug!(session = id, %peer, "login timed out");
+            metrics::counter!("zerodb_limit_hits_total", "limit" => "connect_timeout").increment(1);
+            s.login_failed();
+        }
+    }
+    if s.handle.timed_out() {
+        tracing::debug!(session = id, %peer, user = %s.user, "closed after limits.wait_timeout");
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            s.client.send(0, &ClientError::idle_timeout().packet()),
+        )
+        .await;
     }
     s.release_backend();
     let _ = s.client.stream.shutdown().await;
@@ -178,6 +191,8 @@ struct Session {
     st: SessionState,
     /// COM_CHANGE_USERs refused so far on this connection.
     failed_change_users: u8,
+    /// The session counted against its account's `max_connections`.
+    login: Option<crate::users::Login>,
 }
 
 impl Session {

@@ -13,6 +13,12 @@ impl Session {
     pub(super) async fn prepare(&mut self, payload: Vec<u8>) -> Result<(), Fail> {
         let text = &payload[1..];
         self.check_hooks(text)?;
+        let limit = self.shared.limits.load().max_prepared_stmt_count;
+        if self.st.stmts.len() + self.st.kills.len() >= limit {
+            metrics::counter!("zerodb_limit_hits_total", "limit" => "max_prepared_stmt_count")
+                .increment(1);
+            return Err(ClientError::too_many_statements(limit).into());
+        }
         if sql::first_keyword(text).starts_with(b"KILL\0") {
             return self.prepare_kill(text.to_vec()).await;
         }

@@ -13,7 +13,6 @@ use crate::protocol::frame::{FrameHeader, HEADER_LEN};
 use crate::protocol::response::{ResponseError, ResponseParser};
 use crate::protocol::{ResponseKind, Step};
 use crate::registry::SessionHandle;
-use tokio::io::AsyncWriteExt;
 
 /// Bytes a client may send ahead while its statement runs that the relay
 /// reads (watching for the client to go away); the rest wait in the socket.
@@ -129,7 +128,7 @@ pub(super) async fn relay(
             // else the rest as the client reads.
             let frames = &backend.conn.rbuf[..pos];
             let sent = write_now(&client.stream, frames).map_err(|_| RelayError::Client)?;
-            if sent < pos && client.stream.write_all(&frames[sent..]).await.is_err() {
+            if sent < pos && client.write_rest(&frames[sent..]).await.is_err() {
                 return Err(RelayError::Client);
             }
             backend.conn.consume(pos);

@@ -3,8 +3,12 @@
 #![allow(dead_code, unused_imports)]
 
 use std::collections::HashSet;
+use std::io::Read;
+use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
+use std::time::Instant;
+use zerodb_proxy::backend::{BackendConn, BackendKey, ConnectParams};
 pub use zerodb_testkit::cluster::*;
 pub use zerodb_testkit::relay::Relay;
 pub use zerodb_testkit::*;
@@ -144,4 +148,58 @@ pub fn assert_each_ack_once(db: &MariaDb, acked: &[u64]) {
     );
     let twice = db.sql("SELECT COUNT(*) - COUNT(DISTINCT id) FROM app.acks");
     assert_eq!(twice, "0", "rows present twice on {}", db.name);
+}
+
+/// Where the app user logs in to the proxy at `port`.
+pub fn params(port: u16) -> ConnectParams {
+    ConnectParams {
+        addr: format!("127.0.0.1:{port}"),
+        user: APP_USER.into(),
+        password: APP_PASSWORD.into(),
+        connect_timeout: Duration::from_secs(5),
+    }
+}
+
+/// Reads until the peer closes or `limit` passes; returns what came.
+pub fn read_all(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, bool) {
+    s.set_read_timeout(Some(Duration::from_millis(20)))
+        .expect("timeout");
+    let started = Instant::now();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while started.elapsed() < limit {
+        match s.read(&mut buf) {
+            Ok(0) => return (out, true),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => return (out, true),
+        }
+    }
+    (out, false)
+}
+
+/// An ERR packet's code at the start of a frame stream.
+pub fn err_code(frames: &[u8]) -> Option<u16> {
+    (frames.len() >= 7 && frames[4] == 0xff).then(|| u16::from_le_bytes([frames[5], frames[6]]))
+}
+
+/// Logs in through the proxy and returns the raw socket (greeting, response
+/// and OK consumed by zerodb-core's own client).
+pub fn logged_in(rt: &tokio::runtime::Runtime, port: u16) -> TcpStream {
+    let mut conn = rt
+        .block_on(BackendConn::connect(&params(port), BackendKey::default()))
+        .expect("login");
+    // The socket goes on as a blocking one of its own (a duplicate
+    // descriptor); the client is dropped without its goodbye.
+    use std::os::fd::AsFd as _;
+    let fd = conn.conn.stream.as_fd().try_clone_to_owned().expect("dup");
+    conn.broken = true;
+    drop(conn);
+    let std = TcpStream::from(fd);
+    std.set_nonblocking(false).expect("blocking");
+    std.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    std
 }
