@@ -62,6 +62,10 @@ async fn run(config: AgentConfig) -> anyhow::Result<()> {
             .with_context(|| format!("agent state in {}", config.state_dir.display()))?,
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Its admin listener only reports: nothing to guard or read again.
+    process::on_sighup(|| {
+        tracing::info!("SIGHUP: zerodb-agent reads nothing again; restart it to change its config");
+    });
     let control = serve_http(
         "control plane",
         &config.listen,

@@ -7,7 +7,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 pub use metrics_exporter_prometheus::PrometheusHandle;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Latency buckets (seconds) for every `*_seconds` histogram.
@@ -84,20 +83,33 @@ pub fn metrics_response(metrics: Option<&PrometheusHandle>) -> Response {
 /// Refuses every request to `router` that does not carry the cluster token
 /// (`Authorization: Bearer <token>`) with 401.
 pub fn require_token(router: Router, token: &str) -> Router {
-    let token: Arc<str> = Arc::from(token);
+    require_tokens(
+        router,
+        crate::tokens::Tokens::new(vec![token.to_string()]),
+        "cluster token",
+    )
+}
+
+/// Refuses every request to `router` that does not carry one of `tokens`
+/// with 401 ("`what` missing or wrong").
+pub fn require_tokens(router: Router, tokens: crate::tokens::Tokens, what: &'static str) -> Router {
     router.route_layer(axum::middleware::from_fn(
         move |req: axum::extract::Request, next: axum::middleware::Next| {
-            let token = token.clone();
+            let tokens = tokens.clone();
             async move {
                 let presented = req
                     .headers()
                     .get(header::AUTHORIZATION)
                     .and_then(|v| v.to_str().ok());
-                if crate::control::token_matches(presented, &token) {
+                if tokens.accepts(presented) {
                     next.run(req).await
                 } else {
                     metrics::counter!("zerodb_control_unauthorized_total").increment(1);
-                    (StatusCode::UNAUTHORIZED, "cluster token missing or wrong\n").into_response()
+                    (
+                        StatusCode::UNAUTHORIZED,
+                        format!("{what} missing or wrong\n"),
+                    )
+                        .into_response()
                 }
             }
         },

@@ -29,3 +29,4 @@ pub mod governance;
 pub mod keepers;
 pub mod policy;
 pub mod process;
+pub mod tokens;

@@ -29,3 +29,21 @@ pub async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
     }
 }
+
+/// Calls `f` at every SIGHUP, in place of the default action (which ends
+/// the process without a word). Call inside a tokio runtime.
+pub fn on_sighup(mut f: impl FnMut() + Send + 'static) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGHUP");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            f();
+        }
+    });
+}

@@ -29,6 +29,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use zerodb_core::control::{AgentHeartbeat, FromKeeper, NotLeader, SwitchAnswer, ToKeeper};
 use zerodb_core::decision::{Request, RequestKind};
+use zerodb_core::tokens::{read_token_file, Tokens};
 
 /// The control router (proxies and agents).
 pub fn control_router(keeper: Arc<Keeper>) -> Router {
@@ -40,9 +41,26 @@ pub fn control_router(keeper: Arc<Keeper>) -> Router {
     zerodb_core::admin_http::require_token(r, &token)
 }
 
-/// The admin router (operators).
-pub fn admin_router(keeper: Arc<Keeper>, metrics: Option<PrometheusHandle>) -> Router {
-    let token = keeper.config().token.clone();
+/// The tokens the admin calls that act accept: those of
+/// `admin_token_file`, else the cluster token. (The file was read when the
+/// config was checked; one gone since leaves nothing accepted.)
+pub fn operator_tokens(cfg: &zerodb_core::config::KeeperConfig) -> Tokens {
+    match &cfg.admin_token_file {
+        Some(f) => Tokens::new(read_token_file(f).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "admin_token_file: no operator call will be accepted");
+            Vec::new()
+        })),
+        None => Tokens::new(vec![cfg.token.clone()]),
+    }
+}
+
+/// The admin router (operators); the calls that act need one of
+/// `operators` (see [`operator_tokens`]).
+pub fn admin_router(
+    keeper: Arc<Keeper>,
+    metrics: Option<PrometheusHandle>,
+    operators: Tokens,
+) -> Router {
     let acting = Router::new()
         .route("/switchover", post(switchover))
         .route("/maintenance", post(maintenance))
@@ -62,7 +80,11 @@ pub fn admin_router(keeper: Arc<Keeper>, metrics: Option<PrometheusHandle>) -> R
             }),
         )
         .with_state(keeper)
-        .merge(zerodb_core::admin_http::require_token(acting, &token))
+        .merge(zerodb_core::admin_http::require_tokens(
+            acting,
+            operators,
+            "operator token",
+        ))
 }
 
 /// Who leads, as a follower tells it.

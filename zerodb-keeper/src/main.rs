@@ -140,12 +140,30 @@ async fn run(config: KeeperConfig) -> anyhow::Result<()> {
     )
     .await
     .with_context(|| format!("control listener on {}", config.listen))?;
+    let operators = http::operator_tokens(&config);
+    // SIGHUP reads the operators' token file again (a rotation); nothing
+    // else of the config changes without a restart.
+    let (rereading, token_file) = (operators.clone(), config.admin_token_file.clone());
+    process::on_sighup(move || match &token_file {
+        Some(f) => match zerodb_core::tokens::read_token_file(f) {
+            Ok(t) => {
+                tracing::info!(tokens = t.len(), "SIGHUP: admin_token_file read again");
+                rereading.replace(t);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: admin_token_file refused; the tokens before stay")
+            }
+        },
+        None => tracing::info!(
+            "SIGHUP: nothing to read again (no admin_token_file); restart to change the config"
+        ),
+    });
     let admin = match &config.admin {
         Some(addr) => Some(
             serve_http(
                 "admin HTTP",
                 addr,
-                http::admin_router(keeper.clone(), Some(metrics)),
+                http::admin_router(keeper.clone(), Some(metrics), operators),
                 stop_rx.clone(),
             )
             .await

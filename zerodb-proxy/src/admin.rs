@@ -19,16 +19,78 @@ struct AdminState {
     metrics: Option<PrometheusHandle>,
 }
 
-/// The admin router for a proxy.
+/// The admin router for a proxy. The calls that act (`POST`s) need an
+/// operator token when `admin_token_file` is set; without one they are
+/// served only on a loopback admin listener.
 pub fn router(shared: Arc<Shared>, metrics: Option<PrometheusHandle>) -> Router {
+    let state = AdminState { shared, metrics };
+    let acting = Router::new()
+        .route("/topology/swap", post(swap))
+        .route("/pools/flush", post(flush_pools))
+        .route("/config/reload", post(reload))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            operators_only,
+        ))
+        .with_state(state.clone());
     Router::new()
         .route("/health", get(health))
         .route("/status", get(status))
         .route("/metrics", get(render_metrics))
         .route("/sessions", get(sessions))
-        .route("/topology/swap", post(swap))
-        .route("/pools/flush", post(flush_pools))
-        .with_state(AdminState { shared, metrics })
+        .with_state(state)
+        .merge(acting)
+}
+
+/// Lets a call that acts through: with an operator token when
+/// `admin_token_file` is set (read at each call, so a reload that sets it
+/// takes effect), else only on a loopback admin listener.
+async fn operators_only(
+    State(s): State<AdminState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let in_force = s.shared.config_in_force();
+    let allowed = if in_force.admin_token_file.is_some() {
+        let presented = req
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        s.shared.operators.accepts(presented)
+    } else {
+        is_loopback(&in_force.admin)
+    };
+    if allowed {
+        return next.run(req).await;
+    }
+    metrics::counter!("zerodb_admin_unauthorized_total").increment(1);
+    let why = if in_force.admin_token_file.is_some() {
+        "operator token missing or wrong\n"
+    } else {
+        "this admin listener is not on loopback: set admin_token_file to act through it\n"
+    };
+    (StatusCode::UNAUTHORIZED, why).into_response()
+}
+
+/// Whether an admin address (`host:port`) listens on loopback only.
+fn is_loopback(addr: &str) -> bool {
+    match addr.parse::<std::net::SocketAddr>() {
+        Ok(a) => a.ip().is_loopback(),
+        Err(_) => addr.starts_with("localhost:"),
+    }
+}
+
+/// Reads the config file again (see [`crate::reload`]): 200 with the keys
+/// that changed, or 409 with why it was refused.
+async fn reload(State(s): State<AdminState>) -> Response {
+    match crate::reload::from_file(&s.shared) {
+        Ok(r) => (StatusCode::OK, Json(r)).into_response(),
+        Err(e) => (
+            StatusCode::CONFLICT,
+            Json(serde_json::json!({"error": e.to_string()})),
+        )
+            .into_response(),
+    }
 }
 
 /// Serves the admin router on `addr` until `stop` resolves.
@@ -102,7 +164,7 @@ async fn status(State(s): State<AdminState>) -> Json<Status> {
             let active = dh.active();
             DataHostStatus {
                 name: dh.name.clone(),
-                schemas: dh.schemas.clone(),
+                schemas: dh.schemas().to_vec(),
                 active: active.datasource.name.clone(),
                 epoch: active.epoch,
                 login_bypasses_read_only: dh.login_bypasses_read_only(),

@@ -126,6 +126,10 @@ pub struct ProxyConfig {
     pub keeper: Option<KeeperAddrs>,
     /// The cluster token every control-plane peer presents.
     pub token: Option<String>,
+    /// `admin_token_file`: the operators' token (a second line while it
+    /// is rotated), needed by the admin calls that act. Absent: those
+    /// calls are served only on a loopback admin listener.
+    pub admin_token_file: Option<PathBuf>,
     /// Timings of this proxy's part in the cluster.
     pub cluster: ClusterConfig,
     /// Settings of the keeper run with `keeper: embedded`.
@@ -237,6 +241,7 @@ impl Default for ProxyConfig {
             shutdown_timeout: Duration::from_secs(10),
             keeper: None,
             token: None,
+            admin_token_file: None,
             cluster: ClusterConfig::default(),
             embedded_keeper: EmbeddedKeeperConfig::default(),
             buffer: BufferConfig::default(),
@@ -247,7 +252,7 @@ impl Default for ProxyConfig {
 }
 
 /// The top-level keys of a proxy config (besides the policy keys).
-pub const PROXY_KEYS: [&str; 19] = [
+pub const PROXY_KEYS: [&str; 20] = [
     "name",
     "listen",
     "admin",
@@ -263,6 +268,7 @@ pub const PROXY_KEYS: [&str; 19] = [
     "shutdown_timeout",
     "keeper",
     "token",
+    "admin_token_file",
     "cluster",
     "embedded_keeper",
     "buffer",
@@ -316,6 +322,7 @@ impl ProxyConfig {
             listen: self.embedded_keeper.listen.clone(),
             admin: None,
             token: self.token.clone().unwrap_or_default(),
+            admin_token_file: self.admin_token_file.clone(),
             state_dir: self.embedded_keeper.state_dir.clone(),
             datahosts: self
                 .datahosts
@@ -353,6 +360,10 @@ impl ProxyConfig {
         crate::users::Users::resolve(&self.users)?;
         if let Some(p) = self.limits.problem() {
             return bad(p);
+        }
+        if let Some(f) = &self.admin_token_file {
+            zerodb_core::tokens::read_token_file(f)
+                .map_err(|e| ConfigError::Invalid(format!("admin_token_file: {e}")))?;
         }
         if crate::auth::Method::from_name(self.auth_plugin.as_bytes()).is_none() {
             return bad(format!(

@@ -17,8 +17,8 @@
 //! * [`session`] — one client session;
 //! * [`server`] — the accept loop, session registry and graceful stop;
 //! * [`workers`] — session threads, each with its own event loop;
-//! * [`config`], [`limits`] — what the proxy reads, and the bounds it
-//!   keeps on each client;
+//! * [`config`], [`limits`], [`reload`] — what the proxy reads, the
+//!   bounds it keeps on each client, and reading the config again;
 //! * `cluster` (feature `cluster`) — the proxy's part in a cluster: the
 //!   keeper connection, switch requests, the rules of SPEC §4;
 //! * `admin` (feature `admin-http`) — `/health`, `/status`, `/metrics`;
@@ -100,6 +100,7 @@ pub mod pool;
 pub mod probe;
 pub mod protocol;
 pub mod registry;
+pub mod reload;
 pub mod server;
 pub mod session;
 pub mod shared;

@@ -46,22 +46,35 @@ fn main() -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(run(config))
+        .block_on(run(config, args.config))
 }
 
-async fn run(config: ProxyConfig) -> anyhow::Result<()> {
+async fn run(config: ProxyConfig, path: PathBuf) -> anyhow::Result<()> {
     let metrics = install_metrics()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let proxy = Proxy::new(config.clone()).bind().await?;
     let shared = proxy.shared().clone();
+    let _ = shared.config_path.set(path);
+    let reloading = shared.clone();
+    process::on_sighup(move || {
+        tracing::info!("SIGHUP: reading the config again");
+        // The outcome is logged and counted by `from_file`.
+        let _ = zerodb_proxy::reload::from_file(&reloading);
+    });
     let mut admin = zerodb_proxy::admin::router(shared.clone(), Some(metrics.clone()));
 
     // The cluster: a keeper of our own, or the one configured.
     let joined = zerodb_proxy::embedded::join(&shared, stop_rx.clone()).await?;
     if let Some(keeper) = joined.as_ref().and_then(|j| j.keeper.clone()) {
+        // The proxy's operator tokens (a reload reads them again), else
+        // the keeper's own rule: the cluster token.
+        let operators = match config.admin_token_file {
+            Some(_) => shared.operators.clone(),
+            None => zerodb_keeper::http::operator_tokens(keeper.config()),
+        };
         admin = admin.nest(
             "/keeper",
-            zerodb_keeper::http::admin_router(keeper, Some(metrics.clone())),
+            zerodb_keeper::http::admin_router(keeper, Some(metrics.clone()), operators),
         );
     }
     let cluster: Option<Arc<Cluster>> = joined.map(|j| j.cluster);

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Pool settings (config keys under `pool:`).
-#[derive(Clone, Debug, serde::Deserialize, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PoolConfig {
     /// Idle connections kept open ahead of demand (for the most-used key).
@@ -89,8 +89,12 @@ struct Idle {
 pub struct Pool {
     name: String,
     params: ConnectParams,
-    cfg: PoolConfig,
+    /// `pool:`; a reload swaps it (see [`Pool::reconfigure`]).
+    cfg: arc_swap::ArcSwap<PoolConfig>,
     permits: Arc<Semaphore>,
+    /// Permits the semaphore holds in all, lent or not: `max_size`, give
+    /// or take permits a shrink has yet to take back.
+    capacity: std::sync::atomic::AtomicUsize,
     idle: Mutex<HashMap<BackendKey, Vec<Idle>>>,
     /// The key most recently asked for: what prewarming opens.
     hot_key: Mutex<BackendKey>,
@@ -168,8 +172,9 @@ impl Pool {
         Arc::new(Self {
             name: name.into(),
             permits: Arc::new(Semaphore::new(cfg.max_size)),
+            capacity: cfg.max_size.into(),
             params,
-            cfg,
+            cfg: arc_swap::ArcSwap::from_pointee(cfg),
             idle: Mutex::new(HashMap::new()),
             hot_key: Mutex::new(BackendKey::default()),
             enabled: AtomicBool::new(true),
@@ -183,7 +188,7 @@ impl Pool {
 
     /// The limit on its exchanges outside statements (`pool.command_timeout`).
     pub fn command_timeout(&self) -> Duration {
-        self.cfg.command_timeout
+        self.cfg.load().command_timeout
     }
 
     /// Where and as whom the pool connects.
@@ -192,8 +197,32 @@ impl Pool {
     }
 
     /// The pool's settings (`pool:`).
-    pub fn config(&self) -> &PoolConfig {
-        &self.cfg
+    pub fn config(&self) -> Arc<PoolConfig> {
+        self.cfg.load_full()
+    }
+
+    /// Takes new settings. A larger `max_size` takes effect at once; a
+    /// smaller one closes the idle connections and takes back the
+    /// difference as lent connections come back (none is cut short).
+    pub fn reconfigure(self: &Arc<Self>, cfg: PoolConfig) {
+        let (new, old) = (cfg.max_size, self.cfg.load().max_size);
+        self.cfg.store(Arc::new(cfg));
+        if new > old {
+            self.permits.add_permits(new - old);
+            self.capacity.fetch_add(new - old, Ordering::AcqRel);
+        } else if new < old {
+            self.flush_idle();
+            let pool = self.clone();
+            tokio::spawn(async move {
+                for _ in new..old {
+                    let Ok(p) = pool.permits.acquire().await else {
+                        return;
+                    };
+                    p.forget();
+                    pool.capacity.fetch_sub(1, Ordering::AcqRel);
+                }
+            });
+        }
     }
 
     /// Whether the datasource is in service (see [`Pool::set_enabled`]).
@@ -224,7 +253,9 @@ impl Pool {
 
     /// Connections open now (idle and lent).
     pub fn open(&self) -> usize {
-        self.cfg.max_size - self.permits.available_permits()
+        self.capacity
+            .load(Ordering::Acquire)
+            .saturating_sub(self.permits.available_permits())
     }
 
     /// Idle connections now.
@@ -260,7 +291,7 @@ impl Pool {
                 if conn.conn.rehome().is_err()
                     || !matches!(
                         tokio::time::timeout(
-                            self.cfg.command_timeout,
+                            self.command_timeout(),
                             conn.change_user(&self.params.user, &self.params.password),
                         )
                         .await,
@@ -277,13 +308,17 @@ impl Pool {
                 Ok(p) => p,
                 Err(_) if self.evict_other(key) => continue,
                 Err(_) => {
-                    let left = self.cfg.acquire_timeout.saturating_sub(started.elapsed());
+                    let left = self
+                        .cfg
+                        .load()
+                        .acquire_timeout
+                        .saturating_sub(started.elapsed());
                     match tokio::time::timeout(left, self.permits.clone().acquire_owned()).await {
                         Ok(Ok(p)) => p,
                         _ => {
                             return Err(PoolError::Exhausted {
                                 datasource: self.name.clone(),
-                                max: self.cfg.max_size,
+                                max: self.cfg.load().max_size,
                                 waited: started.elapsed(),
                             })
                         }
@@ -314,7 +349,7 @@ impl Pool {
     /// Resets a returned connection (rolling back what its session left
     /// open) and keeps it idle.
     async fn give_back(&self, mut conn: BackendConn, permit: OwnedSemaphorePermit) {
-        let reset = tokio::time::timeout(self.cfg.command_timeout, conn.reset()).await;
+        let reset = tokio::time::timeout(self.command_timeout(), conn.reset()).await;
         if !matches!(reset, Ok(Ok(_))) || !self.is_enabled() {
             return;
         }
@@ -331,10 +366,11 @@ impl Pool {
         if !self.is_enabled() {
             return;
         }
+        let cfg = self.config();
         {
             let mut idle = self.lock_idle();
-            let max_idle = self.cfg.max_idle_time;
-            let min = self.cfg.min_idle;
+            let max_idle = cfg.max_idle_time;
+            let min = cfg.min_idle;
             for v in idle.values_mut() {
                 // Oldest first; keep at least `min` of them.
                 while v.len() > min
@@ -347,7 +383,7 @@ impl Pool {
         }
         let key = *self.hot_key.lock().unwrap_or_else(|e| e.into_inner());
         let have = self.lock_idle().get(&key).map_or(0, Vec::len);
-        for _ in have..self.cfg.min_idle {
+        for _ in have..cfg.min_idle {
             let Ok(permit) = self.permits.clone().try_acquire_owned() else {
                 break;
             };
@@ -372,5 +408,62 @@ impl Pool {
             .set(self.open() as f64);
         metrics::gauge!("zerodb_pool_idle", "datasource" => self.name.clone())
             .set(self.idle_count() as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(max_size: usize) -> Arc<Pool> {
+        let params = ConnectParams {
+            addr: "127.0.0.1:1".into(),
+            user: "u".into(),
+            password: String::new(),
+            connect_timeout: Duration::from_millis(10),
+        };
+        let cfg = PoolConfig {
+            max_size,
+            ..PoolConfig::default()
+        };
+        Pool::new("m1", params, cfg)
+    }
+
+    /// Lets the shrinking task run until the pool's capacity is `want`.
+    async fn settle(p: &Pool, want: usize) {
+        for _ in 0..100 {
+            if p.capacity.load(Ordering::Acquire) == want {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("capacity stayed {}", p.capacity.load(Ordering::Acquire));
+    }
+
+    #[tokio::test]
+    async fn a_resize_grows_at_once_and_shrinks_as_connections_come_back() {
+        let p = pool(4);
+        // Three connections lent (their permits held).
+        let lent: Vec<_> = (0..3)
+            .map(|_| p.permits.clone().try_acquire_owned().unwrap())
+            .collect();
+        assert_eq!(p.open(), 3);
+        p.reconfigure(PoolConfig {
+            max_size: 2,
+            ..PoolConfig::default()
+        });
+        settle(&p, 3).await;
+        assert_eq!(p.open(), 3, "nothing lent is cut short");
+        assert!(p.permits.clone().try_acquire_owned().is_err(), "full");
+        drop(lent);
+        settle(&p, 2).await;
+        assert_eq!((p.open(), p.permits.available_permits()), (0, 2));
+        p.reconfigure(PoolConfig {
+            max_size: 5,
+            ..PoolConfig::default()
+        });
+        assert_eq!(p.permits.available_permits(), 5);
+        assert_eq!(p.config().max_size, 5);
+        assert_eq!(p.open(), 0);
     }
 }

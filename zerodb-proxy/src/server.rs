@@ -87,8 +87,18 @@ impl Proxy {
             .clone()
             .unwrap_or_else(|| "5.5.5-10.11.0-MariaDB-zeroDB".to_string());
         let limits = config.limits.clone();
+        let operators = match &config.admin_token_file {
+            Some(f) => zerodb_core::tokens::read_token_file(f).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "admin_token_file: no operator call will be accepted");
+                Vec::new()
+            }),
+            None => Vec::new(),
+        };
         Self {
             shared: Arc::new(Shared {
+                in_force: ArcSwap::from_pointee(config.clone()),
+                config_path: std::sync::OnceLock::new(),
+                operators: zerodb_core::tokens::Tokens::new(operators),
                 config,
                 topology,
                 users: ArcSwap::from_pointee(users),

@@ -42,8 +42,18 @@ pub trait ClusterLink: Send + Sync + std::fmt::Debug {
 
 /// What every session shares.
 pub struct Shared {
-    /// The config the proxy started with.
+    /// The config the proxy started with. What a reload changes is read
+    /// from the fields below (`users`, `limits`, the pools, the routes);
+    /// [`Shared::config_in_force`] is the whole config in force.
     pub config: ProxyConfig,
+    /// The config in force: the one it started with, or the last reload.
+    pub(crate) in_force: ArcSwap<ProxyConfig>,
+    /// The file the config came from (set by the binary; a proxy built in
+    /// code has none and cannot reload).
+    pub config_path: std::sync::OnceLock<std::path::PathBuf>,
+    /// Operators' tokens (`admin_token_file`; none: the admin calls that
+    /// act are served only on a loopback listener).
+    pub operators: zerodb_core::tokens::Tokens,
     /// Every dataHost and its active datasource.
     pub topology: Arc<Topology>,
     /// Client accounts (`users`), swapped whole by a reload.
@@ -86,6 +96,11 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
+    /// The config in force (see [`crate::reload`]).
+    pub fn config_in_force(&self) -> Arc<ProxyConfig> {
+        self.in_force.load_full()
+    }
+
     /// Whether the proxy takes clients now (what `/health` reports).
     pub fn serving(&self) -> Serving {
         if !self.serving.load(Ordering::Acquire) {

@@ -42,8 +42,9 @@ pub struct Active {
 pub struct DataHost {
     /// Its name in config (`datahosts[].name`).
     pub name: String,
-    /// The schemas routed to it (`datahosts[].schemas`).
-    pub schemas: Vec<String>,
+    /// The schemas routed to it (`datahosts[].schemas`; a reload may
+    /// change them, see [`Topology::reroute`]).
+    schemas: ArcSwap<Vec<String>>,
     /// Every datasource of it, active and standbys, in config order.
     pub datasources: Vec<Arc<Datasource>>,
     active: ArcSwap<Active>,
@@ -91,7 +92,7 @@ impl DataHost {
         }
         Some(Self {
             name,
-            schemas,
+            schemas: ArcSwap::from_pointee(schemas),
             datasources,
             active: ArcSwap::from_pointee(Active {
                 datasource: first,
@@ -190,6 +191,11 @@ impl DataHost {
         Arc::ptr_eq(&self.active.load().datasource, ds)
     }
 
+    /// The schemas routed to it now.
+    pub fn schemas(&self) -> Arc<Vec<String>> {
+        self.schemas.load_full()
+    }
+
     /// Its datasource named `name`, if any.
     pub fn datasource(&self, name: &str) -> Option<&Arc<Datasource>> {
         self.datasources.iter().find(|d| d.name == name)
@@ -239,27 +245,60 @@ pub struct Swap {
 #[derive(Debug)]
 pub struct Topology {
     datahosts: Vec<Arc<DataHost>>,
-    by_schema: HashMap<String, usize>,
-    default: usize,
+    routes: ArcSwap<Routes>,
     /// The epoch in force; the mutex also serialises writers.
     epoch: Mutex<u64>,
+}
+
+/// Which dataHost serves each schema.
+#[derive(Debug)]
+struct Routes {
+    by_schema: HashMap<String, usize>,
+    /// The dataHost of unmapped schemas.
+    default: usize,
+}
+
+impl Routes {
+    fn of(datahosts: &[Arc<DataHost>], default: usize) -> Self {
+        let mut by_schema = HashMap::new();
+        for (i, dh) in datahosts.iter().enumerate() {
+            for s in dh.schemas.load().iter() {
+                by_schema.entry(s.clone()).or_insert(i);
+            }
+        }
+        Self { by_schema, default }
+    }
 }
 
 impl Topology {
     /// `default` is the index of the dataHost for unmapped schemas.
     pub fn new(datahosts: Vec<Arc<DataHost>>, default: usize, epoch: u64) -> Self {
-        let mut by_schema = HashMap::new();
-        for (i, dh) in datahosts.iter().enumerate() {
-            for s in &dh.schemas {
-                by_schema.entry(s.clone()).or_insert(i);
-            }
-        }
+        let routes = Routes::of(&datahosts, default);
         Self {
             datahosts,
-            by_schema,
-            default,
+            routes: ArcSwap::from_pointee(routes),
             epoch: Mutex::new(epoch),
         }
+    }
+
+    /// Routes schemas anew: `schemas` gives each dataHost's list, in the
+    /// order of [`Topology::datahosts`]; `default` is the index of the one
+    /// serving unmapped schemas. Sessions route by it from their next
+    /// `USE` or login; a session stays where it is until then.
+    pub fn reroute(&self, schemas: Vec<Vec<String>>, default: usize) -> Result<(), TopologyError> {
+        if schemas.len() != self.datahosts.len() || default >= self.datahosts.len() {
+            return Err(TopologyError::UnknownDataHost(format!(
+                "routes for {} dataHosts (default {default}) given to {}",
+                schemas.len(),
+                self.datahosts.len()
+            )));
+        }
+        for (dh, list) in self.datahosts.iter().zip(schemas) {
+            dh.schemas.store(Arc::new(list));
+        }
+        self.routes
+            .store(Arc::new(Routes::of(&self.datahosts, default)));
+        Ok(())
     }
 
     /// Every dataHost, in config order.
@@ -274,17 +313,18 @@ impl Topology {
 
     /// The dataHost serving `schema` (the default one when unmapped).
     pub fn route(&self, schema: Option<&[u8]>) -> &Arc<DataHost> {
+        let routes = self.routes.load();
         let i = schema
             .and_then(|s| std::str::from_utf8(s).ok())
-            .and_then(|s| self.by_schema.get(s).copied())
-            .unwrap_or(self.default);
+            .and_then(|s| routes.by_schema.get(s).copied())
+            .unwrap_or(routes.default);
         &self.datahosts[i]
     }
 
     /// The dataHost serving unmapped schemas and sessions without one
     /// (`datahosts[].default`, else the first).
     pub fn default_datahost(&self) -> &Arc<DataHost> {
-        &self.datahosts[self.default]
+        &self.datahosts[self.routes.load().default]
     }
 
     /// The epoch in force.
@@ -406,6 +446,21 @@ mod tests {
         assert_eq!(t.route(Some(b"app")).name, "dh1");
         assert_eq!(t.route(Some(b"other")).name, "dh1");
         assert_eq!(t.route(None).name, "dh1");
+        t.reroute(
+            vec![vec!["app".into()], vec!["logs".into(), "other".into()]],
+            1,
+        )
+        .unwrap();
+        assert_eq!(t.route(Some(b"other")).name, "dh2");
+        assert_eq!(t.route(Some(b"unmapped")).name, "dh2");
+        assert_eq!(t.default_datahost().name, "dh2");
+        assert_eq!(*t.datahost("dh2").unwrap().schemas(), ["logs", "other"]);
+        assert!(t.reroute(vec![vec![]], 0).is_err(), "one list per dataHost");
+        assert_eq!(
+            t.route(Some(b"app")).name,
+            "dh1",
+            "unchanged by a refused one"
+        );
     }
 
     #[test]

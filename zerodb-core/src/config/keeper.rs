@@ -201,6 +201,10 @@ pub struct KeeperConfig {
     pub admin: Option<String>,
     /// The cluster token every proxy and agent presents; required.
     pub token: String,
+    /// `admin_token_file`: the operators' token (a second line while it
+    /// is rotated); the admin calls that act need it. Absent: they take
+    /// the cluster token. Read again on SIGHUP.
+    pub admin_token_file: Option<PathBuf>,
     /// Where the topology and epoch are persisted (`store: file`), and
     /// where each keeper appends its own `decisions.jsonl`.
     pub state_dir: PathBuf,
@@ -227,6 +231,7 @@ impl Default for KeeperConfig {
             listen: "127.0.0.1:7700".into(),
             admin: Some("127.0.0.1:9700".into()),
             token: String::new(),
+            admin_token_file: None,
             state_dir: PathBuf::from("zerodb-keeper-state"),
             store: StoreKind::File,
             etcd: EtcdConfig::default(),
@@ -238,7 +243,7 @@ impl Default for KeeperConfig {
     }
 }
 
-const KEEPER_KEYS: [&str; 19] = [
+const KEEPER_KEYS: [&str; 20] = [
     "store",
     "etcd",
     "advertise",
@@ -247,6 +252,7 @@ const KEEPER_KEYS: [&str; 19] = [
     "listen",
     "admin",
     "token",
+    "admin_token_file",
     "state_dir",
     "datahosts",
     "session_timeout",
@@ -285,6 +291,10 @@ impl KeeperConfig {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         if self.token.is_empty() {
             return bad("`token` is needed: peers without it are refused".into());
+        }
+        if let Some(f) = &self.admin_token_file {
+            crate::tokens::read_token_file(f)
+                .map_err(|e| ConfigError::Invalid(format!("admin_token_file: {e}")))?;
         }
         if self.datahosts.is_empty() {
             return bad("at least one entry in `datahosts` is needed".into());
