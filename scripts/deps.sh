@@ -14,6 +14,8 @@ command -v sysbench >/dev/null || pkgs+=(sysbench)
 command -v etcd >/dev/null || [ -x /usr/bin/etcd ] || pkgs+=(etcd-server)
 command -v etcdctl >/dev/null || pkgs+=(etcd-client)
 command -v protoc >/dev/null || pkgs+=(protobuf-compiler)
+# openssl: the TLS tests make their own CA and certificates.
+command -v openssl >/dev/null || pkgs+=(openssl)
 if [ "${WITH_HAPROXY:-0}" = 1 ] && ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/haproxy ]; then
   pkgs+=(haproxy)
 fi

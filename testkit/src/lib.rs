@@ -729,6 +729,7 @@ pub fn sysbench_count(report: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no `{name}` in sysbench output:\n{report}"))
 }
 
+pub mod certs;
 pub mod cluster;
 pub mod etcd;
 pub mod relay;

@@ -138,6 +138,8 @@ pub struct ProxyConfig {
     pub buffer: BufferConfig,
     /// `limits`: timeouts and bounds on each client.
     pub limits: LimitsConfig,
+    /// `tls`: TLS to clients (certificate, key, whether it is required).
+    pub tls: crate::tls::TlsConfig,
     /// The seed's policy keys, flat at the top level.
     #[serde(flatten)]
     pub policy: Policy,
@@ -246,13 +248,14 @@ impl Default for ProxyConfig {
             embedded_keeper: EmbeddedKeeperConfig::default(),
             buffer: BufferConfig::default(),
             limits: LimitsConfig::default(),
+            tls: Default::default(),
             policy: Policy::default(),
         }
     }
 }
 
 /// The top-level keys of a proxy config (besides the policy keys).
-pub const PROXY_KEYS: [&str; 20] = [
+pub const PROXY_KEYS: [&str; 21] = [
     "name",
     "listen",
     "admin",
@@ -273,6 +276,7 @@ pub const PROXY_KEYS: [&str; 20] = [
     "embedded_keeper",
     "buffer",
     "limits",
+    "tls",
 ];
 
 impl ProxyConfig {
@@ -361,6 +365,9 @@ impl ProxyConfig {
         if let Some(p) = self.limits.problem() {
             return bad(p);
         }
+        self.tls
+            .server_config()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if let Some(f) = &self.admin_token_file {
             zerodb_core::tokens::read_token_file(f)
                 .map_err(|e| ConfigError::Invalid(format!("admin_token_file: {e}")))?;

@@ -1,9 +1,17 @@
 //! A TCP connection speaking MySQL frames, with buffers that an idle
-//! connection gives back.
+//! connection gives back, in clear or over TLS.
+//!
+//! Over TLS, rustls holds the session and this drives it by hand: bytes
+//! read from the socket go in through `read_tls`, and what they decrypt to
+//! is drained into `rbuf`; bytes written go in through its `writer` and
+//! out through `write_tls`. Reads and writes keep the shape they have in
+//! clear (try now, wait only when the socket says so), so the relay does
+//! not change with TLS.
 
 use crate::protocol::frame::{assemble, put_packet, Assembled};
 use bytes::{Buf, BytesMut};
 use std::io;
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -36,6 +44,48 @@ pub struct Conn {
     /// Longest a write may wait for the peer to take any byte (`None`:
     /// no limit); past it the write fails with `TimedOut`.
     pub write_timeout: Option<std::time::Duration>,
+    /// The TLS session, once one was started on the socket.
+    tls: Option<Box<rustls::Connection>>,
+}
+
+/// Writes to a socket without waiting (`WouldBlock` when it is full): what
+/// rustls's `write_tls` writes through.
+struct SocketNow<'a>(&'a TcpStream);
+
+impl io::Write for SocketNow<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.try_write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A rustls error as an I/O error (a TLS alert or a protocol violation).
+fn tls_error(e: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+/// Moves the plaintext rustls has decrypted into `rbuf`: how many bytes;
+/// `Closed` when the peer ended the session (close_notify) and nothing
+/// came before it.
+fn drain_plaintext(tls: &mut rustls::Connection, rbuf: &mut BytesMut) -> Result<usize, ReadError> {
+    use std::io::Read;
+    let mut total = 0;
+    loop {
+        let len = rbuf.len();
+        rbuf.resize(len + READ_CHUNK, 0);
+        let r = tls.reader().read(&mut rbuf[len..]);
+        rbuf.truncate(len + *r.as_ref().unwrap_or(&0));
+        match r {
+            Ok(0) if total == 0 => return Err(ReadError::Closed),
+            Ok(0) => return Ok(total),
+            Ok(n) => total += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(total),
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 fn current_runtime() -> Option<tokio::runtime::Id> {
@@ -91,6 +141,7 @@ impl Conn {
             wbuf: BytesMut::new(),
             runtime: current_runtime(),
             write_timeout: None,
+            tls: None,
         }
     }
 
@@ -114,6 +165,9 @@ impl Conn {
     /// many arrived; `Closed` at end of stream. A connection holding no
     /// buffer waits for bytes before it takes one.
     pub async fn fill(&mut self, want: usize) -> Result<usize, ReadError> {
+        if self.tls.is_some() {
+            return self.fill_tls().await;
+        }
         if self.rbuf.capacity() == 0 {
             self.read_ready().await?;
         }
@@ -136,6 +190,9 @@ impl Conn {
     /// stream, `Ok(0)` when nothing is there. Reserves room only if there
     /// is something to read.
     pub fn try_fill(&mut self) -> Result<usize, ReadError> {
+        if self.tls.is_some() {
+            return self.try_fill_tls();
+        }
         if self.rbuf.capacity() - self.rbuf.len() >= PROBE {
             // Room already there (a busy connection keeps its buffer): read
             // into it, as much as fits.
@@ -208,6 +265,12 @@ impl Conn {
 
     /// Writes everything queued.
     pub async fn flush(&mut self) -> io::Result<()> {
+        if self.tls.is_some() {
+            if !self.try_flush()? {
+                self.write_rest(&[]).await?;
+            }
+            return Ok(());
+        }
         if !self.try_flush()? {
             let queued = std::mem::take(&mut self.wbuf);
             let r = self.write_rest(&queued).await;
@@ -222,6 +285,9 @@ impl Conn {
     /// `write_timeout` for the peer to take some (a client that stops
     /// reading is given up on; one that reads slowly is not).
     pub async fn write_rest(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        if self.tls.is_some() {
+            return self.write_rest_tls(bytes).await;
+        }
         let Some(limit) = self.write_timeout else {
             return self.stream.write_all(bytes).await;
         };
@@ -246,6 +312,15 @@ impl Conn {
     /// whether that was all of it (then [`Self::flush`] has nothing to
     /// wait for).
     pub fn try_flush(&mut self) -> io::Result<bool> {
+        if self.tls.is_some() {
+            let queued = std::mem::take(&mut self.wbuf);
+            let r = self.write_now(&queued);
+            let taken = *r.as_ref().unwrap_or(&0);
+            self.wbuf = queued;
+            self.wbuf.advance(taken);
+            r?;
+            return Ok(self.wbuf.is_empty() && !self.output_pending());
+        }
         if self.wbuf.is_empty() {
             return Ok(true);
         }
@@ -276,6 +351,172 @@ impl Conn {
     /// count again at the next call, so asking twice gives one answer.
     pub fn peer_gone(&mut self) -> bool {
         !self.rbuf.is_empty() || !matches!(self.try_fill(), Ok(0))
+    }
+
+    /// Writes what the peer takes of `buf` now, without waiting: how many
+    /// bytes were taken (in clear, by the socket; over TLS, by the
+    /// session, which may still hold some of them encrypted: see
+    /// [`Self::output_pending`]). The rest goes with [`Self::write_rest`].
+    #[inline]
+    pub fn write_now(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let Some(tls) = self.tls.as_deref_mut() else {
+            return write_now(&self.stream, buf);
+        };
+        let taken = io::Write::write(&mut tls.writer(), buf)?;
+        self.send_tls_now()?;
+        Ok(taken)
+    }
+
+    /// Whether bytes written wait, encrypted, for the socket to take them
+    /// (never in clear: the socket holds what it took).
+    #[inline]
+    pub fn output_pending(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.wants_write())
+    }
+
+    /// Whether the connection runs over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Sends the ciphertext the socket takes now: whether that was all.
+    fn send_tls_now(&mut self) -> io::Result<bool> {
+        let Some(tls) = self.tls.as_deref_mut() else {
+            return Ok(true);
+        };
+        while tls.wants_write() {
+            match tls.write_tls(&mut SocketNow(&self.stream)) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Waits until the socket takes more, within `write_timeout`.
+    async fn writable(&self) -> io::Result<()> {
+        match self.write_timeout {
+            None => self.stream.writable().await,
+            Some(limit) => tokio::time::timeout(limit, self.stream.writable())
+                .await
+                .map_err(|_| {
+                    io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("the peer took no bytes for {limit:?}"),
+                    )
+                })?,
+        }
+    }
+
+    /// [`Self::write_rest`] over TLS: `bytes` into the session as it takes
+    /// them, and every encrypted byte out.
+    async fn write_rest_tls(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        loop {
+            if !bytes.is_empty() {
+                let n = self.write_now(bytes)?;
+                bytes = &bytes[n..];
+            }
+            if self.send_tls_now()? && bytes.is_empty() {
+                return Ok(());
+            }
+            if self.output_pending() {
+                self.writable().await?;
+            }
+        }
+    }
+
+    /// Reads the ciphertext the socket holds now into the session and
+    /// decrypts it into `rbuf`: how many plaintext bytes.
+    fn try_fill_tls(&mut self) -> Result<usize, ReadError> {
+        let Some(tls) = self.tls.as_deref_mut() else {
+            return Ok(0);
+        };
+        let mut total = drain_plaintext(tls, &mut self.rbuf)?;
+        let mut buf = [0u8; READ_CHUNK];
+        loop {
+            let n = match self.stream.try_read(&mut buf) {
+                Ok(0) => {
+                    return if total > 0 {
+                        Ok(total)
+                    } else {
+                        Err(ReadError::Closed)
+                    }
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(total),
+                Err(e) => return Err(e.into()),
+            };
+            let mut cipher = &buf[..n];
+            while !cipher.is_empty() {
+                tls.read_tls(&mut cipher)?;
+                let state = tls.process_new_packets().map_err(tls_error);
+                // An alert rustls queued for the peer goes out even when
+                // the session failed.
+                while tls.wants_write() {
+                    if tls.write_tls(&mut SocketNow(&self.stream)).is_err() {
+                        break;
+                    }
+                }
+                state?;
+                total += drain_plaintext(tls, &mut self.rbuf)?;
+            }
+        }
+    }
+
+    /// [`Self::fill`] over TLS: waits until some plaintext came.
+    async fn fill_tls(&mut self) -> Result<usize, ReadError> {
+        loop {
+            let n = self.try_fill_tls()?;
+            if n > 0 {
+                return Ok(n);
+            }
+            self.read_ready().await?;
+        }
+    }
+
+    /// Starts TLS as the server on this connection and runs the handshake.
+    /// Bytes already read (a client's ClientHello may have come with its
+    /// SSL request) go into the session first.
+    pub async fn accept_tls(&mut self, config: Arc<rustls::ServerConfig>) -> io::Result<()> {
+        let mut tls = rustls::ServerConnection::new(config).map_err(tls_error)?;
+        let mut early = &self.rbuf[..];
+        while !early.is_empty() {
+            tls.read_tls(&mut early)?;
+            tls.process_new_packets().map_err(tls_error)?;
+        }
+        self.rbuf.clear();
+        self.tls = Some(Box::new(tls.into()));
+        loop {
+            let Some(tls) = self.tls.as_deref() else {
+                return Ok(());
+            };
+            if tls.wants_write() {
+                if !self.send_tls_now()? {
+                    self.writable().await?;
+                }
+                continue;
+            }
+            if !tls.is_handshaking() {
+                return Ok(());
+            }
+            self.read_ready().await?;
+            match self.try_fill_tls() {
+                Ok(_) => {}
+                Err(ReadError::Io(e)) => return Err(e),
+                Err(e) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, e.to_string())),
+            }
+        }
+    }
+
+    /// Ends the connection: over TLS with close_notify first (within
+    /// `write_timeout`), then the socket's write side.
+    pub async fn shutdown(&mut self) {
+        if let Some(tls) = self.tls.as_deref_mut() {
+            tls.send_close_notify();
+            let _ = self.write_rest_tls(&[]).await;
+        }
+        let _ = self.stream.shutdown().await;
     }
 
     /// Drops both buffers entirely if empty (for connections that wait long).

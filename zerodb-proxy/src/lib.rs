@@ -7,7 +7,8 @@
 //!
 //! * [`protocol`] — framing, the packets the proxy writes, and the
 //!   response parser that lets rows pass as raw bytes (no I/O);
-//! * [`conn`] — a framed connection over a socket;
+//! * [`conn`], [`tls`] — a framed connection over a socket, in clear or
+//!   over TLS;
 //! * [`auth`], [`users`] — the proxy's user list and checking clients
 //!   against it;
 //! * [`backend`], [`pool`] — connections to datasources;
@@ -105,6 +106,7 @@ pub mod server;
 pub mod session;
 pub mod shared;
 pub mod sql;
+pub mod tls;
 pub mod topology;
 pub mod users;
 pub mod workers;

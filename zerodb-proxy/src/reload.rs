@@ -2,7 +2,8 @@
 //! call `POST /config/reload`).
 //!
 //! What a reload changes: `users` (and the files and variables their
-//! secrets come from), `limits`, `pool`, `admin_token_file`, and schema
+//! secrets come from), `limits`, `pool`, `admin_token_file`, `tls` (the
+//! certificate and key are read again: new sessions get them), and schema
 //! routing (`datahosts[].schemas`, `datahosts[].default`). Sessions keep
 //! running: a session already logged in stays so, a session routes by the
 //! new schemas from its next `USE` or login, and `limits.net_write_timeout`
@@ -20,7 +21,7 @@ use std::sync::Arc;
 use zerodb_core::config::ConfigError;
 
 /// The top-level keys a reload applies (besides schema routing).
-pub const RELOADABLE: [&str; 4] = ["users", "limits", "pool", "admin_token_file"];
+pub const RELOADABLE: [&str; 5] = ["users", "limits", "pool", "admin_token_file", "tls"];
 /// The keys of a dataHost a reload applies.
 pub const RELOADABLE_IN_DATAHOST: [&str; 2] = ["schemas", "default"];
 
@@ -90,6 +91,10 @@ pub fn apply(shared: &Shared, new: &ProxyConfig) -> Result<Reloaded, ReloadError
         ),
         None => None,
     };
+    let tls = new
+        .tls
+        .server_config()
+        .map_err(|e| ConfigError::Invalid(e.to_string()))?;
     let schemas: Vec<Vec<String>> = new.datahosts.iter().map(|d| d.schemas.clone()).collect();
     let default = new.datahosts.iter().position(|d| d.default).unwrap_or(0);
     let changed = changed_keys(&now, new);
@@ -100,6 +105,7 @@ pub fn apply(shared: &Shared, new: &ProxyConfig) -> Result<Reloaded, ReloadError
         .map_err(|e| ConfigError::Invalid(e.to_string()))?;
     shared.users.store(Arc::new(users));
     shared.limits.store(Arc::new(new.limits.clone()));
+    shared.tls.store(tls);
     if let Some(t) = operators {
         shared.operators.replace(t);
     }

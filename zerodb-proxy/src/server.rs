@@ -87,6 +87,12 @@ impl Proxy {
             .clone()
             .unwrap_or_else(|| "5.5.5-10.11.0-MariaDB-zeroDB".to_string());
         let limits = config.limits.clone();
+        // `ProxyConfig::validate` read them already; files gone since
+        // leave TLS off (and `tls.require` refusing every client).
+        let tls = config.tls.server_config().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "TLS is not offered");
+            None
+        });
         let operators = match &config.admin_token_file {
             Some(f) => zerodb_core::tokens::read_token_file(f).unwrap_or_else(|e| {
                 tracing::error!(error = %e, "admin_token_file: no operator call will be accepted");
@@ -105,6 +111,7 @@ impl Proxy {
                 logins: Arc::default(),
                 limits: ArcSwap::from_pointee(limits),
                 host_blocks: Default::default(),
+                tls: arc_swap::ArcSwapOption::new(tls),
                 registry: Registry::default(),
                 hooks: Vec::new(),
                 server_version: ArcSwap::from_pointee(version),

@@ -64,6 +64,9 @@ pub struct Shared {
     pub limits: ArcSwap<LimitsConfig>,
     /// Client addresses refused after failed logins.
     pub host_blocks: HostBlocks,
+    /// TLS offered to clients (`tls`; none: not offered), swapped whole by
+    /// a reload.
+    pub tls: arc_swap::ArcSwapOption<rustls::ServerConfig>,
     /// Every live client session.
     pub registry: Registry,
     /// Hooks every statement text goes through, in order (see

@@ -20,8 +20,19 @@ const FAST_AUTH_SUCCESS: u8 = 0x03;
 const MAX_FAILED_CHANGE_USERS: u8 = 3;
 
 impl Session {
+    /// What the greeting offers: the backends' flags, and TLS when the
+    /// proxy has a certificate.
+    fn offered(&self) -> u32 {
+        let tls = if self.shared.tls.load().is_some() {
+            caps::SSL
+        } else {
+            0
+        };
+        self.shared.offered_caps() | tls
+    }
+
     fn greeting(&self) -> Vec<u8> {
-        let offered = self.shared.offered_caps();
+        let offered = self.offered();
         let method =
             Method::from_name(self.shared.config.auth_plugin.as_bytes()).unwrap_or(Method::Native);
         let version = self.shared.server_version.load();
@@ -124,6 +135,34 @@ impl Session {
         Ok(Some(account))
     }
 
+    /// Whether an authenticated `account` may have this session: over TLS
+    /// if it requires it, in a character set a client can speak, within
+    /// its `max_connections` (a session already counted in as `user`
+    /// keeps its slot: `Ok(None)`). Refusals are what MariaDB answers.
+    fn admit(
+        &self,
+        user: &str,
+        account: &User,
+        collation: Option<u8>,
+        with_password: bool,
+    ) -> Result<Option<Login>, ClientError> {
+        if account.require_tls && !self.client.is_tls() {
+            tracing::info!(session = self.id(), %user, peer = %self.peer, "login refused: the account requires TLS");
+            return Err(ClientError::access_denied(
+                user,
+                &self.client_host(),
+                with_password,
+            ));
+        }
+        if let Some(e) = collation.and_then(refused_client_charset) {
+            return Err(e);
+        }
+        if user == self.user && self.login.is_some() {
+            return Ok(None);
+        }
+        self.count_in(user, account).map(Some)
+    }
+
     /// Counts the session in as `user`, or the error when the account
     /// already holds its `max_connections` sessions (MariaDB's
     /// ER_USER_LIMIT_REACHED).
@@ -144,21 +183,47 @@ impl Session {
             })
     }
 
-    /// The client's handshake response, read and parsed; a bad one is
-    /// answered with 1043.
+    /// The client's handshake response, read and parsed (after TLS, when
+    /// it asks for it first); a bad one is answered with 1043.
     async fn read_login(&mut self) -> Result<Login41, ()> {
-        let pkt = self.client.read_packet(64 * 1024).await.map_err(drop)?;
+        let bad = |why: &str| ClientError::new(1043, "08S01", format!("Bad handshake{why}"));
+        let mut pkt = self.client.read_packet(64 * 1024).await.map_err(drop)?;
+        let mut client_caps = packets::u32_at(&pkt.payload, 0).unwrap_or(0);
+        if client_caps & caps::SSL != 0 {
+            // An SSL request: the flags, the packet size, the collation,
+            // 23 bytes of filler; TLS starts right after it.
+            let Some(config) = self.shared.tls.load_full() else {
+                return self.refuse(bad(": TLS was not offered")).await;
+            };
+            if pkt.payload.len() != 32 {
+                self.login_failed();
+                return self.refuse(bad(": not an SSL request")).await;
+            }
+            if let Err(e) = self.client.accept_tls(config).await {
+                metrics::counter!("zerodb_tls_handshake_failures_total").increment(1);
+                tracing::info!(session = self.id(), peer = %self.peer, error = %e, "TLS handshake failed");
+                self.login_failed();
+                return Err(());
+            }
+            pkt = self.client.read_packet(64 * 1024).await.map_err(drop)?;
+            client_caps = packets::u32_at(&pkt.payload, 0).unwrap_or(0);
+        }
         self.seq = pkt.last_seq.wrapping_add(1);
         let p = pkt.payload;
-        let client_caps = packets::u32_at(&p, 0).unwrap_or(0);
-        let bad = |why: &str| ClientError::new(1043, "08S01", format!("Bad handshake{why}"));
         if client_caps & caps::PROTOCOL_41 == 0 {
             return self
                 .refuse(bad(": zeroDB needs protocol 4.1 clients"))
                 .await;
         }
-        if client_caps & caps::SSL != 0 {
-            return self.refuse(bad(": TLS was not offered")).await;
+        if !self.client.is_tls() && self.shared.config_in_force().tls.require {
+            metrics::counter!("zerodb_limit_hits_total", "limit" => "tls_require").increment(1);
+            return self
+                .refuse(ClientError::new(
+                    3159,
+                    "HY000",
+                    "Connections using insecure transport are prohibited: this proxy requires TLS (tls.require)",
+                ))
+                .await;
         }
         let Ok(parsed) = ParseBuf(&p).parse::<HandshakeResponse<'_>>(()) else {
             self.login_failed();
@@ -202,12 +267,14 @@ impl Session {
                 .refuse(ClientError::access_denied(&user, &host, had_password))
                 .await;
         };
-        if let Some(e) = refused_client_charset(login.collation) {
-            return self.refuse(e).await;
-        }
-        match self.count_in(&user, &account) {
-            Ok(l) => self.login = Some(l),
-            Err(e) => return self.refuse(e).await,
+        match self.admit(&user, &account, Some(login.collation), had_password) {
+            Ok(l) => self.login = l,
+            Err(e) => {
+                if e.code == 1045 {
+                    self.login_failed();
+                }
+                return self.refuse(e).await;
+            }
         }
         self.client_caps = login.client_caps & self.shared.offered_caps();
         self.key = BackendKey::new(
@@ -258,26 +325,21 @@ impl Session {
             Ok(account) => account,
             Err(()) => return Flow::Close,
         };
-        let login = match &account {
-            Some(a) => match req.collation.and_then(refused_client_charset) {
-                Some(e) => Err(e),
-                // The same account keeps the slot it holds.
-                None if req.user == self.user && self.login.is_some() => Ok(None),
-                None => self.count_in(&req.user, a).map(Some),
+        let refused = match &account {
+            Some(a) => match self.admit(&req.user, a, req.collation, with_password) {
+                Ok(login) => {
+                    if login.is_some() {
+                        self.login = login;
+                    }
+                    None
+                }
+                Err(e) => Some(e),
             },
-            None => Err(ClientError::access_denied(
+            None => Some(ClientError::access_denied(
                 &req.user,
                 &self.client_host(),
                 with_password,
             )),
-        };
-        let refused = match login {
-            Ok(Some(login)) => {
-                self.login = Some(login);
-                None
-            }
-            Ok(None) => None,
-            Err(e) => Some(e),
         };
         if let Some(e) = refused {
             self.failed_change_users += 1;

@@ -89,7 +89,7 @@ pub async fn run(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         .await;
     }
     s.release_backend();
-    let _ = s.client.stream.shutdown().await;
+    s.client.shutdown().await;
     tracing::debug!(
         session = id,
         killed = s.handle.is_killed(),

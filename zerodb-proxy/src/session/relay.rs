@@ -7,7 +7,7 @@
 
 use crate::backend::{BackendConn, BackendError};
 use crate::conn::Conn;
-use crate::conn::{write_now, ReadError};
+use crate::conn::ReadError;
 use crate::health::Health;
 use crate::protocol::frame::{FrameHeader, HEADER_LEN};
 use crate::protocol::response::{ResponseError, ResponseParser};
@@ -127,8 +127,10 @@ pub(super) async fn relay(
             // At once when the socket takes it all (no future to set up),
             // else the rest as the client reads.
             let frames = &backend.conn.rbuf[..pos];
-            let sent = write_now(&client.stream, frames).map_err(|_| RelayError::Client)?;
-            if sent < pos && client.write_rest(&frames[sent..]).await.is_err() {
+            let sent = client.write_now(frames).map_err(|_| RelayError::Client)?;
+            if (sent < pos || client.output_pending())
+                && client.write_rest(&frames[sent..]).await.is_err()
+            {
                 return Err(RelayError::Client);
             }
             backend.conn.consume(pos);

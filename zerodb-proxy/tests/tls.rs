@@ -1,0 +1,220 @@
+//! TLS to clients: real clients (the mariadb CLI, PyMySQL, MySQL
+//! Connector/Python, sysbench) verify the proxy's certificate and run
+//! statements through it; accounts and the proxy can require TLS.
+
+mod common;
+
+use common::*;
+use std::process::{Command, Output};
+use zerodb_testkit::certs::{self, Certs};
+
+/// The mariadb CLI through the proxy with `tls` options, running `sql`.
+fn cli(port: u16, user: &str, password: &str, tls: &[&str], sql: &str) -> Output {
+    Command::new("mariadb")
+        .args(["--no-defaults", "-h127.0.0.1", "-N", "-B"])
+        .arg(format!("-P{port}"))
+        .arg(format!("-u{user}"))
+        .arg(format!("-p{password}"))
+        .args(tls)
+        .args(["app", "-e", sql])
+        .output()
+        .expect("run mariadb")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn err(out: &Output) -> String {
+    assert!(!out.status.success(), "should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn config(db: &MariaDb, c: &Certs, require: bool) -> String {
+    one_datahost_config(&[db]).replace(
+        "users:\n",
+        &format!(
+            "tls: {{cert: '{}', key: '{}', require: {require}}}\nusers:\n  - {{name: secure, password: s-pw, require_tls: true}}\n",
+            c.cert.display(),
+            c.key.display()
+        ),
+    )
+}
+
+#[test]
+fn clients_verify_the_proxy_and_run_over_tls() {
+    let db = MariaDb::start("m1", 1);
+    let c = certs::make("tls-certs");
+    let proxy = start_proxy(&config(&db, &c, false));
+    let ca = format!("--ssl-ca={}", c.ca.display());
+    let verified = ["--ssl", ca.as_str(), "--ssl-verify-server-cert"];
+
+    // The CLI verifies the certificate and says TLS is in use.
+    let status = ok(&cli(
+        proxy.port,
+        APP_USER,
+        APP_PASSWORD,
+        &verified,
+        "status",
+    ));
+    assert!(status.contains("Cipher in use is TLS"), "{status}");
+    // Results of any size pass whole, both ways.
+    let n = ok(&cli(
+        proxy.port,
+        APP_USER,
+        APP_PASSWORD,
+        &verified,
+        "SELECT LENGTH(REPEAT('x', 20000000)), LENGTH(CONCAT(REPEAT('y', 3000000), ''))",
+    ));
+    assert_eq!(n.trim(), "20000000\t3000000");
+    let big = ok(&cli(
+        proxy.port,
+        APP_USER,
+        APP_PASSWORD,
+        &verified,
+        "SELECT REPEAT('z', 5000000)",
+    ));
+    assert_eq!(big.trim().len(), 5_000_000);
+
+    // An account that requires TLS is refused in clear, let in over TLS.
+    let e = err(&cli(
+        proxy.port,
+        "secure",
+        "s-pw",
+        &["--skip-ssl"],
+        "SELECT 1",
+    ));
+    assert!(e.contains("1045"), "{e}");
+    assert_eq!(
+        ok(&cli(proxy.port, "secure", "s-pw", &verified, "SELECT 1")).trim(),
+        "1"
+    );
+    // In clear, other accounts still work.
+    assert_eq!(
+        ok(&cli(
+            proxy.port,
+            APP_USER,
+            APP_PASSWORD,
+            &["--skip-ssl"],
+            "SELECT 2"
+        ))
+        .trim(),
+        "2"
+    );
+
+    // Two Python drivers, verifying the certificate.
+    let script = format!(
+        r#"
+import pymysql, mysql.connector
+p = pymysql.connect(host="127.0.0.1", port={port}, user="secure", password="s-pw", database="app",
+                    ssl_ca="{ca}", ssl_verify_cert=True, ssl_verify_identity=True)
+cur = p.cursor(); cur.execute("SELECT 40 + 2"); print("pymysql", cur.fetchone()[0], p._sock.version())
+m = mysql.connector.connect(host="127.0.0.1", port={port}, user="secure", password="s-pw", database="app",
+                            ssl_ca="{ca}", ssl_verify_cert=True, ssl_verify_identity=True, use_pure=True)
+cur = m.cursor(prepared=True); cur.execute("SELECT ? + 1", (41,)); print("connector", cur.fetchone()[0])
+"#,
+        port = proxy.port,
+        ca = c.ca.display()
+    );
+    let py = ok(&Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3"));
+    assert!(py.contains("pymysql 42 TLSv1."), "{py}");
+    assert!(py.contains("connector 42"), "{py}");
+
+    // sysbench over TLS, with prepared statements. sysbench 1.0.20 reads
+    // cacert.pem, client-cert.pem and client-key.pem from where it runs
+    // (the proxy asks for no client certificate: any will do).
+    let dir = c.ca.parent().expect("certs dir");
+    for (from, to) in [
+        (&c.ca, "cacert.pem"),
+        (&c.cert, "client-cert.pem"),
+        (&c.key, "client-key.pem"),
+    ] {
+        std::fs::copy(from, dir.join(to)).expect("copy for sysbench");
+    }
+    let sysbench = |step: &str| {
+        Command::new("sysbench")
+            .current_dir(dir)
+            .args(["oltp_point_select", "--tables=1", "--table-size=100"])
+            .args([
+                "--db-driver=mysql",
+                "--mysql-host=127.0.0.1",
+                "--mysql-ssl=on",
+            ])
+            .arg(format!("--mysql-port={}", proxy.port))
+            .arg(format!("--mysql-user={APP_USER}"))
+            .arg(format!("--mysql-password={APP_PASSWORD}"))
+            .args(["--mysql-db=app", "--time=2", "--threads=2", step])
+            .output()
+            .expect("sysbench")
+    };
+    ok(&sysbench("prepare"));
+    let sb = sysbench("run");
+    let report = ok(&sb);
+    assert!(report.contains("queries:"), "{report}");
+    assert!(!report.contains("FATAL"), "{report}");
+}
+
+#[test]
+fn tls_can_be_required_and_certificates_reloaded() {
+    let db = MariaDb::start("m1", 1);
+    let first = certs::make("tls-first");
+    let proxy = start_proxy(&config(&db, &first, false));
+    let ca = |c: &Certs| format!("--ssl-ca={}", c.ca.display());
+    let second = certs::make("tls-second");
+
+    // New certificate and `require` by reload: new sessions are served
+    // with the new certificate, and clear ones refused with 3159.
+    let path = proxy.dir.join("config.yaml");
+    let text = std::fs::read_to_string(&path).expect("config");
+    let text = text
+        .replace(
+            &first.cert.display().to_string(),
+            &second.cert.display().to_string(),
+        )
+        .replace(
+            &first.key.display().to_string(),
+            &second.key.display().to_string(),
+        )
+        .replace("require: false", "require: true");
+    std::fs::write(&path, text).expect("config");
+    let (code, body) = proxy.http_post("/config/reload", "").expect("reload");
+    assert_eq!(code, 200, "{body}");
+    let e = err(&cli(
+        proxy.port,
+        APP_USER,
+        APP_PASSWORD,
+        &["--skip-ssl"],
+        "SELECT 1",
+    ));
+    assert!(e.contains("3159"), "{e}");
+    let old_ca = ca(&first);
+    let e = err(&cli(
+        proxy.port,
+        APP_USER,
+        APP_PASSWORD,
+        &["--ssl", &old_ca, "--ssl-verify-server-cert"],
+        "SELECT 1",
+    ));
+    assert!(
+        e.to_lowercase().contains("ssl") || e.contains("2026"),
+        "{e}"
+    );
+    let new_ca = ca(&second);
+    let out = cli(
+        proxy.port,
+        APP_USER,
+        APP_PASSWORD,
+        &["--ssl", &new_ca, "--ssl-verify-server-cert"],
+        "SELECT 3",
+    );
+    assert_eq!(ok(&out).trim(), "3");
+}
