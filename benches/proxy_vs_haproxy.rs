@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{env_or, median, quantile, release_binaries, workspace_root};
+use common::{env_or, median, quantile, release_binaries, rss_kib, workspace_root};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -165,18 +165,6 @@ fn run_sysbench(port: u16, pid: Option<u32>, workload: &str, threads: u32, secon
         p95_ms,
         cpu_us,
     }
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// Opens `n` client connections through the proxy, each running one
