@@ -182,6 +182,7 @@ fn idle_connections(proxy: &Proxy, n: usize) -> (u64, u64, usize) {
         user: APP_USER.into(),
         password: APP_PASSWORD.into(),
         connect_timeout: Duration::from_secs(10),
+        tls: None,
     };
     let conns = rt.block_on(async {
         let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(64));

@@ -48,6 +48,7 @@ fn unread(rt: &tokio::runtime::Runtime, port: u16, n: usize) -> Vec<BackendConn>
         user: APP_USER.into(),
         password: APP_PASSWORD.into(),
         connect_timeout: Duration::from_secs(10),
+        tls: None,
     };
     rt.block_on(async {
         let mut held = Vec::with_capacity(n);

@@ -10,6 +10,7 @@ use mysql_common::constants::{CapabilityFlags, MariadbCapabilities};
 use mysql_common::io::ParseBuf;
 use mysql_common::packets::{AuthPlugin, HandshakePacket, HandshakeResponse};
 use mysql_common::proto::MySerialize;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 use tokio::net::TcpStream;
@@ -71,6 +72,8 @@ pub struct ConnectParams {
     /// Limit on the TCP connect (`pool.connect_timeout`); the login gets
     /// twice this.
     pub connect_timeout: Duration,
+    /// TLS to the datasource (`datahosts[].tls`); `None`: in clear.
+    pub tls: Option<Arc<crate::tls::BackendTls>>,
 }
 
 /// A failure talking to a backend. `retryable` says whether the statement
@@ -140,6 +143,7 @@ impl BackendError {
 struct AuthCtx<'a> {
     pass: &'a [u8],
     scramble: &'a [u8],
+    tls: bool,
 }
 
 impl Context for AuthCtx<'_> {
@@ -150,7 +154,7 @@ impl Context for AuthCtx<'_> {
         false
     }
     fn is_tls_transport(&self) -> bool {
-        false
+        self.tls
     }
     fn scramble(&self) -> &[u8] {
         self.scramble
@@ -252,42 +256,45 @@ impl BackendConn {
             .parse::<HandshakePacket<'_>>(())
             .map_err(|e| protocol(&p.addr, format!("bad handshake: {e}")))?;
         let (server_caps, server_mariadb_caps) = server_capabilities(&hs, key, &p.addr)?;
+        let tls = tls_for(p, server_caps)?;
         let nonce = hs.nonce();
         let plugin = hs
             .auth_plugin()
             .map(|x| x.into_owned())
             .unwrap_or(AuthPlugin::MysqlNativePassword);
+        let mut negotiated =
+            (caps::REQUIRED | caps::PLUGIN_AUTH_LENENC_CLIENT_DATA | key.caps) & server_caps;
+        if tls.is_some() {
+            negotiated |= caps::SSL;
+        }
+        let mut seq = greeting.last_seq.wrapping_add(1);
+        if let Some(t) = &tls {
+            // The SSL request is the response's first 32 bytes: flags,
+            // packet size, collation, filler, MariaDB's flags.
+            let request = Self::response(&hs, p, key, &plugin, negotiated, Vec::new());
+            seq = start_tls(&mut conn, seq, &request[..32], t, &p.addr).await?;
+        }
+        refuse_in_clear(&plugin, conn.is_tls(), &p.addr)?;
         let mut proc = AuthProc::init(&plugin).map_err(|e| protocol(&p.addr, e.to_string()))?;
         let first = proc
             .run(
                 AuthCtx {
                     pass: p.password.as_bytes(),
                     scramble: &nonce,
+                    tls: conn.is_tls(),
                 },
                 &nonce,
             )
             .map_err(|e| protocol(&p.addr, format!("auth: {e}")))?;
-        let negotiated =
-            (caps::REQUIRED | caps::PLUGIN_AUTH_LENENC_CLIENT_DATA | key.caps) & server_caps;
-        let response = HandshakeResponse::new(
-            Some(first.data().unwrap_or_default().to_vec()),
-            hs.server_version_parsed().unwrap_or((5, 7, 0)),
-            Some(p.user.as_bytes()),
-            None::<&[u8]>,
-            Some(plugin.clone()),
-            CapabilityFlags::from_bits_retain(negotiated),
-            None,
-            16 << 20,
-        )
-        .with_mariadb_ext_capabilities(MariadbCapabilities::from_bits_truncate(key.mariadb_caps));
-        let mut buf = Vec::new();
-        response.serialize(&mut buf);
-        // HandshakeResponse always asks for utf8mb4: put the client's
-        // collation in its place (byte 8: after flags and max packet).
-        if let Some(b) = buf.get_mut(8) {
-            *b = key.collation;
-        }
-        conn.send(greeting.last_seq.wrapping_add(1), &buf)
+        let buf = Self::response(
+            &hs,
+            p,
+            key,
+            &plugin,
+            negotiated,
+            first.data().unwrap_or_default().to_vec(),
+        );
+        conn.send(seq, &buf)
             .await
             .map_err(|e| lost(&p.addr, e.to_string()))?;
         finish_auth(&mut conn, &p.addr, &p.password, proc, nonce.clone()).await?;
@@ -309,6 +316,38 @@ impl BackendConn {
         })
     }
 
+    /// The handshake response: `negotiated` flags, the proxy's login,
+    /// `auth` (the plugin's first answer), the session's collation and
+    /// MariaDB flags.
+    fn response(
+        hs: &HandshakePacket<'_>,
+        p: &ConnectParams,
+        key: BackendKey,
+        plugin: &AuthPlugin<'static>,
+        negotiated: u32,
+        auth: Vec<u8>,
+    ) -> Vec<u8> {
+        let response = HandshakeResponse::new(
+            Some(auth),
+            hs.server_version_parsed().unwrap_or((5, 7, 0)),
+            Some(p.user.as_bytes()),
+            None::<&[u8]>,
+            Some(plugin.clone()),
+            CapabilityFlags::from_bits_retain(negotiated),
+            None,
+            16 << 20,
+        )
+        .with_mariadb_ext_capabilities(MariadbCapabilities::from_bits_truncate(key.mariadb_caps));
+        let mut buf = Vec::new();
+        response.serialize(&mut buf);
+        // HandshakeResponse always asks for utf8mb4: put the client's
+        // collation in its place (byte 8: after flags and max packet).
+        if let Some(b) = buf.get_mut(8) {
+            *b = key.collation;
+        }
+        buf
+    }
+
     /// COM_CHANGE_USER as the same user: the server rolls back what is open,
     /// releases locks, drops temporary tables and prepared statements,
     /// clears the current database and sets every session variable to the
@@ -322,6 +361,7 @@ impl BackendConn {
                 AuthCtx {
                     pass: password.as_bytes(),
                     scramble: &self.nonce,
+                    tls: self.conn.is_tls(),
                 },
                 &self.nonce,
             )
@@ -581,17 +621,27 @@ async fn finish_auth(
                 let data = data.strip_suffix(&[0]).unwrap_or(data);
                 scramble = data.to_vec();
                 let plugin = AuthPlugin::from_bytes(name).into_owned();
+                refuse_in_clear(&plugin, conn.is_tls(), addr)?;
                 proc = AuthProc::init(&plugin).map_err(|e| protocol(addr, e.to_string()))?;
                 let ctx = AuthCtx {
                     pass: password.as_bytes(),
                     scramble: &scramble,
+                    tls: conn.is_tls(),
                 };
                 proc.run(ctx, &scramble)
             }
             Some(0x01) => {
+                if pkt.payload.get(1..) == Some(&[PERFORM_FULL_AUTHENTICATION][..]) && !conn.is_tls()
+                {
+                    return Err(in_clear(
+                        addr,
+                        "caching_sha2_password full authentication (its password would go under an RSA key fetched in clear)",
+                    ));
+                }
                 let ctx = AuthCtx {
                     pass: password.as_bytes(),
                     scramble: &scramble,
+                    tls: conn.is_tls(),
                 };
                 proc.run(ctx, &pkt.payload[1..])
             }
@@ -603,6 +653,68 @@ async fn finish_auth(
                 .await
                 .map_err(|e| lost(addr, e.to_string()))?;
         }
+    }
+}
+
+/// Whether to start TLS with a server offering `server_caps`: `None` for
+/// clear; an error when the dataHost's mode needs TLS and the server
+/// offers none.
+fn tls_for(
+    p: &ConnectParams,
+    server_caps: u32,
+) -> Result<Option<Arc<crate::tls::BackendTls>>, BackendError> {
+    match &p.tls {
+        Some(t) if server_caps & caps::SSL != 0 => Ok(Some(t.clone())),
+        Some(t) if t.mode != crate::tls::BackendTlsMode::Preferred => Err(protocol(
+            &p.addr,
+            format!(
+                "the server offers no TLS, and datahosts[].tls.mode is {:?}",
+                t.mode
+            ),
+        )),
+        _ => Ok(None),
+    }
+}
+
+/// Sends the SSL request (sequence id `seq`) and runs the TLS handshake;
+/// returns the next sequence id.
+async fn start_tls(
+    conn: &mut Conn,
+    seq: u8,
+    request: &[u8],
+    tls: &crate::tls::BackendTls,
+    addr: &str,
+) -> Result<u8, BackendError> {
+    let next = conn
+        .send(seq, request)
+        .await
+        .map_err(|e| lost(addr, e.to_string()))?;
+    let name = crate::tls::server_name(addr).map_err(|e| protocol(addr, e))?;
+    conn.connect_tls(tls.config.clone(), name)
+        .await
+        .map_err(|e| protocol(addr, format!("TLS: {e}")))?;
+    Ok(next)
+}
+
+/// caching_sha2_password's "no cached entry: send the password".
+const PERFORM_FULL_AUTHENTICATION: u8 = 0x04;
+
+/// The error for a login step that would expose the password on a
+/// connection in clear.
+fn in_clear(addr: &str, what: &str) -> BackendError {
+    protocol(
+        addr,
+        format!("refused {what} on a connection in clear: set datahosts[].tls"),
+    )
+}
+
+/// Refuses the methods that send the password itself (or under a key the
+/// server sends) when the connection is not encrypted.
+fn refuse_in_clear(plugin: &AuthPlugin<'_>, tls: bool, addr: &str) -> Result<(), BackendError> {
+    match plugin {
+        AuthPlugin::MysqlClearPassword if !tls => Err(in_clear(addr, "mysql_clear_password")),
+        AuthPlugin::Sha256Password if !tls => Err(in_clear(addr, "sha256_password")),
+        _ => Ok(()),
     }
 }
 
@@ -644,5 +756,72 @@ mod tests {
         assert_eq!(outcome(b"\x05ab").first_value(), None, "truncated");
         assert_eq!(outcome(b"").first_value(), None);
         assert_eq!(Outcome::default().first_value(), None);
+    }
+
+    /// A fake server (a real one would need a PAM or sha256 setup to ask
+    /// this): greets with native password, answers the login with
+    /// `then`, and returns every byte it got after the handshake response.
+    async fn fake_server(then: Vec<u8>) -> (String, tokio::task::JoinHandle<Vec<u8>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let task = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let caps = caps::REQUIRED | caps::CONNECT_WITH_DB;
+            let mut g = vec![10];
+            g.extend_from_slice(b"10.11.0-fake\0");
+            g.extend_from_slice(&7u32.to_le_bytes());
+            g.extend_from_slice(b"abcdefgh\0");
+            g.extend_from_slice(&(caps as u16).to_le_bytes());
+            g.push(45);
+            g.extend_from_slice(&2u16.to_le_bytes());
+            g.extend_from_slice(&((caps >> 16) as u16).to_le_bytes());
+            g.push(21);
+            g.extend_from_slice(&[0; 10]);
+            g.extend_from_slice(b"ijklmnopqrst\0mysql_native_password\0");
+            let mut out = bytes::BytesMut::new();
+            crate::protocol::frame::put_packet(&mut out, 0, &g);
+            s.write_all(&out).await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 4, "a handshake response");
+            let mut out = bytes::BytesMut::new();
+            crate::protocol::frame::put_packet(&mut out, 2, &then);
+            s.write_all(&out).await.unwrap();
+            let mut after = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut after)).await;
+            after
+        });
+        (addr, task)
+    }
+
+    fn params(addr: String) -> ConnectParams {
+        ConnectParams {
+            addr,
+            user: "u".into(),
+            password: "the-secret".into(),
+            connect_timeout: Duration::from_secs(2),
+            tls: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn no_password_goes_out_in_clear() {
+        // An auth switch to mysql_clear_password, and caching_sha2's
+        // "send the full password" (it would fetch an RSA key in clear).
+        let mut clear = vec![0xfe];
+        clear.extend_from_slice(b"mysql_clear_password\0\0");
+        for then in [clear, vec![0x01, PERFORM_FULL_AUTHENTICATION]] {
+            let (addr, server) = fake_server(then.clone()).await;
+            let e = BackendConn::connect(&params(addr), BackendKey::default())
+                .await
+                .expect_err("refused");
+            assert!(e.to_string().contains("in clear"), "{e}");
+            let after = server.await.unwrap();
+            assert!(
+                !after.windows(10).any(|w| w == b"the-secret"),
+                "{then:?}: the password went out: {after:?}"
+            );
+        }
     }
 }

@@ -68,6 +68,9 @@ pub struct DataHostConfig {
     /// `datahosts[].password`: the password of `user` (default: empty).
     #[serde(default)]
     pub password: String,
+    /// `datahosts[].tls`: TLS to its datasources (default: in clear).
+    #[serde(default)]
+    pub tls: crate::tls::BackendTlsConfig,
     /// `datahosts[].datasources`: its servers, each `{name, addr}` (and
     /// `agent` for an embedded keeper); at least one.
     pub datasources: Vec<DatasourceConfig>,
@@ -389,6 +392,9 @@ impl ProxyConfig {
             if dh.datasources.is_empty() {
                 return bad(format!("dataHost `{}` has no datasources", dh.name));
             }
+            dh.tls
+                .client()
+                .map_err(|e| ConfigError::Invalid(format!("dataHost `{}`: {e}", dh.name)))?;
             if let Some(a) = &dh.active {
                 if !dh.datasources.iter().any(|d| &d.name == a) {
                     return bad(format!(

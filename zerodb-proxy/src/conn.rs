@@ -487,6 +487,24 @@ impl Conn {
         }
         self.rbuf.clear();
         self.tls = Some(Box::new(tls.into()));
+        self.tls_handshake().await
+    }
+
+    /// Starts TLS as the client on this connection (to a server that
+    /// agreed to it) and runs the handshake, checking the server as
+    /// `config` says, against `name`.
+    pub async fn connect_tls(
+        &mut self,
+        config: Arc<rustls::ClientConfig>,
+        name: rustls::pki_types::ServerName<'static>,
+    ) -> io::Result<()> {
+        let tls = rustls::ClientConnection::new(config, name).map_err(tls_error)?;
+        self.tls = Some(Box::new(tls.into()));
+        self.tls_handshake().await
+    }
+
+    /// Runs the TLS handshake to its end.
+    async fn tls_handshake(&mut self) -> io::Result<()> {
         loop {
             let Some(tls) = self.tls.as_deref() else {
                 return Ok(());

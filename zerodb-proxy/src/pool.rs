@@ -421,6 +421,7 @@ mod tests {
             user: "u".into(),
             password: String::new(),
             connect_timeout: Duration::from_millis(10),
+            tls: None,
         };
         let cfg = PoolConfig {
             max_size,

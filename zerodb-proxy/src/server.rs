@@ -31,6 +31,48 @@ pub enum ServerError {
     },
 }
 
+/// The dataHosts of `config` and their datasources (each with its pool),
+/// the configured active ones active under epoch 0.
+fn topology_of(config: &ProxyConfig) -> Topology {
+    let mut datahosts = Vec::new();
+    let mut default = 0;
+    for (i, dh) in config.datahosts.iter().enumerate() {
+        if dh.default {
+            default = i;
+        }
+        let tls = dh.tls.client_or_refusing();
+        let sources: Vec<Arc<Datasource>> = dh
+            .datasources
+            .iter()
+            .map(|d| {
+                let params = ConnectParams {
+                    addr: d.addr.clone(),
+                    user: dh.user.clone(),
+                    password: dh.password.clone(),
+                    connect_timeout: config.pool.connect_timeout,
+                    tls: tls.clone(),
+                };
+                Arc::new(Datasource {
+                    name: d.name.clone(),
+                    addr: d.addr.clone(),
+                    pool: crate::pool::Pool::new(d.name.clone(), params, config.pool.clone()),
+                    health: Default::default(),
+                })
+            })
+            .collect();
+        let active = dh
+            .active
+            .as_ref()
+            .and_then(|a| dh.datasources.iter().position(|d| &d.name == a))
+            .unwrap_or(0);
+        // `validate` guarantees a non-empty list and a known `active`.
+        if let Some(h) = DataHost::new(dh.name.clone(), dh.schemas.clone(), sources, active, 0) {
+            datahosts.push(Arc::new(h));
+        }
+    }
+    Topology::new(datahosts, default, 0)
+}
+
 /// A configured proxy, not yet listening.
 pub struct Proxy {
     shared: Arc<Shared>,
@@ -40,42 +82,7 @@ impl Proxy {
     /// Builds the topology from config. The datasource that starts active is
     /// `active` (or the first), under epoch 0.
     pub fn new(config: ProxyConfig) -> Self {
-        let mut datahosts = Vec::new();
-        let mut default = 0;
-        for (i, dh) in config.datahosts.iter().enumerate() {
-            if dh.default {
-                default = i;
-            }
-            let sources: Vec<Arc<Datasource>> = dh
-                .datasources
-                .iter()
-                .map(|d| {
-                    let params = ConnectParams {
-                        addr: d.addr.clone(),
-                        user: dh.user.clone(),
-                        password: dh.password.clone(),
-                        connect_timeout: config.pool.connect_timeout,
-                    };
-                    Arc::new(Datasource {
-                        name: d.name.clone(),
-                        addr: d.addr.clone(),
-                        pool: crate::pool::Pool::new(d.name.clone(), params, config.pool.clone()),
-                        health: Default::default(),
-                    })
-                })
-                .collect();
-            let active = dh
-                .active
-                .as_ref()
-                .and_then(|a| dh.datasources.iter().position(|d| &d.name == a))
-                .unwrap_or(0);
-            // `validate` guarantees a non-empty list and a known `active`.
-            if let Some(h) = DataHost::new(dh.name.clone(), dh.schemas.clone(), sources, active, 0)
-            {
-                datahosts.push(Arc::new(h));
-            }
-        }
-        let topology = Arc::new(Topology::new(datahosts, default, 0));
+        let topology = Arc::new(topology_of(&config));
         // `ProxyConfig::validate` resolved them already; a file or
         // variable gone since leaves no account rather than a wrong one.
         let users = crate::users::Users::resolve(&config.users).unwrap_or_else(|e| {

@@ -410,6 +410,7 @@ mod tests {
             user: "u".into(),
             password: String::new(),
             connect_timeout: Duration::from_millis(10),
+            tls: None,
         };
         Arc::new(Datasource {
             name: name.into(),

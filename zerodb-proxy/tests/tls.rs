@@ -218,3 +218,59 @@ fn tls_can_be_required_and_certificates_reloaded() {
     );
     assert_eq!(ok(&out).trim(), "3");
 }
+
+#[test]
+fn the_proxy_reaches_its_datasources_over_tls_as_the_mode_says() {
+    let c = certs::make("tls-backend");
+    let opts = [
+        format!("--ssl-cert={}", c.cert.display()),
+        format!("--ssl-key={}", c.key.display()),
+        format!("--ssl-ca={}", c.ca.display()),
+    ];
+    let opts: Vec<&str> = opts.iter().map(String::as_str).collect();
+    let db = MariaDb::start_with("m1", 1, &opts);
+    // The server refuses the proxy's login in clear from now on.
+    db.sql(&format!("ALTER USER '{BACKEND_USER}'@'%' REQUIRE SSL"));
+    let other = certs::make("tls-other-ca");
+    let with_mode = |tls: &str| {
+        one_datahost_config(&[&db]).replace(
+            "    datasources:",
+            &format!("    tls: {tls}\n    datasources:"),
+        )
+    };
+
+    // verify_identity: the certificate is for 127.0.0.1, signed by `ca`;
+    // the server reports the proxy's session as encrypted.
+    let proxy = start_proxy(&with_mode(&format!(
+        "{{mode: verify_identity, ca: '{}'}}",
+        c.ca.display()
+    )));
+    let cipher = proxy.sql("SELECT VARIABLE_VALUE FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME = 'SSL_CIPHER'");
+    assert!(
+        cipher.starts_with("TLS_") || cipher.contains("AES"),
+        "{cipher}"
+    );
+    assert_eq!(proxy.sql("SELECT LENGTH(REPEAT('x', 3000000))"), "3000000");
+    drop(proxy);
+
+    // required: encrypted without verification; in clear the server
+    // refuses the login, so a statement fails.
+    let proxy = start_proxy(&with_mode("{mode: required}"));
+    assert_eq!(proxy.sql("SELECT 1"), "1");
+    drop(proxy);
+    let proxy = start_proxy(&one_datahost_config(&[&db]));
+    let out = proxy.cli(APP_USER, APP_PASSWORD, "app", "SELECT 1");
+    assert!(
+        !out.status.success(),
+        "the server requires TLS of the proxy's login"
+    );
+
+    // A CA that did not sign the server's certificate: refused.
+    let proxy = start_proxy(&with_mode(&format!(
+        "{{mode: verify_ca, ca: '{}'}}",
+        other.ca.display()
+    )));
+    let out = proxy.cli(APP_USER, APP_PASSWORD, "app", "SELECT 1");
+    assert!(!out.status.success(), "an unknown CA is refused");
+    assert!(proxy.log().contains("TLS"), "{}", proxy.log());
+}

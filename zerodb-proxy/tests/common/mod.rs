@@ -157,6 +157,7 @@ pub fn params(port: u16) -> ConnectParams {
         user: APP_USER.into(),
         password: APP_PASSWORD.into(),
         connect_timeout: Duration::from_secs(5),
+        tls: None,
     }
 }
 
