@@ -63,22 +63,41 @@ impl CallError {
 pub struct Client {
     http: reqwest::Client,
     token: String,
+    /// `http` or `https`.
+    scheme: &'static str,
 }
 
 impl Client {
     /// A client that sends `token` as a bearer token on every request.
     pub fn new(token: &str) -> Self {
+        Self::with_tls(token, None)
+    }
+
+    /// Like [`Client::new`], calling peers over HTTPS with `tls` when
+    /// given (`control_tls`: the peers' CA, and this process's
+    /// certificate for mutual TLS).
+    pub fn with_tls(token: &str, tls: Option<std::sync::Arc<rustls::ClientConfig>>) -> Self {
+        let builder = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .pool_idle_timeout(std::time::Duration::from_secs(30));
+        let (builder, scheme) = match tls {
+            Some(cfg) => (builder.use_preconfigured_tls((*cfg).clone()), "https"),
+            None => (builder, "http"),
+        };
         Self {
-            http: reqwest::Client::builder()
-                .tcp_nodelay(true)
-                .pool_idle_timeout(std::time::Duration::from_secs(30))
-                .build()
-                .unwrap_or_default(),
+            http: builder.build().unwrap_or_else(|e| {
+                // Only a TLS config reqwest cannot take gets here: calls
+                // in clear would be worse than calls that fail.
+                tracing::error!(error = %e, "control-plane client: every call will fail");
+                reqwest::Client::default()
+            }),
             token: token.to_string(),
+            scheme,
         }
     }
 
-    /// POSTs `body` as JSON to `http://{addr}{path}` and decodes the answer.
+    /// POSTs `body` as JSON to `http(s)://{addr}{path}` and decodes the
+    /// answer.
     pub async fn post<B: Serialize, R: serde::de::DeserializeOwned>(
         &self,
         addr: &str,
@@ -86,7 +105,7 @@ impl Client {
         body: &B,
         timeout: std::time::Duration,
     ) -> Result<R, CallError> {
-        let url = format!("http://{addr}{path}");
+        let url = format!("{}://{addr}{path}", self.scheme);
         let req = self
             .http
             .post(&url)
@@ -95,14 +114,14 @@ impl Client {
         self.send(url, req, timeout).await
     }
 
-    /// GETs `http://{addr}{path}` and decodes the JSON answer.
+    /// GETs `http(s)://{addr}{path}` and decodes the JSON answer.
     pub async fn get<R: serde::de::DeserializeOwned>(
         &self,
         addr: &str,
         path: &str,
         timeout: std::time::Duration,
     ) -> Result<R, CallError> {
-        let url = format!("http://{addr}{path}");
+        let url = format!("{}://{addr}{path}", self.scheme);
         let req = self
             .http
             .get(&url)

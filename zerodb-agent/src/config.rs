@@ -57,6 +57,9 @@ pub struct AgentConfig {
     pub load_measure: LoadMeasure,
     /// Where the agent keeps the newest epoch and topology it has seen.
     pub state_dir: PathBuf,
+    /// `control_tls`: TLS on its control listener and its calls to the
+    /// keepers.
+    pub control_tls: zerodb_core::config::ControlTlsConfig,
 }
 
 impl Default for AgentConfig {
@@ -72,12 +75,14 @@ impl Default for AgentConfig {
             promote_timeout: Duration::from_secs(10),
             load_measure: Default::default(),
             state_dir: PathBuf::from("zerodb-agent-state"),
+            control_tls: Default::default(),
         }
     }
 }
 
-const AGENT_KEYS: [&str; 10] = [
+const AGENT_KEYS: [&str; 11] = [
     "state_dir",
+    "control_tls",
     "listen",
     "admin",
     "token",
@@ -108,6 +113,9 @@ impl AgentConfig {
             return Err(ConfigError::Invalid(
                 "`token` is needed: peers without it are refused".into(),
             ));
+        }
+        if let Some(p) = cfg.control_tls.problem() {
+            return Err(ConfigError::Invalid(p.into()));
         }
         if cfg.keeper.is_embedded() {
             return Err(ConfigError::Invalid(

@@ -12,7 +12,7 @@ use zerodb_agent::client::Client;
 use zerodb_agent::config::AgentConfig;
 use zerodb_agent::ops::MysqlOps;
 use zerodb_agent::{http, AgentCore};
-use zerodb_core::admin_http::{install_metrics, serve_http};
+use zerodb_core::admin_http::{install_metrics, serve_http, serve_https};
 use zerodb_core::process;
 
 /// zeroDB's agent for one datasource.
@@ -66,11 +66,14 @@ async fn run(config: AgentConfig) -> anyhow::Result<()> {
     process::on_sighup(|| {
         tracing::info!("SIGHUP: zerodb-agent reads nothing again; restart it to change its config");
     });
-    let control = serve_http(
+    let server_tls = zerodb_core::control_tls::server_config(&config.control_tls)?;
+    let client_tls = zerodb_core::control_tls::client_config(&config.control_tls)?;
+    let control = serve_https(
         "control plane",
         &config.listen,
         http::control_router(core.clone(), &config.token),
         stop_rx.clone(),
+        server_tls,
     )
     .await
     .with_context(|| format!("control listener on {}", config.listen))?;
@@ -84,7 +87,7 @@ async fn run(config: AgentConfig) -> anyhow::Result<()> {
     .with_context(|| format!("admin listener on {}", config.admin))?;
     let heartbeat = tokio::spawn(http::heartbeat_loop(
         core,
-        Client::new(&config.token),
+        Client::with_tls(&config.token, client_tls),
         config.keeper.to_vec(),
         config.listen.clone(),
         config.heartbeat_interval,

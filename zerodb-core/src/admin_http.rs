@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 pub use metrics_exporter_prometheus::PrometheusHandle;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Latency buckets (seconds) for every `*_seconds` histogram.
@@ -55,13 +56,39 @@ pub async fn serve_http(
     what: &str,
     addr: &str,
     router: Router,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    serve_https(what, addr, router, stop, None).await
+}
+
+/// Like [`serve_http`], over TLS with `tls` when given (HTTPS, WSS).
+pub async fn serve_https(
+    what: &str,
+    addr: &str,
+    router: Router,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) -> std::io::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(listen = %listener.local_addr()?, "{what} listening");
-    Ok(tokio::spawn(serve_router(listener, router, async move {
+    let stopped = async move {
         let _ = stop.changed().await;
-    })))
+    };
+    let local = listener.local_addr()?;
+    Ok(match tls {
+        None => {
+            tracing::info!(listen = %local, "{what} listening");
+            tokio::spawn(serve_router(listener, router, stopped))
+        }
+        Some(config) => {
+            tracing::info!(listen = %local, "{what} listening (TLS)");
+            let listener = crate::control_tls::TlsListener::new(listener, config)?;
+            tokio::spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(stopped)
+                    .await
+            })
+        }
+    })
 }
 
 /// `/metrics` in Prometheus text format.

@@ -23,6 +23,8 @@
 pub mod admin_http;
 pub mod config;
 pub mod control;
+#[cfg(feature = "tls")]
+pub mod control_tls;
 pub mod decision;
 pub mod durable;
 pub mod governance;

@@ -45,7 +45,14 @@ impl AgentSet {
         }
         Self {
             handles,
-            client: Client::new(&cfg.token),
+            client: Client::with_tls(
+                &cfg.token,
+                // The binary read these files before it started.
+                zerodb_core::control_tls::client_config(&cfg.control_tls).unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "control_tls: calls to agents go in clear");
+                    None
+                }),
+            ),
         }
     }
 

@@ -115,6 +115,9 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(config: KeeperConfig) -> anyhow::Result<()> {
+    // Read before anything uses them: a file that does not load stops the
+    // keeper here rather than leaving its calls in clear.
+    zerodb_core::control_tls::client_config(&config.control_tls)?;
     let metrics = install_metrics()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (keeper, election) = zerodb_keeper::start(config.clone(), stop_rx.clone())
@@ -132,11 +135,12 @@ async fn run(config: KeeperConfig) -> anyhow::Result<()> {
             .with_context(|| format!("KEEPER_FAULT_PAUSE_AFTER={phase}: not a phase"))?;
         keeper.pause_after(phase);
     }
-    let control = serve_http(
+    let control = zerodb_core::admin_http::serve_https(
         "control plane",
         &config.listen,
         http::control_router(keeper.clone()),
         stop_rx.clone(),
+        zerodb_core::control_tls::server_config(&config.control_tls)?,
     )
     .await
     .with_context(|| format!("control listener on {}", config.listen))?;

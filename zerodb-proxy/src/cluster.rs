@@ -353,14 +353,19 @@ impl Cluster {
     /// applies the keeper's.
     async fn register(&self, keeper: &str) -> Result<Ws, SessionError> {
         let t = self.cfg.request_timeout;
-        let mut req = format!("ws://{keeper}/v1/proxy")
+        let tls = zerodb_core::control_tls::client_config(&self.shared.config.control_tls)
+            .map_err(|e| e.to_string())?;
+        let scheme = if tls.is_some() { "wss" } else { "ws" };
+        let mut req = format!("{scheme}://{keeper}/v1/proxy")
             .into_client_request()
             .map_err(|e| e.to_string())?;
         let auth = bearer(&self.token)
             .parse()
             .map_err(|_| "the token is not a valid header value".to_string())?;
         req.headers_mut().insert("authorization", auth);
-        let (mut ws, _) = tokio::time::timeout(t, tokio_tungstenite::connect_async(req))
+        let connector = tls.map(tokio_tungstenite::Connector::Rustls);
+        let dial = tokio_tungstenite::connect_async_tls_with_config(req, None, true, connector);
+        let (mut ws, _) = tokio::time::timeout(t, dial)
             .await
             .map_err(|_| "connect timed out".to_string())?
             .map_err(|e| e.to_string())?;

@@ -129,6 +129,9 @@ pub struct ProxyConfig {
     pub keeper: Option<KeeperAddrs>,
     /// The cluster token every control-plane peer presents.
     pub token: Option<String>,
+    /// `control_tls`: TLS to the keepers (and, with `keeper: embedded`,
+    /// on the embedded keeper's listener).
+    pub control_tls: zerodb_core::config::ControlTlsConfig,
     /// `admin_token_file`: the operators' token (a second line while it
     /// is rotated), needed by the admin calls that act. Absent: those
     /// calls are served only on a loopback admin listener.
@@ -247,6 +250,7 @@ impl Default for ProxyConfig {
             keeper: None,
             token: None,
             admin_token_file: None,
+            control_tls: Default::default(),
             cluster: ClusterConfig::default(),
             embedded_keeper: EmbeddedKeeperConfig::default(),
             buffer: BufferConfig::default(),
@@ -258,7 +262,7 @@ impl Default for ProxyConfig {
 }
 
 /// The top-level keys of a proxy config (besides the policy keys).
-pub const PROXY_KEYS: [&str; 21] = [
+pub const PROXY_KEYS: [&str; 22] = [
     "name",
     "listen",
     "admin",
@@ -275,6 +279,7 @@ pub const PROXY_KEYS: [&str; 21] = [
     "keeper",
     "token",
     "admin_token_file",
+    "control_tls",
     "cluster",
     "embedded_keeper",
     "buffer",
@@ -330,6 +335,7 @@ impl ProxyConfig {
             admin: None,
             token: self.token.clone().unwrap_or_default(),
             admin_token_file: self.admin_token_file.clone(),
+            control_tls: self.control_tls.clone(),
             state_dir: self.embedded_keeper.state_dir.clone(),
             datahosts: self
                 .datahosts
@@ -371,6 +377,8 @@ impl ProxyConfig {
         self.tls
             .server_config()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        zerodb_core::control_tls::server_config(&self.control_tls)?;
+        zerodb_core::control_tls::client_config(&self.control_tls)?;
         if let Some(f) = &self.admin_token_file {
             zerodb_core::tokens::read_token_file(f)
                 .map_err(|e| ConfigError::Invalid(format!("admin_token_file: {e}")))?;

@@ -69,13 +69,34 @@ pub async fn join(
             .to_string();
         tracing::info!(listen = %addr, "embedded keeper listening");
         let mut until = stop.clone();
-        tokio::spawn(zerodb_core::admin_http::serve_router(
-            listener,
-            zerodb_keeper::http::control_router(keeper.clone()),
-            async move {
-                let _ = until.changed().await;
-            },
-        ));
+        let router = zerodb_keeper::http::control_router(keeper.clone());
+        let stopped = async move {
+            let _ = until.changed().await;
+        };
+        // `ProxyConfig::validate` read the files already.
+        match zerodb_core::control_tls::server_config(&config.control_tls)
+            .ok()
+            .flatten()
+        {
+            Some(tls) => {
+                let listener = zerodb_core::control_tls::TlsListener::new(listener, tls).map_err(
+                    |source| JoinError::Listen {
+                        addr: listen.clone(),
+                        source,
+                    },
+                )?;
+                tokio::spawn(async move {
+                    axum::serve(listener, router)
+                        .with_graceful_shutdown(stopped)
+                        .await
+                });
+            }
+            None => {
+                tokio::spawn(zerodb_core::admin_http::serve_router(
+                    listener, router, stopped,
+                ));
+            }
+        }
         keeper.spawn_local_agents(config.cluster.heartbeat_interval, stop.clone());
         (vec![addr], token, Some(keeper))
     } else {

@@ -6,6 +6,7 @@ mod common;
 
 use common::*;
 use std::process::{Command, Output};
+use std::time::Duration;
 use zerodb_testkit::certs::{self, Certs};
 
 /// The mariadb CLI through the proxy with `tls` options, running `sql`.
@@ -273,4 +274,64 @@ fn the_proxy_reaches_its_datasources_over_tls_as_the_mode_says() {
     let out = proxy.cli(APP_USER, APP_PASSWORD, "app", "SELECT 1");
     assert!(!out.status.success(), "an unknown CA is refused");
     assert!(proxy.log().contains("TLS"), "{}", proxy.log());
+}
+
+#[test]
+fn the_control_plane_runs_over_mutual_tls_and_fails_over() {
+    let bins = bins();
+    let c = certs::make("control-tls");
+    let tls = format!(
+        "control_tls: {{cert: '{}', key: '{}', ca: '{}', mutual: true}}\n",
+        c.cert.display(),
+        c.key.display(),
+        c.ca.display()
+    );
+    let (mut m1, m11) = pair(&[], &[]);
+    let (a1p, a11p) = (agent_port(), agent_port());
+    let agents = [(m1.name.as_str(), a1p), (m11.name.as_str(), a11p)];
+    let keeper = start_keeper(&bins, &one_dh(&m1, &m11), &agents, &tls);
+    let _a1 = start_agent_with(&bins, &m1, a1p, keeper.port, "", &tls);
+    let _a11 = start_agent_with(&bins, &m11, a11p, keeper.port, "", &tls);
+    let proxy = start_member(&bins, "p1", keeper.port, &one_dh(&m1, &m11), &tls);
+    wait_registered(&keeper, 1);
+    assert!(
+        proxy.log().contains("wss://") || keeper.log().contains("TLS"),
+        "{}",
+        keeper.log()
+    );
+
+    // The keeper's control listener speaks only TLS, and only to callers
+    // with a certificate from the CA.
+    let plain = http(keeper.port, "GET", "/v1/proxy", None, Some(TOKEN));
+    assert!(plain.as_ref().is_none_or(|(code, _)| *code == 0), "{plain:?}");
+    let script = format!(
+        r#"
+import socket, ssl
+ctx = ssl.create_default_context(cafile="{ca}")
+try:
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", {port})), server_hostname="127.0.0.1")
+    s.sendall(b"GET /v1/proxy HTTP/1.1\r\nHost: k\r\n\r\n")
+    print("answered", s.recv(64))
+except (ssl.SSLError, ConnectionError, OSError) as e:
+    print("refused", type(e).__name__)
+"#,
+        ca = c.ca.display(),
+        port = keeper.port
+    );
+    let py = ok(&Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3"));
+    assert!(
+        py.starts_with("refused"),
+        "a caller without a certificate: {py}"
+    );
+
+    // The whole switch runs over it: votes, the agents' reports and orders.
+    assert_eq!(proxy.sql("SELECT @@server_id"), "1");
+    m1.kill();
+    wait_for("the switch to mysql_11", Duration::from_secs(30), || {
+        active_of(&proxy, "dh1") == "mysql_11"
+    });
+    assert_eq!(proxy.sql("SELECT @@server_id"), "11");
 }

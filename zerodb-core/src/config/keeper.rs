@@ -201,6 +201,9 @@ pub struct KeeperConfig {
     pub admin: Option<String>,
     /// The cluster token every proxy and agent presents; required.
     pub token: String,
+    /// `control_tls`: TLS on the control listener and the calls to
+    /// agents.
+    pub control_tls: super::ControlTlsConfig,
     /// `admin_token_file`: the operators' token (a second line while it
     /// is rotated); the admin calls that act need it. Absent: they take
     /// the cluster token. Read again on SIGHUP.
@@ -232,6 +235,7 @@ impl Default for KeeperConfig {
             admin: Some("127.0.0.1:9700".into()),
             token: String::new(),
             admin_token_file: None,
+            control_tls: Default::default(),
             state_dir: PathBuf::from("zerodb-keeper-state"),
             store: StoreKind::File,
             etcd: EtcdConfig::default(),
@@ -243,7 +247,7 @@ impl Default for KeeperConfig {
     }
 }
 
-const KEEPER_KEYS: [&str; 20] = [
+const KEEPER_KEYS: [&str; 21] = [
     "store",
     "etcd",
     "advertise",
@@ -253,6 +257,7 @@ const KEEPER_KEYS: [&str; 20] = [
     "admin",
     "token",
     "admin_token_file",
+    "control_tls",
     "state_dir",
     "datahosts",
     "session_timeout",
@@ -291,6 +296,9 @@ impl KeeperConfig {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         if self.token.is_empty() {
             return bad("`token` is needed: peers without it are refused".into());
+        }
+        if let Some(p) = self.control_tls.problem() {
+            return bad(p.into());
         }
         if let Some(f) = &self.admin_token_file {
             crate::tokens::read_token_file(f)

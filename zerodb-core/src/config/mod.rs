@@ -4,12 +4,14 @@
 //! keeper list ([`KeeperAddrs`]) proxies and agents name. Each
 //! role's own config lives in its crate and loads through [`load_file`].
 
+mod control_tls;
 mod durations;
 mod keeper;
 mod keeper_addrs;
 mod lists;
 mod loader;
 
+pub use control_tls::ControlTlsConfig;
 pub use durations::{duration, duration_opt};
 pub use keeper::{
     DatasourceConfig, EtcdConfig, EtcdTlsConfig, KeeperConfig, KeeperDataHostConfig, KeeperTimings,
