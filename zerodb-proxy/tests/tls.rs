@@ -303,7 +303,10 @@ fn the_control_plane_runs_over_mutual_tls_and_fails_over() {
     // The keeper's control listener speaks only TLS, and only to callers
     // with a certificate from the CA.
     let plain = http(keeper.port, "GET", "/v1/proxy", None, Some(TOKEN));
-    assert!(plain.as_ref().is_none_or(|(code, _)| *code == 0), "{plain:?}");
+    assert!(
+        plain.as_ref().is_none_or(|(code, _)| *code == 0),
+        "{plain:?}"
+    );
     let script = format!(
         r#"
 import socket, ssl

@@ -57,6 +57,9 @@ pub mod cmd {
     pub const STMT_FETCH: u8 = 0x1c;
     /// `COM_RESET_CONNECTION`: resets the session state without authenticating again.
     pub const RESET_CONNECTION: u8 = 0x1f;
+    /// `COM_STMT_BULK_EXECUTE` (MariaDB): runs a prepared statement once per
+    /// row of parameters sent (array binding).
+    pub const STMT_BULK_EXECUTE: u8 = 0xfa;
 
     /// Human name of a command byte, for errors and logs.
     pub fn name(c: u8) -> &'static str {
@@ -213,6 +216,8 @@ pub mod caps {
     /// the last 4 reserved bytes of both handshake packets when
     /// `CLIENT_MYSQL` is off.
     pub mod mariadb {
+        /// `MARIADB_CLIENT_STMT_BULK_OPERATIONS`: COM_STMT_BULK_EXECUTE.
+        pub const STMT_BULK_OPERATIONS: u32 = 0x0000_0004;
         /// `MARIADB_CLIENT_EXTENDED_METADATA`: column definitions carry a type name and format.
         pub const EXTENDED_METADATA: u32 = 0x0000_0008;
         /// `MARIADB_CLIENT_CACHE_METADATA`: the server may leave out column
@@ -228,10 +233,12 @@ pub mod caps {
         ///   prepared statement executed again). `ResponseParser` reads the
         ///   flag; a session moved to another datasource keeps the
         ///   client's cache valid, as the statement is prepared again from
-        ///   the same text.
+        ///   the same text;
+        /// - bulk execution (COM_STMT_BULK_EXECUTE), answered as an
+        ///   execution is: an OK or ERR, or result sets (`RETURNING`).
         ///
-        /// Not progress reports or bulk execution, which change the
-        /// responses' shape in ways the proxy does not parse.
-        pub const OFFERED: u32 = EXTENDED_METADATA | CACHE_METADATA;
+        /// Not progress reports, which change the responses' shape in
+        /// ways the proxy does not parse.
+        pub const OFFERED: u32 = STMT_BULK_OPERATIONS | EXTENDED_METADATA | CACHE_METADATA;
     }
 }

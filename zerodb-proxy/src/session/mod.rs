@@ -303,21 +303,23 @@ impl Session {
                 None => Err(ClientError::malformed("COM_PROCESS_KILL").into()),
             },
             cmd::STMT_PREPARE => self.prepare(payload).await,
-            cmd::STMT_EXECUTE | cmd::STMT_FETCH | cmd::STMT_RESET => match u32_at(&payload, 1) {
-                // The common case goes out from here: without a future of
-                // its own, which would be state written at every statement
-                // to memory it touches nowhere else.
-                Some(id) if self.statement_is_plain(id) => {
-                    match self.statement_for_backend(command, id, payload) {
-                        Ok((kind, payload)) => self
-                            .forward_bound(kind, &payload, None)
-                            .await
-                            .map(|r| self.statement_done(command, id, &r)),
-                        Err(e) => Err(e),
+            cmd::STMT_EXECUTE | cmd::STMT_FETCH | cmd::STMT_RESET | cmd::STMT_BULK_EXECUTE => {
+                match u32_at(&payload, 1) {
+                    // The common case goes out from here: without a future of
+                    // its own, which would be state written at every statement
+                    // to memory it touches nowhere else.
+                    Some(id) if self.statement_is_plain(id) => {
+                        match self.statement_for_backend(command, id, payload) {
+                            Ok((kind, payload)) => self
+                                .forward_bound(kind, &payload, None)
+                                .await
+                                .map(|r| self.statement_done(command, id, &r)),
+                            Err(e) => Err(e),
+                        }
                     }
+                    _ => self.statement(command, payload).await,
                 }
-                _ => self.statement(command, payload).await,
-            },
+            }
             cmd::STMT_SEND_LONG_DATA | cmd::STMT_CLOSE => {
                 self.statement_no_reply(command, payload).await
             }

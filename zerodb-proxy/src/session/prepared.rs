@@ -45,7 +45,8 @@ impl Session {
         Ok(())
     }
 
-    /// COM_STMT_EXECUTE, COM_STMT_FETCH, COM_STMT_RESET.
+    /// COM_STMT_EXECUTE, COM_STMT_FETCH, COM_STMT_RESET,
+    /// COM_STMT_BULK_EXECUTE.
     pub(super) async fn statement(&mut self, command: u8, payload: Vec<u8>) -> Result<(), Fail> {
         let what = cmd::name(command);
         let id = u32_at(&payload, 1).ok_or_else(|| ClientError::malformed(what))?;
@@ -114,6 +115,12 @@ impl Session {
                 ResponseKind::Execute {
                     cursor: payload.get(5).is_some_and(|f| *f != 0),
                 }
+            }
+            cmd::STMT_BULK_EXECUTE => {
+                payload = stmt
+                    .bind_bulk_types(payload)
+                    .ok_or_else(|| ClientError::malformed(what))?;
+                ResponseKind::Execute { cursor: false }
             }
             cmd::STMT_FETCH => ResponseKind::Fetch,
             _ => ResponseKind::Single,

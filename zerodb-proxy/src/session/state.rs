@@ -49,6 +49,30 @@ impl Stmt {
         }
         Some(p)
     }
+
+    /// [`Stmt::bind_types`] for a COM_STMT_BULK_EXECUTE: cmd(1) id(4)
+    /// flags(2), then with `SEND_TYPES_TO_SERVER` (128) two bytes per
+    /// parameter. Types sent are kept; after a move, a bulk execution that
+    /// sends none gets the kept ones.
+    pub fn bind_bulk_types(&mut self, mut p: Vec<u8>) -> Option<Vec<u8>> {
+        const SEND_TYPES: u16 = 128;
+        let n = usize::from(self.params);
+        let flags = u16::from_le_bytes([*p.get(5)?, *p.get(6)?]);
+        if n == 0 {
+            return Some(p);
+        }
+        if flags & SEND_TYPES != 0 {
+            self.types = Some(p.get(7..7 + 2 * n)?.to_vec());
+            self.types_needed = false;
+        } else if self.types_needed {
+            if let Some(t) = &self.types {
+                p[5..7].copy_from_slice(&(flags | SEND_TYPES).to_le_bytes());
+                p.splice(7..7, t.iter().copied());
+                self.types_needed = false;
+            }
+        }
+        Some(p)
+    }
 }
 
 #[derive(Debug)]
@@ -334,6 +358,37 @@ mod tests {
             "after a move the types come back"
         );
         assert!(!s.types_needed);
+    }
+
+    #[test]
+    fn bulk_types_are_kept_and_added_after_a_move() {
+        let mut s = Stmt {
+            sql: b"INSERT INTO t VALUES (?, ?)".to_vec(),
+            backend_id: Some(1),
+            params: 2,
+            types: None,
+            types_needed: false,
+        };
+        let bulk = |flags: u16, types: &[u8]| {
+            let mut p = vec![cmd::STMT_BULK_EXECUTE, 1, 0, 0, 0];
+            p.extend_from_slice(&flags.to_le_bytes());
+            p.extend_from_slice(types);
+            p.extend_from_slice(b"ROWS");
+            p
+        };
+        let first = bulk(128, &[8, 0, 253, 0]);
+        assert_eq!(s.bind_bulk_types(first.clone()).unwrap(), first);
+        let later = bulk(0, &[]);
+        assert_eq!(s.bind_bulk_types(later.clone()).unwrap(), later);
+        s.types_needed = true;
+        assert_eq!(
+            s.bind_bulk_types(later).unwrap(),
+            first,
+            "types after a move"
+        );
+        assert!(s
+            .bind_bulk_types(vec![cmd::STMT_BULK_EXECUTE, 1, 0, 0, 0, 128])
+            .is_none());
     }
 
     #[test]
