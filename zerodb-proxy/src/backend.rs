@@ -689,7 +689,7 @@ async fn start_tls(
         .send(seq, request)
         .await
         .map_err(|e| lost(addr, e.to_string()))?;
-    let name = crate::tls::server_name(addr).map_err(|e| protocol(addr, e))?;
+    let name = crate::tls::server_name(addr).map_err(|e| protocol(addr, e.to_string()))?;
     conn.connect_tls(tls.config.clone(), name)
         .await
         .map_err(|e| protocol(addr, format!("TLS: {e}")))?;

@@ -46,6 +46,9 @@ pub enum TlsError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A datasource's host cannot be checked against a certificate.
+    #[error("tls: {0}")]
+    Name(String),
     /// rustls refused the pair (a key that does not match, say).
     #[error("tls: {0}")]
     Rustls(#[from] rustls::Error),
@@ -289,13 +292,16 @@ impl rustls::client::danger::ServerCertVerifier for Verifier {
 
 /// The name a datasource's certificate is checked against: the host of
 /// its `host:port` address.
-pub fn server_name(addr: &str) -> Result<rustls::pki_types::ServerName<'static>, String> {
+pub fn server_name(addr: &str) -> Result<rustls::pki_types::ServerName<'static>, TlsError> {
     let host = match addr.rsplit_once(':') {
         Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']'),
         None => addr,
     };
-    rustls::pki_types::ServerName::try_from(host.to_string())
-        .map_err(|e| format!("`{host}` is no name to check a certificate against: {e}"))
+    rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| {
+        TlsError::Name(format!(
+            "`{host}` is no name to check a certificate against: {e}"
+        ))
+    })
 }
 
 #[cfg(test)]
