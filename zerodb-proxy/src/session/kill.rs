@@ -46,6 +46,7 @@ impl Session {
         }
         let id = self.st.next_statement_id();
         self.st.kills.insert(id, text);
+        self.st.last_prepared = Some(id);
         // PREPARE_OK: no columns, no parameters, no warnings.
         let mut ok = vec![0x00];
         ok.extend_from_slice(&id.to_le_bytes());

@@ -13,6 +13,7 @@ impl Session {
     pub(super) async fn prepare(&mut self, payload: Vec<u8>) -> Result<(), Fail> {
         let text = &payload[1..];
         self.check_hooks(text)?;
+        self.st.last_prepared = None;
         let limit = self.shared.limits.load().max_prepared_stmt_count;
         if self.st.stmts.len() + self.st.kills.len() >= limit {
             metrics::counter!("zerodb_limit_hits_total", "limit" => "max_prepared_stmt_count")
@@ -41,15 +42,21 @@ impl Session {
                     types_needed: false,
                 },
             );
+            self.st.last_prepared = Some(client_id);
         }
         Ok(())
     }
 
     /// COM_STMT_EXECUTE, COM_STMT_FETCH, COM_STMT_RESET,
     /// COM_STMT_BULK_EXECUTE.
-    pub(super) async fn statement(&mut self, command: u8, payload: Vec<u8>) -> Result<(), Fail> {
+    pub(super) async fn statement(
+        &mut self,
+        command: u8,
+        mut payload: Vec<u8>,
+    ) -> Result<(), Fail> {
         let what = cmd::name(command);
         let id = u32_at(&payload, 1).ok_or_else(|| ClientError::malformed(what))?;
+        let id = self.st.resolve_last_prepared(id, &mut payload);
         if let Some(text) = self.st.kills.get(&id).cloned() {
             return match command {
                 cmd::STMT_EXECUTE => match sql::parse_kill(&text, self.id().into()) {
@@ -155,6 +162,7 @@ impl Session {
         let Some(id) = u32_at(&payload, 1) else {
             return Ok(());
         };
+        let id = self.st.resolve_last_prepared(id, &mut payload);
         if command == cmd::STMT_CLOSE && self.st.kills.remove(&id).is_some() {
             return Ok(());
         }

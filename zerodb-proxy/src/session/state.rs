@@ -75,6 +75,9 @@ impl Stmt {
     }
 }
 
+/// The statement id that names the statement prepared last.
+pub(super) const LAST_PREPARED: u32 = u32::MAX;
+
 #[derive(Debug)]
 pub(super) struct SessionState {
     pub schema: Option<Vec<u8>>,
@@ -89,6 +92,11 @@ pub(super) struct SessionState {
     /// them itself (their ids are its own), so no server holds them.
     pub kills: BTreeMap<u32, Vec<u8>>,
     next_stmt: u32,
+    /// The statement prepared last, if that prepare succeeded: what the
+    /// id 0xFFFFFFFF names (MariaDB's "last prepared statement", which
+    /// Connector/C's `mariadb_stmt_execute_direct` sends behind its
+    /// COM_STMT_PREPARE without waiting for the id).
+    pub last_prepared: Option<u32>,
     pub open_cursors: HashSet<u32>,
     pub long_data: HashSet<u32>,
     /// Set when the open transaction was lost: statements are refused until
@@ -106,6 +114,7 @@ impl Default for SessionState {
             stmts: BTreeMap::new(),
             kills: BTreeMap::new(),
             next_stmt: 0,
+            last_prepared: None,
             open_cursors: HashSet::new(),
             long_data: HashSet::new(),
             doomed: None,
@@ -155,8 +164,29 @@ impl SessionState {
     }
 
     pub fn next_statement_id(&mut self) -> u32 {
-        self.next_stmt = self.next_stmt.wrapping_add(1).max(1);
+        // Never 0, never LAST_PREPARED: after LAST_PREPARED - 1 comes 1.
+        let next = self.next_stmt.wrapping_add(1);
+        self.next_stmt = if next == 0 || next == LAST_PREPARED {
+            1
+        } else {
+            next
+        };
         self.next_stmt
+    }
+
+    /// A statement command's id, with [`LAST_PREPARED`] replaced by the
+    /// statement prepared last (in `payload` too); left as it is when
+    /// there is none, so the command meets "unknown statement".
+    pub fn resolve_last_prepared(&self, id: u32, payload: &mut [u8]) -> u32 {
+        match (id, self.last_prepared) {
+            (LAST_PREPARED, Some(last)) => {
+                if let Some(at) = payload.get_mut(1..5) {
+                    at.copy_from_slice(&last.to_le_bytes());
+                }
+                last
+            }
+            _ => id,
+        }
     }
 
     /// Forgets what lived only on the server connection that was lost.
@@ -389,6 +419,21 @@ mod tests {
         assert!(s
             .bind_bulk_types(vec![cmd::STMT_BULK_EXECUTE, 1, 0, 0, 0, 128])
             .is_none());
+    }
+
+    #[test]
+    fn the_last_prepared_id_names_the_statement_prepared_last() {
+        let mut st = SessionState::default();
+        let mut exec = vec![cmd::STMT_EXECUTE, 0xff, 0xff, 0xff, 0xff, 0];
+        assert_eq!(st.resolve_last_prepared(LAST_PREPARED, &mut exec), LAST_PREPARED);
+        let id = st.next_statement_id();
+        st.last_prepared = Some(id);
+        assert_eq!(st.resolve_last_prepared(LAST_PREPARED, &mut exec), id);
+        assert_eq!(exec[1..5], id.to_le_bytes(), "the payload names it too");
+        assert_eq!(st.resolve_last_prepared(7, &mut exec), 7, "other ids stay");
+        st.next_stmt = LAST_PREPARED - 2;
+        assert_eq!(st.next_statement_id(), LAST_PREPARED - 1);
+        assert_eq!(st.next_statement_id(), 1, "never LAST_PREPARED, never 0");
     }
 
     #[test]
