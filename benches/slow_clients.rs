@@ -57,7 +57,7 @@ fn unread(rt: &tokio::runtime::Runtime, port: u16, n: usize) -> Vec<BackendConn>
                 continue;
             };
             let mut q = vec![zerodb_proxy::protocol::cmd::QUERY];
-            q.extend_from_slice(b"SELECT REPEAT('x', 1000000) FROM seq_1_to_100");
+            q.extend_from_slice(b"SELECT REPEAT('x', 1000000) FROM mysql.seq_1_to_100");
             if c.conn.send(0, &q).await.is_ok() {
                 held.push(c);
             }

@@ -62,6 +62,16 @@ impl io::Write for SocketNow<'_> {
     }
 }
 
+/// A write that waited `limit` for the peer to take a byte (only client
+/// connections have a `write_timeout`: `limits.net_write_timeout`).
+fn write_timed_out(limit: std::time::Duration) -> io::Error {
+    metrics::counter!("zerodb_limit_hits_total", "limit" => "net_write_timeout").increment(1);
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("the peer took no bytes for {limit:?}"),
+    )
+}
+
 /// A rustls error as an I/O error (a TLS alert or a protocol violation).
 fn tls_error(e: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
@@ -294,12 +304,7 @@ impl Conn {
         while !bytes.is_empty() {
             let n = tokio::time::timeout(limit, self.stream.write(bytes))
                 .await
-                .map_err(|_| {
-                    io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("the peer took no bytes for {limit:?}"),
-                    )
-                })??;
+                .map_err(|_| write_timed_out(limit))??;
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
@@ -400,12 +405,7 @@ impl Conn {
             None => self.stream.writable().await,
             Some(limit) => tokio::time::timeout(limit, self.stream.writable())
                 .await
-                .map_err(|_| {
-                    io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("the peer took no bytes for {limit:?}"),
-                    )
-                })?,
+                .map_err(|_| write_timed_out(limit))?,
         }
     }
 
