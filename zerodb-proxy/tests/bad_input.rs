@@ -95,7 +95,9 @@ fn malformed_client_input() {
         (&b"\x12\x00\x00\x00\x00"[..], 1047u16),
         (&b"\x17\x63\x00\x00\x00\x00\x01\x00\x00\x00"[..], 1243),
         (&b""[..], 1835),
-        (&b"\xfa\x01\x00\x00\x00"[..], 1047),
+        (&b"\xf0\x01\x00\x00\x00"[..], 1047),
+        // Bulk execution of a statement never prepared.
+        (&b"\xfa\x01\x00\x00\x00"[..], 1243),
     ] {
         send(&mut s, 0, payload);
         let mut hdr = [0u8; 7];
