@@ -220,6 +220,10 @@ impl MariaDb {
     fn try_spawn(&mut self) -> Result<(), String> {
         let data = &self.data;
         let log = std::fs::File::create(self.dir.join("mysqld.err")).expect("log file");
+        // Its own tmpdir: internal temporary tables of one server never
+        // meet another's files (or a cleaner of the shared /tmp).
+        let tmp = self.dir.join("tmp");
+        std::fs::create_dir_all(&tmp).expect("server tmpdir");
         let child = Command::new(need("mariadbd"))
             .args([
                 "--no-defaults".to_string(),
@@ -227,6 +231,7 @@ impl MariaDb {
                 format!("--port={}", self.port),
                 format!("--socket={}", self.socket.display()),
                 format!("--pid-file={}", self.dir.join("mysqld.pid").display()),
+                format!("--tmpdir={}", tmp.display()),
                 format!("--server-id={}", self.server_id),
                 "--bind-address=127.0.0.1".into(),
                 "--user=root".into(),

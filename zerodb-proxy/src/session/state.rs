@@ -425,7 +425,10 @@ mod tests {
     fn the_last_prepared_id_names_the_statement_prepared_last() {
         let mut st = SessionState::default();
         let mut exec = vec![cmd::STMT_EXECUTE, 0xff, 0xff, 0xff, 0xff, 0];
-        assert_eq!(st.resolve_last_prepared(LAST_PREPARED, &mut exec), LAST_PREPARED);
+        assert_eq!(
+            st.resolve_last_prepared(LAST_PREPARED, &mut exec),
+            LAST_PREPARED
+        );
         let id = st.next_statement_id();
         st.last_prepared = Some(id);
         assert_eq!(st.resolve_last_prepared(LAST_PREPARED, &mut exec), id);
