@@ -738,6 +738,7 @@ pub mod certs;
 pub mod cluster;
 pub mod etcd;
 pub mod relay;
+pub mod tap;
 
 #[cfg(test)]
 mod tests {

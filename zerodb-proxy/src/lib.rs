@@ -94,6 +94,7 @@ pub mod conn;
 #[cfg(feature = "embedded-keeper")]
 pub mod embedded;
 pub mod errors;
+pub mod fuzz;
 pub mod health;
 pub mod hooks;
 pub mod limits;

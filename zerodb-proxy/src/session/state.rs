@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashSet};
 
 /// A prepared statement, by the id the client knows it by.
 #[derive(Debug, Clone)]
-pub(super) struct Stmt {
+pub(crate) struct Stmt {
     pub sql: Vec<u8>,
     /// The id on the bound backend; `None` when it could not be prepared
     /// again after a move.
@@ -298,7 +298,7 @@ impl SessionState {
 /// no byte of the value is ever read as SQL, whatever the character set.
 /// `None` for a value that does not look like its type, or a collation
 /// this proxy does not know.
-fn value_literal(value: Option<&[u8]>, ty: ColumnType) -> Option<Vec<u8>> {
+pub(crate) fn value_literal(value: Option<&[u8]>, ty: ColumnType) -> Option<Vec<u8>> {
     use mysql_common::collations::{Collation, CollationId};
     const DECIMAL: u8 = 0x00;
     const FLOAT: u8 = 0x04;
