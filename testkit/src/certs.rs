@@ -15,6 +15,17 @@ pub struct Certs {
     pub key: PathBuf,
 }
 
+impl Certs {
+    /// The mariadbd options that make a server offer TLS with these.
+    pub fn server_options(&self) -> Vec<String> {
+        vec![
+            format!("--ssl-cert={}", self.cert.display()),
+            format!("--ssl-key={}", self.key.display()),
+            format!("--ssl-ca={}", self.ca.display()),
+        ]
+    }
+}
+
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new(crate::need("openssl"))
         .current_dir(dir)

@@ -1,4 +1,5 @@
-//! Authenticating clients against the proxy's own user list.
+//! Authenticating clients against the proxy's accounts (its `users` list,
+//! or under `auth: backend` the datasources' own).
 //!
 //! For an account given with its password the proxy checks a
 //! `mysql_native_password` scramble and a `caching_sha2_password` fast-auth
@@ -131,17 +132,38 @@ pub fn verify(method: Method, salt: &[u8; SALT_LEN], secret: &Secret, response: 
 /// SHA1(pw) XOR SHA1(salt + SHA1(SHA1(pw))); undoing the XOR with the
 /// stored hash gives a candidate SHA1(pw), right if its SHA1 is the hash.
 fn verify_native_hash(salt: &[u8; SALT_LEN], hash: &[u8; 20], response: &[u8]) -> bool {
+    native_stage1(salt, hash, response).is_some()
+}
+
+/// What a client proved it holds, when its `mysql_native_password`
+/// `response` to `salt` is right for the stored `hash`: SHA1(password).
+/// With it the proxy can answer any server's salt as that client would
+/// ([`native_scramble_from_stage1`]) without ever knowing the password;
+/// `None` when the response is wrong.
+pub fn native_stage1(salt: &[u8], hash: &[u8; 20], response: &[u8]) -> Option<[u8; 20]> {
     use sha1::{Digest, Sha1};
     if response.len() != 20 {
-        return false;
+        return None;
     }
     let mask = Sha1::new().chain_update(salt).chain_update(hash).finalize();
-    let stage1: Vec<u8> = response
-        .iter()
-        .zip(mask.iter())
-        .map(|(r, m)| r ^ m)
-        .collect();
-    constant_time_eq(&Sha1::digest(&stage1), hash)
+    let mut stage1 = [0u8; 20];
+    for ((s, r), m) in stage1.iter_mut().zip(response).zip(mask.iter()) {
+        *s = r ^ m;
+    }
+    constant_time_eq(&Sha1::digest(stage1), hash).then_some(stage1)
+}
+
+/// The `mysql_native_password` answer to `salt` of whoever holds
+/// `stage1` = SHA1(password): stage1 XOR SHA1(salt + SHA1(stage1)).
+pub fn native_scramble_from_stage1(salt: &[u8], stage1: &[u8; 20]) -> [u8; 20] {
+    use sha1::{Digest, Sha1};
+    let hash = Sha1::digest(stage1);
+    let mask = Sha1::new().chain_update(salt).chain_update(hash).finalize();
+    let mut out = [0u8; 20];
+    for ((o, s), m) in out.iter_mut().zip(stage1).zip(mask.iter()) {
+        *o = s ^ m;
+    }
+    out
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -207,6 +229,24 @@ mod tests {
             assert_eq!(Secret::from_native_hash(bad), None, "{bad}");
         }
         assert!(!format!("{hash:?} {:?}", pw("x")).contains("14E6"));
+    }
+
+    #[test]
+    fn the_proof_of_a_native_login_answers_another_salt() {
+        let hash = Secret::from_native_hash("*14E65567ABDB5135D0CFD9A70B3032C179A49EE7").unwrap();
+        let Secret::NativeHash(hash) = hash else {
+            unreachable!("a hash")
+        };
+        let (client_salt, server_salt) = (new_salt(), new_salt());
+        let response = scramble_native(&client_salt, b"secret").unwrap();
+        let stage1 = native_stage1(&client_salt, &hash, &response).expect("right response");
+        assert_eq!(
+            native_scramble_from_stage1(&server_salt, &stage1),
+            scramble_native(&server_salt, b"secret").unwrap(),
+            "what the client itself would answer the server"
+        );
+        let wrong = scramble_native(&client_salt, b"Secret").unwrap();
+        assert_eq!(native_stage1(&client_salt, &hash, &wrong), None);
     }
 
     #[test]

@@ -76,6 +76,48 @@ pub struct ConnectParams {
     pub tls: Option<Arc<crate::tls::BackendTls>>,
 }
 
+impl ConnectParams {
+    /// The dataHost's own login (`datahosts[].user`).
+    pub fn login(&self) -> BackendLogin {
+        BackendLogin {
+            user: self.user.clone(),
+            credential: Credential::Password(self.password.clone()),
+        }
+    }
+}
+
+/// As whom a connection logs in. The dataHost's `user` for the proxy's own
+/// work and under `auth: static`; under `auth: backend`, each client's own
+/// account, so the server applies that account's grants.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct BackendLogin {
+    /// The account's name.
+    pub user: String,
+    /// What answers the server's challenge.
+    pub credential: Credential,
+}
+
+/// What the proxy answers a server's authentication challenge with.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum Credential {
+    /// The password itself (any plugin the server asks for).
+    Password(String),
+    /// SHA1(password), recovered from the client's own
+    /// `mysql_native_password` login ([`crate::auth::native_stage1`]):
+    /// enough to answer `mysql_native_password` challenges, and nothing
+    /// else — the proxy never learns the password.
+    NativeStage1([u8; 20]),
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Credential::Password(_) => "Credential::Password(<redacted>)",
+            Credential::NativeStage1(_) => "Credential::NativeStage1(<redacted>)",
+        })
+    }
+}
+
 /// A failure talking to a backend. `retryable` says whether the statement
 /// that met it can safely be sent elsewhere (nothing reached the server).
 #[derive(Debug, Error)]
@@ -197,6 +239,9 @@ pub struct BackendConn {
     /// Set when the connection is mid-response or its state is unknown: it
     /// must be closed, never reused.
     pub broken: bool,
+    /// As whom it is logged in (a pool lends it only to sessions of that
+    /// login); COM_CHANGE_USER logs in again as the same.
+    pub login: Arc<BackendLogin>,
     /// The greeting's nonce and the server's auth method, for COM_CHANGE_USER.
     nonce: Vec<u8>,
     plugin: AuthPlugin<'static>,
@@ -221,6 +266,15 @@ impl Drop for BackendConn {
 impl BackendConn {
     /// Connects and logs in, with the flags and collation of `key`.
     pub async fn connect(p: &ConnectParams, key: BackendKey) -> Result<Self, BackendError> {
+        Self::connect_as(p, key, Arc::new(p.login())).await
+    }
+
+    /// [`BackendConn::connect`], logging in as `login`.
+    pub async fn connect_as(
+        p: &ConnectParams,
+        key: BackendKey,
+        login: Arc<BackendLogin>,
+    ) -> Result<Self, BackendError> {
         let connect_err = |reason: String| BackendError::Connect {
             addr: p.addr.clone(),
             reason,
@@ -231,7 +285,7 @@ impl BackendConn {
             .map_err(|e| connect_err(e.to_string()))?;
         tokio::time::timeout(
             p.connect_timeout * 2,
-            Self::login(Conn::new(stream), p, key),
+            Self::login(Conn::new(stream), p, key, login),
         )
         .await
         .map_err(|_| connect_err("login timed out".into()))?
@@ -243,6 +297,7 @@ impl BackendConn {
         mut conn: Conn,
         p: &ConnectParams,
         key: BackendKey,
+        login: Arc<BackendLogin>,
     ) -> Result<Self, BackendError> {
         let greeting = read(&mut conn, &p.addr).await?;
         if let Some(e) = parse_err(&greeting.payload) {
@@ -271,33 +326,16 @@ impl BackendConn {
         if let Some(t) = &tls {
             // The SSL request is the response's first 32 bytes: flags,
             // packet size, collation, filler, MariaDB's flags.
-            let request = Self::response(&hs, p, key, &plugin, negotiated, Vec::new());
+            let request = Self::response(&hs, &login.user, key, &plugin, negotiated, Vec::new());
             seq = start_tls(&mut conn, seq, &request[..32], t, &p.addr).await?;
         }
-        refuse_in_clear(&plugin, conn.is_tls(), &p.addr)?;
-        let mut proc = AuthProc::init(&plugin).map_err(|e| protocol(&p.addr, e.to_string()))?;
-        let first = proc
-            .run(
-                AuthCtx {
-                    pass: p.password.as_bytes(),
-                    scramble: &nonce,
-                    tls: conn.is_tls(),
-                },
-                &nonce,
-            )
-            .map_err(|e| protocol(&p.addr, format!("auth: {e}")))?;
-        let buf = Self::response(
-            &hs,
-            p,
-            key,
-            &plugin,
-            negotiated,
-            first.data().unwrap_or_default().to_vec(),
-        );
+        let (plugin, first, proc) =
+            first_answer(&login.credential, plugin, &nonce, conn.is_tls(), &p.addr)?;
+        let buf = Self::response(&hs, &login.user, key, &plugin, negotiated, first);
         conn.send(seq, &buf)
             .await
             .map_err(|e| lost(&p.addr, e.to_string()))?;
-        finish_auth(&mut conn, &p.addr, &p.password, proc, nonce.clone()).await?;
+        finish_auth(&mut conn, &p.addr, &login.credential, proc, nonce.clone()).await?;
         Ok(Self {
             conn,
             addr: p.addr.clone(),
@@ -311,6 +349,7 @@ impl BackendConn {
             },
             last_used: Instant::now(),
             broken: false,
+            login,
             nonce,
             plugin,
         })
@@ -321,7 +360,7 @@ impl BackendConn {
     /// MariaDB flags.
     fn response(
         hs: &HandshakePacket<'_>,
-        p: &ConnectParams,
+        user: &str,
         key: BackendKey,
         plugin: &AuthPlugin<'static>,
         negotiated: u32,
@@ -330,7 +369,7 @@ impl BackendConn {
         let response = HandshakeResponse::new(
             Some(auth),
             hs.server_version_parsed().unwrap_or((5, 7, 0)),
-            Some(p.user.as_bytes()),
+            Some(user.as_bytes()),
             None::<&[u8]>,
             Some(plugin.clone()),
             CapabilityFlags::from_bits_retain(negotiated),
@@ -348,37 +387,32 @@ impl BackendConn {
         buf
     }
 
-    /// COM_CHANGE_USER as the same user: the server rolls back what is open,
+    /// COM_CHANGE_USER as the same login: the server rolls back what is open,
     /// releases locks, drops temporary tables and prepared statements,
     /// clears the current database and sets every session variable to the
     /// current global value — a fresh session without a new connection.
-    pub async fn change_user(&mut self, user: &str, password: &str) -> Result<(), BackendError> {
+    pub async fn change_user(&mut self) -> Result<(), BackendError> {
         self.broken = true;
-        let mut proc =
-            AuthProc::init(&self.plugin).map_err(|e| protocol(&self.addr, e.to_string()))?;
-        let first = proc
-            .run(
-                AuthCtx {
-                    pass: password.as_bytes(),
-                    scramble: &self.nonce,
-                    tls: self.conn.is_tls(),
-                },
-                &self.nonce,
-            )
-            .map_err(|e| protocol(&self.addr, format!("auth: {e}")))?;
-        let data = first.data().unwrap_or_default();
-        let mut p = Vec::with_capacity(64 + user.len());
+        let login = self.login.clone();
+        let (plugin, data, proc) = first_answer(
+            &login.credential,
+            self.plugin.clone(),
+            &self.nonce,
+            self.conn.is_tls(),
+            &self.addr,
+        )?;
+        let mut p = Vec::with_capacity(64 + login.user.len());
         p.push(crate::protocol::cmd::CHANGE_USER);
-        p.extend_from_slice(user.as_bytes());
+        p.extend_from_slice(login.user.as_bytes());
         p.push(0);
         p.push(
             u8::try_from(data.len())
                 .map_err(|_| protocol(&self.addr, "scramble too long".into()))?,
         );
-        p.extend_from_slice(data);
+        p.extend_from_slice(&data);
         p.push(0); // no database
         p.extend_from_slice(&u16::from(self.key.collation).to_le_bytes());
-        p.extend_from_slice(self.plugin.as_bytes());
+        p.extend_from_slice(plugin.as_bytes());
         p.push(0);
         self.conn
             .send(0, &p)
@@ -387,7 +421,7 @@ impl BackendConn {
         finish_auth(
             &mut self.conn,
             &self.addr,
-            password,
+            &login.credential,
             proc,
             self.nonce.clone(),
         )
@@ -407,6 +441,7 @@ impl BackendConn {
     pub fn response_parser(&self, kind: ResponseKind) -> ResponseParser {
         ResponseParser::new(kind, self.deprecate_eof())
             .with_cache_metadata(self.key.mariadb_caps & caps::mariadb::CACHE_METADATA != 0)
+            .with_progress(self.key.mariadb_caps & caps::mariadb::PROGRESS != 0)
     }
 
     /// Sends one command and reads its whole response, keeping only the
@@ -592,21 +627,75 @@ fn server_capabilities(
     Ok((server_caps, server_mariadb_caps))
 }
 
+/// The first answer to a server's challenge (`nonce`, by `plugin`), and
+/// the plugin to name with it: for a password, what the plugin computes
+/// (refusing those that would send it in clear); for a stage-1 hash, a
+/// `mysql_native_password` scramble whatever the server proposed.
+fn first_answer(
+    credential: &Credential,
+    plugin: AuthPlugin<'static>,
+    nonce: &[u8],
+    tls: bool,
+    addr: &str,
+) -> Result<(AuthPlugin<'static>, Vec<u8>, Option<AuthProc>), BackendError> {
+    match credential {
+        Credential::NativeStage1(stage1) => Ok((
+            AuthPlugin::MysqlNativePassword,
+            native_from_stage1(nonce, stage1),
+            None,
+        )),
+        Credential::Password(password) => {
+            refuse_in_clear(&plugin, tls, addr)?;
+            let mut proc = AuthProc::init(&plugin).map_err(|e| protocol(addr, e.to_string()))?;
+            let first = proc
+                .run(
+                    AuthCtx {
+                        pass: password.as_bytes(),
+                        scramble: nonce,
+                        tls,
+                    },
+                    nonce,
+                )
+                .map_err(|e| protocol(addr, format!("auth: {e}")))?;
+            let data = first.data().unwrap_or_default().to_vec();
+            Ok((plugin, data, Some(proc)))
+        }
+    }
+}
+
+/// The native scramble of `nonce` (its first 20 bytes: the salt) for
+/// whoever holds `stage1`.
+fn native_from_stage1(nonce: &[u8], stage1: &[u8; 20]) -> Vec<u8> {
+    let salt = nonce.get(..20).unwrap_or(nonce);
+    crate::auth::native_scramble_from_stage1(salt, stage1).to_vec()
+}
+
+/// The error for a challenge a stage-1 hash cannot answer.
+fn needs_password(addr: &str, what: &str) -> BackendError {
+    protocol(
+        addr,
+        format!(
+            "the account asks for {what}, which cannot be answered without its password \
+             (auth: backend logs in with mysql_native_password)"
+        ),
+    )
+}
+
 /// The rest of an authentication exchange after the first response was
 /// sent: auth switches, more data (caching_sha2), then OK or ERR.
 async fn finish_auth(
     conn: &mut Conn,
     addr: &str,
-    password: &str,
-    mut proc: AuthProc,
+    credential: &Credential,
+    mut proc: Option<AuthProc>,
     mut scramble: Vec<u8>,
 ) -> Result<(), BackendError> {
     loop {
         let pkt = read(conn, addr).await?;
         let seq = pkt.last_seq.wrapping_add(1);
-        let reply = match pkt.payload.first() {
-            Some(0x00) => return Ok(()),
-            Some(0xff) => {
+        let reply: Option<Vec<u8>> = match (pkt.payload.first(), credential) {
+            (Some(0x00), _) => return Ok(()),
+            (Some(0xff), _) => {
                 let e = parse_err(&pkt.payload).unwrap_or_default();
                 return Err(BackendError::Login {
                     addr: addr.to_string(),
@@ -614,42 +703,67 @@ async fn finish_auth(
                     message: e.message,
                 });
             }
-            Some(0xfe) => {
+            (Some(0xfe), _) => {
                 // Auth switch: plugin name, NUL, new scramble.
                 let (name, data) = packets::take_cstr(&pkt.payload[1..])
                     .ok_or_else(|| protocol(addr, "bad auth switch".into()))?;
                 let data = data.strip_suffix(&[0]).unwrap_or(data);
                 scramble = data.to_vec();
                 let plugin = AuthPlugin::from_bytes(name).into_owned();
-                refuse_in_clear(&plugin, conn.is_tls(), addr)?;
-                proc = AuthProc::init(&plugin).map_err(|e| protocol(addr, e.to_string()))?;
-                let ctx = AuthCtx {
-                    pass: password.as_bytes(),
-                    scramble: &scramble,
-                    tls: conn.is_tls(),
-                };
-                proc.run(ctx, &scramble)
+                match credential {
+                    Credential::NativeStage1(stage1) => {
+                        if plugin != AuthPlugin::MysqlNativePassword {
+                            return Err(needs_password(addr, &String::from_utf8_lossy(name)));
+                        }
+                        Some(native_from_stage1(&scramble, stage1))
+                    }
+                    Credential::Password(password) => {
+                        refuse_in_clear(&plugin, conn.is_tls(), addr)?;
+                        let mut p =
+                            AuthProc::init(&plugin).map_err(|e| protocol(addr, e.to_string()))?;
+                        let ctx = AuthCtx {
+                            pass: password.as_bytes(),
+                            scramble: &scramble,
+                            tls: conn.is_tls(),
+                        };
+                        let r = p
+                            .run(ctx, &scramble)
+                            .map_err(|e| protocol(addr, format!("auth: {e}")))?;
+                        let data = r.data().map(<[u8]>::to_vec);
+                        proc = Some(p);
+                        data
+                    }
+                }
             }
-            Some(0x01) => {
-                if pkt.payload.get(1..) == Some(&[PERFORM_FULL_AUTHENTICATION][..]) && !conn.is_tls()
+            (Some(0x01), Credential::Password(password)) => {
+                if pkt.payload.get(1..) == Some(&[PERFORM_FULL_AUTHENTICATION][..])
+                    && !conn.is_tls()
                 {
                     return Err(in_clear(
                         addr,
                         "caching_sha2_password full authentication (its password would go under an RSA key fetched in clear)",
                     ));
                 }
+                let p = proc
+                    .as_mut()
+                    .ok_or_else(|| protocol(addr, "unexpected packet during login".into()))?;
                 let ctx = AuthCtx {
                     pass: password.as_bytes(),
                     scramble: &scramble,
                     tls: conn.is_tls(),
                 };
-                proc.run(ctx, &pkt.payload[1..])
+                p.run(ctx, &pkt.payload[1..])
+                    .map_err(|e| protocol(addr, format!("auth: {e}")))?
+                    .data()
+                    .map(<[u8]>::to_vec)
+            }
+            (Some(0x01), Credential::NativeStage1(_)) => {
+                return Err(needs_password(addr, "more authentication data"))
             }
             _ => return Err(protocol(addr, "unexpected packet during login".into())),
-        }
-        .map_err(|e| protocol(addr, format!("auth: {e}")))?;
-        if let Some(data) = reply.data() {
-            conn.send(seq, data)
+        };
+        if let Some(data) = reply {
+            conn.send(seq, &data)
                 .await
                 .map_err(|e| lost(addr, e.to_string()))?;
         }

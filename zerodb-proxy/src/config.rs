@@ -88,6 +88,19 @@ pub struct DataHostConfig {
     pub admin_password: Option<String>,
 }
 
+/// Where client accounts come from (`auth`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// The `users` list of the config.
+    #[default]
+    Static,
+    /// The accounts of the default dataHost's active datasource
+    /// (`mysql.global_priv`), read every `auth_refresh`; sessions log in
+    /// to datasources as their client's account.
+    Backend,
+}
+
 /// Everything `zerodb-proxy` reads.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default)]
@@ -98,7 +111,16 @@ pub struct ProxyConfig {
     pub listen: String,
     /// Admin HTTP listener (/health, /status, /metrics), host:port.
     pub admin: String,
-    /// `users`: the accounts clients log in with; at least one.
+    /// `auth`: where client accounts come from: `static` (the `users`
+    /// list) or `backend` (the datasources' own accounts, each session
+    /// logging in to them as its client's account).
+    pub auth: AuthMode,
+    /// `auth_refresh`: under `auth: backend`, how often the accounts are
+    /// read again (and at most how stale a removed account can be).
+    #[serde(with = "duration")]
+    pub auth_refresh: Duration,
+    /// `users`: the accounts clients log in with; at least one under
+    /// `auth: static`, none under `auth: backend`.
     pub users: Vec<UserConfig>,
     /// `datahosts`: the dataHosts this proxy serves; at least one.
     pub datahosts: Vec<DataHostConfig>,
@@ -237,6 +259,8 @@ impl Default for ProxyConfig {
             name: "zerodb-proxy".into(),
             listen: "127.0.0.1:3307".into(),
             admin: "127.0.0.1:9307".into(),
+            auth: AuthMode::Static,
+            auth_refresh: Duration::from_secs(60),
             users: Vec::new(),
             datahosts: Vec::new(),
             pool: PoolConfig::default(),
@@ -262,10 +286,12 @@ impl Default for ProxyConfig {
 }
 
 /// The top-level keys of a proxy config (besides the policy keys).
-pub const PROXY_KEYS: [&str; 22] = [
+pub const PROXY_KEYS: [&str; 24] = [
     "name",
     "listen",
     "admin",
+    "auth",
+    "auth_refresh",
     "users",
     "datahosts",
     "pool",
@@ -367,8 +393,20 @@ impl ProxyConfig {
         if self.datahosts.is_empty() {
             return bad("at least one entry in `datahosts` is needed".into());
         }
-        if self.users.is_empty() {
-            return bad("at least one entry in `users` is needed".into());
+        match self.auth {
+            AuthMode::Static if self.users.is_empty() => {
+                return bad("at least one entry in `users` is needed (or `auth: backend`)".into());
+            }
+            AuthMode::Backend if !self.users.is_empty() => {
+                return bad(
+                    "under `auth: backend` accounts come from the datasources: remove `users`"
+                        .into(),
+                );
+            }
+            AuthMode::Backend if self.auth_refresh < Duration::from_secs(1) => {
+                return bad("auth_refresh: at least 1s".into());
+            }
+            _ => {}
         }
         crate::users::Users::resolve(&self.users)?;
         if let Some(p) = self.limits.problem() {
@@ -457,6 +495,25 @@ need_target_load_check.safe_load: 2
 need_binlog_check: true
 need_binlog_check.safe_binlog_delay: 1000
 "#;
+
+    #[test]
+    fn auth_backend_takes_its_accounts_from_the_datasources_only() {
+        let backend = SEED.replace("users: [{name: app, password: pw}]", "auth: backend");
+        let cfg = ProxyConfig::from_yaml(&backend).expect("no users needed");
+        assert_eq!(
+            (cfg.auth, cfg.auth_refresh),
+            (AuthMode::Backend, Duration::from_secs(60))
+        );
+        let both = SEED.replace("users:", "auth: backend\nusers:");
+        let e = ProxyConfig::from_yaml(&both).unwrap_err().to_string();
+        assert!(e.contains("remove `users`"), "{e}");
+        let fast = format!("{backend}auth_refresh: 100ms\n");
+        let e = ProxyConfig::from_yaml(&fast).unwrap_err().to_string();
+        assert!(e.contains("auth_refresh"), "{e}");
+        let none = SEED.replace("users: [{name: app, password: pw}]", "");
+        let e = ProxyConfig::from_yaml(&none).unwrap_err().to_string();
+        assert!(e.contains("auth: backend"), "{e}");
+    }
 
     #[test]
     fn seed_keys_load_verbatim() {

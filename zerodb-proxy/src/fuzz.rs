@@ -137,7 +137,8 @@ fn bound_types(p: &[u8], params: u16, bulk: bool) {
 
 /// One response from a server: `data[0]` chooses the command it answers
 /// and the connection's flags (bits 0–2 the kind, 3 a cursor, 4
-/// `CLIENT_DEPRECATE_EOF`, 5 metadata caching); the rest is frames. A
+/// `CLIENT_DEPRECATE_EOF`, 5 metadata caching, 6 progress reports); the
+/// rest is frames. A
 /// response that ends is followed by another of the same kind. Holds: a
 /// frame after the end is refused; an ended response stands at a packet
 /// boundary; values of text rows become SQL literals that are one
@@ -156,7 +157,11 @@ pub fn server_response(data: &[u8]) {
         4 => ResponseKind::Prepare,
         _ => ResponseKind::Single,
     };
-    let fresh = || ResponseParser::new(kind, flags & 16 != 0).with_cache_metadata(flags & 32 != 0);
+    let fresh = || {
+        ResponseParser::new(kind, flags & 16 != 0)
+            .with_cache_metadata(flags & 32 != 0)
+            .with_progress(flags & 64 != 0)
+    };
     let mut parser = fresh();
     let mut column = None;
     while let Some(h) = FrameHeader::parse(rest) {

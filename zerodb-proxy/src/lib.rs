@@ -83,6 +83,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, clippy::too_many_lines)]
 
+pub mod accounts;
 #[cfg(feature = "admin-http")]
 pub mod admin;
 pub mod auth;

@@ -11,7 +11,7 @@
 //! global value in force *now*: a session starts as on a new connection,
 //! even after a `SET GLOBAL`, and the exchange doubles as the health check.
 
-use crate::backend::{BackendConn, BackendError, BackendKey, ConnectParams};
+use crate::backend::{BackendConn, BackendError, BackendKey, BackendLogin, ConnectParams};
 use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -85,6 +85,14 @@ struct Idle {
     permit: OwnedSemaphorePermit,
 }
 
+/// What idle connections are kept by: the session shape and the login
+/// (connections of one account are never lent to another).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct IdleKey {
+    key: BackendKey,
+    login: Arc<BackendLogin>,
+}
+
 /// Connection pool of one datasource.
 pub struct Pool {
     name: String,
@@ -95,9 +103,12 @@ pub struct Pool {
     /// Permits the semaphore holds in all, lent or not: `max_size`, give
     /// or take permits a shrink has yet to take back.
     capacity: std::sync::atomic::AtomicUsize,
-    idle: Mutex<HashMap<BackendKey, Vec<Idle>>>,
-    /// The key most recently asked for: what prewarming opens.
-    hot_key: Mutex<BackendKey>,
+    idle: Mutex<HashMap<IdleKey, Vec<Idle>>>,
+    /// The key most recently asked for with the dataHost's own login: what
+    /// prewarming opens (`None`: no prewarming, see [`Pool::without_prewarming`]).
+    hot_key: Mutex<Option<IdleKey>>,
+    /// The dataHost's own login (`params`), for [`Pool::acquire`].
+    own_login: Arc<BackendLogin>,
     enabled: AtomicBool,
 }
 
@@ -169,6 +180,7 @@ impl Pool {
     /// An empty pool for the datasource `name`, in service; connections open
     /// on demand and in [`Pool::maintain`].
     pub fn new(name: impl Into<String>, params: ConnectParams, cfg: PoolConfig) -> Arc<Self> {
+        let own_login = Arc::new(params.login());
         Arc::new(Self {
             name: name.into(),
             permits: Arc::new(Semaphore::new(cfg.max_size)),
@@ -176,7 +188,11 @@ impl Pool {
             params,
             cfg: arc_swap::ArcSwap::from_pointee(cfg),
             idle: Mutex::new(HashMap::new()),
-            hot_key: Mutex::new(BackendKey::default()),
+            hot_key: Mutex::new(Some(IdleKey {
+                key: BackendKey::default(),
+                login: own_login.clone(),
+            })),
+            own_login,
             enabled: AtomicBool::new(true),
         })
     }
@@ -239,7 +255,7 @@ impl Pool {
         }
     }
 
-    fn lock_idle(&self) -> std::sync::MutexGuard<'_, HashMap<BackendKey, Vec<Idle>>> {
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, HashMap<IdleKey, Vec<Idle>>> {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -263,38 +279,54 @@ impl Pool {
         self.lock_idle().values().map(Vec::len).sum()
     }
 
-    fn pop_idle(&self, key: BackendKey) -> Option<Idle> {
-        self.lock_idle().get_mut(&key).and_then(Vec::pop)
+    fn pop_idle(&self, key: &IdleKey) -> Option<Idle> {
+        self.lock_idle().get_mut(key).and_then(Vec::pop)
     }
 
     /// Closes one idle connection of another key to make room.
-    fn evict_other(&self, key: BackendKey) -> bool {
+    fn evict_other(&self, key: &IdleKey) -> bool {
         let mut idle = self.lock_idle();
         for (k, v) in idle.iter_mut() {
-            if *k != key && v.pop().is_some() {
+            if k != key && v.pop().is_some() {
                 return true;
             }
         }
         false
     }
 
-    /// Lends a connection with the given key.
+    /// Lends a connection with the given key, logged in as the dataHost's
+    /// own user.
     pub async fn acquire(self: &Arc<Self>, key: BackendKey) -> Result<PooledConn, PoolError> {
+        self.acquire_as(key, None).await
+    }
+
+    /// Lends a connection with the given key, logged in as `login` (the
+    /// dataHost's own user for `None`).
+    pub async fn acquire_as(
+        self: &Arc<Self>,
+        key: BackendKey,
+        login: Option<&Arc<BackendLogin>>,
+    ) -> Result<PooledConn, PoolError> {
         if !self.is_enabled() {
             return Err(PoolError::Disabled(self.name.clone()));
         }
-        *self.hot_key.lock().unwrap_or_else(|e| e.into_inner()) = key;
+        let key = IdleKey {
+            key,
+            login: login.unwrap_or(&self.own_login).clone(),
+        };
+        if login.is_none() {
+            let mut hot = self.hot_key.lock().unwrap_or_else(|e| e.into_inner());
+            if hot.is_some() {
+                *hot = Some(key.clone());
+            }
+        }
         let started = Instant::now();
         loop {
-            if let Some(Idle { mut conn, permit }) = self.pop_idle(key) {
+            if let Some(Idle { mut conn, permit }) = self.pop_idle(&key) {
                 // Polled from here on by the borrower's own thread.
                 if conn.conn.rehome().is_err()
                     || !matches!(
-                        tokio::time::timeout(
-                            self.command_timeout(),
-                            conn.change_user(&self.params.user, &self.params.password),
-                        )
-                        .await,
+                        tokio::time::timeout(self.command_timeout(), conn.change_user(),).await,
                         Ok(Ok(_))
                     )
                 {
@@ -306,7 +338,7 @@ impl Pool {
             }
             let permit = match self.permits.clone().try_acquire_owned() {
                 Ok(p) => p,
-                Err(_) if self.evict_other(key) => continue,
+                Err(_) if self.evict_other(&key) => continue,
                 Err(_) => {
                     let left = self
                         .cfg
@@ -325,13 +357,13 @@ impl Pool {
                     }
                 }
             };
-            let conn = self.connect(key).await?;
+            let conn = self.connect(&key).await?;
             return Ok(self.lend(conn, permit));
         }
     }
 
-    async fn connect(&self, key: BackendKey) -> Result<BackendConn, BackendError> {
-        let r = BackendConn::connect(&self.params, key).await;
+    async fn connect(&self, key: &IdleKey) -> Result<BackendConn, BackendError> {
+        let r = BackendConn::connect_as(&self.params, key.key, key.login.clone()).await;
         let outcome = if r.is_ok() { "ok" } else { "error" };
         metrics::counter!("zerodb_pool_connects_total", "datasource" => self.name.clone(), "result" => outcome)
             .increment(1);
@@ -354,8 +386,12 @@ impl Pool {
             return;
         }
         conn.conn.release_buffers();
+        let key = IdleKey {
+            key: conn.key,
+            login: conn.login.clone(),
+        };
         self.lock_idle()
-            .entry(conn.key)
+            .entry(key)
             .or_default()
             .push(Idle { conn, permit });
     }
@@ -370,9 +406,14 @@ impl Pool {
         {
             let mut idle = self.lock_idle();
             let max_idle = cfg.max_idle_time;
-            let min = cfg.min_idle;
-            for v in idle.values_mut() {
-                // Oldest first; keep at least `min` of them.
+            for (k, v) in idle.iter_mut() {
+                // Oldest first; keep at least `min_idle` of the dataHost's
+                // own login, none of an account's (`auth: backend`).
+                let min = if Arc::ptr_eq(&k.login, &self.own_login) {
+                    cfg.min_idle
+                } else {
+                    0
+                };
                 while v.len() > min
                     && v.first()
                         .is_some_and(|x| x.conn.last_used.elapsed() > max_idle)
@@ -380,21 +421,29 @@ impl Pool {
                     v.remove(0);
                 }
             }
+            idle.retain(|_, v| !v.is_empty());
         }
-        let key = *self.hot_key.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(key) = self
+            .hot_key
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        else {
+            return self.gauges();
+        };
         let have = self.lock_idle().get(&key).map_or(0, Vec::len);
         for _ in have..cfg.min_idle {
             let Ok(permit) = self.permits.clone().try_acquire_owned() else {
                 break;
             };
-            match self.connect(key).await {
+            match self.connect(&key).await {
                 Ok(mut conn) => {
                     conn.conn.release_buffers();
                     if !self.is_enabled() {
                         break;
                     }
                     self.lock_idle()
-                        .entry(key)
+                        .entry(key.clone())
                         .or_default()
                         .push(Idle { conn, permit });
                 }
@@ -404,10 +453,22 @@ impl Pool {
                 }
             }
         }
+        self.gauges();
+    }
+
+    fn gauges(&self) {
         metrics::gauge!("zerodb_pool_open", "datasource" => self.name.clone())
             .set(self.open() as f64);
         metrics::gauge!("zerodb_pool_idle", "datasource" => self.name.clone())
             .set(self.idle_count() as f64);
+    }
+
+    /// Opens no connection ahead of demand. For `auth: backend`, where
+    /// sessions log in as their own accounts: connections of the
+    /// dataHost's login would serve none of them, and ones opened ahead as
+    /// some account would count against its `MAX_USER_CONNECTIONS`.
+    pub fn without_prewarming(&self) {
+        *self.hot_key.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 }
 

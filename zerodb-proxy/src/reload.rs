@@ -103,7 +103,10 @@ pub fn apply(shared: &Shared, new: &ProxyConfig) -> Result<Reloaded, ReloadError
         .topology
         .reroute(schemas, default)
         .map_err(|e| ConfigError::Invalid(e.to_string()))?;
-    shared.users.store(Arc::new(users));
+    // Under `auth: backend` the accounts are the datasources' own.
+    if new.auth == crate::config::AuthMode::Static {
+        shared.users.store(Arc::new(users));
+    }
     shared.limits.store(Arc::new(new.limits.clone()));
     shared.tls.store(tls);
     if let Some(t) = operators {
@@ -202,5 +205,32 @@ mod tests {
             ..cfg("listen: 0.0.0.0:3306\n", "[logs]")
         };
         assert_eq!(needs_restart(&now, &moved), ["datahosts", "listen"]);
+    }
+
+    #[test]
+    fn under_auth_backend_a_reload_keeps_the_accounts_read() {
+        let yaml = BASE.replace("users: [{name: app, password: a}]", "auth: backend");
+        let config = ProxyConfig::from_yaml(&yaml).unwrap();
+        let proxy = crate::server::Proxy::new(config.clone());
+        let shared = proxy.shared();
+        let read = Users::from_entries([(
+            "alice".to_string(),
+            crate::users::Host::Any,
+            crate::users::User {
+                secret: crate::auth::Secret::Password(String::new()),
+                require_tls: false,
+                max_connections: None,
+                from_backend: true,
+                refused: None,
+            },
+        )]);
+        shared.users.store(Arc::new(read));
+        let new =
+            ProxyConfig::from_yaml(&format!("{yaml}limits: {{wait_timeout: 60s}}\n")).unwrap();
+        apply(shared, &new).expect("reloaded");
+        assert!(shared.users.load().get("alice").is_some(), "kept");
+        let to_static = ProxyConfig::from_yaml(BASE).unwrap();
+        let refused = apply(shared, &to_static).unwrap_err().to_string();
+        assert!(refused.contains("auth"), "{refused}");
     }
 }

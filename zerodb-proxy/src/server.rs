@@ -116,6 +116,7 @@ impl Proxy {
                 topology,
                 users: ArcSwap::from_pointee(users),
                 logins: Arc::default(),
+                accounts: Default::default(),
                 limits: ArcSwap::from_pointee(limits),
                 host_blocks: Default::default(),
                 tls: arc_swap::ArcSwapOption::new(tls),
@@ -186,6 +187,34 @@ where
 /// upkeep per datasource, nudging sessions when a datasource goes down,
 /// and reclaiming idle sessions' buffers.
 fn spawn_background(shared: &Arc<Shared>, stop: &watch::Receiver<bool>) {
+    if shared.config.auth == crate::config::AuthMode::Backend {
+        for dh in shared.topology.datahosts() {
+            for ds in &dh.datasources {
+                ds.pool.without_prewarming();
+            }
+        }
+        let s = shared.clone();
+        let every = shared.config.auth_refresh;
+        spawn_every(every, stop.clone(), move || {
+            let s = s.clone();
+            async move {
+                let timeout = s.config.pool.command_timeout;
+                match s
+                    .accounts
+                    .refresh(&s.topology, &s.users, timeout, Duration::ZERO)
+                    .await
+                {
+                    Ok(_) => tracing::debug!(
+                        accounts = s.users.load().len(),
+                        "accounts read from the datasource"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "auth: backend: accounts not read; the last ones stay")
+                    }
+                }
+            }
+        });
+    }
     for dh in shared.topology.datahosts() {
         for ds in &dh.datasources {
             tokio::spawn(crate::probe::probe_loop(

@@ -60,6 +60,8 @@ pub struct Shared {
     pub users: ArcSwap<Users>,
     /// How many sessions are logged in as each account.
     pub logins: Arc<Logins>,
+    /// Reads of the datasources' accounts (`auth: backend`).
+    pub accounts: crate::accounts::Refresher,
     /// Limits on each client (`limits`), swapped whole by a reload.
     pub limits: ArcSwap<LimitsConfig>,
     /// Client addresses refused after failed logins.

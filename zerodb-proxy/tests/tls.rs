@@ -5,37 +5,9 @@
 mod common;
 
 use common::*;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 use zerodb_testkit::certs::{self, Certs};
-
-/// The mariadb CLI through the proxy with `tls` options, running `sql`.
-fn cli(port: u16, user: &str, password: &str, tls: &[&str], sql: &str) -> Output {
-    Command::new("mariadb")
-        .args(["--no-defaults", "-h127.0.0.1", "-N", "-B"])
-        .arg(format!("-P{port}"))
-        .arg(format!("-u{user}"))
-        .arg(format!("-p{password}"))
-        .args(tls)
-        .args(["app", "-e", sql])
-        .output()
-        .expect("run mariadb")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn err(out: &Output) -> String {
-    assert!(!out.status.success(), "should fail");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 fn config(db: &MariaDb, c: &Certs, require: bool) -> String {
     one_datahost_config(&[db]).replace(
@@ -57,7 +29,7 @@ fn clients_verify_the_proxy_and_run_over_tls() {
     let verified = ["--ssl", ca.as_str(), "--ssl-verify-server-cert"];
 
     // The CLI verifies the certificate and says TLS is in use.
-    let status = ok(&cli(
+    let status = ok(&cli_with(
         proxy.port,
         APP_USER,
         APP_PASSWORD,
@@ -66,7 +38,7 @@ fn clients_verify_the_proxy_and_run_over_tls() {
     ));
     assert!(status.contains("Cipher in use is TLS"), "{status}");
     // Results of any size pass whole, both ways.
-    let n = ok(&cli(
+    let n = ok(&cli_with(
         proxy.port,
         APP_USER,
         APP_PASSWORD,
@@ -74,7 +46,7 @@ fn clients_verify_the_proxy_and_run_over_tls() {
         "SELECT LENGTH(REPEAT('x', 20000000)), LENGTH(CONCAT(REPEAT('y', 3000000), ''))",
     ));
     assert_eq!(n.trim(), "20000000\t3000000");
-    let big = ok(&cli(
+    let big = ok(&cli_with(
         proxy.port,
         APP_USER,
         APP_PASSWORD,
@@ -84,7 +56,7 @@ fn clients_verify_the_proxy_and_run_over_tls() {
     assert_eq!(big.trim().len(), 5_000_000);
 
     // An account that requires TLS is refused in clear, let in over TLS.
-    let e = err(&cli(
+    let e = err(&cli_with(
         proxy.port,
         "secure",
         "s-pw",
@@ -93,12 +65,15 @@ fn clients_verify_the_proxy_and_run_over_tls() {
     ));
     assert!(e.contains("1045"), "{e}");
     assert_eq!(
-        ok(&cli(proxy.port, "secure", "s-pw", &verified, "SELECT 1")).trim(),
+        ok(&cli_with(
+            proxy.port, "secure", "s-pw", &verified, "SELECT 1"
+        ))
+        .trim(),
         "1"
     );
     // In clear, other accounts still work.
     assert_eq!(
-        ok(&cli(
+        ok(&cli_with(
             proxy.port,
             APP_USER,
             APP_PASSWORD,
@@ -189,7 +164,7 @@ fn tls_can_be_required_and_certificates_reloaded() {
     std::fs::write(&path, text).expect("config");
     let (code, body) = proxy.http_post("/config/reload", "").expect("reload");
     assert_eq!(code, 200, "{body}");
-    let e = err(&cli(
+    let e = err(&cli_with(
         proxy.port,
         APP_USER,
         APP_PASSWORD,
@@ -198,7 +173,7 @@ fn tls_can_be_required_and_certificates_reloaded() {
     ));
     assert!(e.contains("3159"), "{e}");
     let old_ca = ca(&first);
-    let e = err(&cli(
+    let e = err(&cli_with(
         proxy.port,
         APP_USER,
         APP_PASSWORD,
@@ -210,7 +185,7 @@ fn tls_can_be_required_and_certificates_reloaded() {
         "{e}"
     );
     let new_ca = ca(&second);
-    let out = cli(
+    let out = cli_with(
         proxy.port,
         APP_USER,
         APP_PASSWORD,
@@ -223,11 +198,7 @@ fn tls_can_be_required_and_certificates_reloaded() {
 #[test]
 fn the_proxy_reaches_its_datasources_over_tls_as_the_mode_says() {
     let c = certs::make("tls-backend");
-    let opts = [
-        format!("--ssl-cert={}", c.cert.display()),
-        format!("--ssl-key={}", c.key.display()),
-        format!("--ssl-ca={}", c.ca.display()),
-    ];
+    let opts = c.server_options();
     let opts: Vec<&str> = opts.iter().map(String::as_str).collect();
     let db = MariaDb::start_with("m1", 1, &opts);
     // The server refuses the proxy's login in clear from now on.

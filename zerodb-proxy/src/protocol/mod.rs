@@ -216,6 +216,9 @@ pub mod caps {
     /// the last 4 reserved bytes of both handshake packets when
     /// `CLIENT_MYSQL` is off.
     pub mod mariadb {
+        /// `MARIADB_CLIENT_PROGRESS`: a long statement (ALTER TABLE, LOAD
+        /// DATA, CHECK TABLE, …) sends progress packets before its answer.
+        pub const PROGRESS: u32 = 0x0000_0001;
         /// `MARIADB_CLIENT_STMT_BULK_OPERATIONS`: COM_STMT_BULK_EXECUTE.
         pub const STMT_BULK_OPERATIONS: u32 = 0x0000_0004;
         /// `MARIADB_CLIENT_EXTENDED_METADATA`: column definitions carry a type name and format.
@@ -235,10 +238,10 @@ pub mod caps {
         ///   client's cache valid, as the statement is prepared again from
         ///   the same text;
         /// - bulk execution (COM_STMT_BULK_EXECUTE), answered as an
-        ///   execution is: an OK or ERR, or result sets (`RETURNING`).
-        ///
-        /// Not progress reports, which change the responses' shape in
-        /// ways the proxy does not parse.
-        pub const OFFERED: u32 = STMT_BULK_OPERATIONS | EXTENDED_METADATA | CACHE_METADATA;
+        ///   execution is: an OK or ERR, or result sets (`RETURNING`);
+        /// - progress reports: packets shaped as an ERR with code 0xFFFF
+        ///   that `ResponseParser` passes as part of the response.
+        pub const OFFERED: u32 =
+            PROGRESS | STMT_BULK_OPERATIONS | EXTENDED_METADATA | CACHE_METADATA;
     }
 }

@@ -94,6 +94,8 @@ pub struct ResponseParser {
     deprecate_eof: bool,
     /// MariaDB's metadata caching is on: see [`Self::with_cache_metadata`].
     cache_metadata: bool,
+    /// MariaDB's progress reports are on: see [`Self::with_progress`].
+    progress: bool,
     state: State,
     /// The previous frame was full: this one continues the same packet.
     continuing: bool,
@@ -115,6 +117,7 @@ impl ResponseParser {
             kind,
             deprecate_eof,
             cache_metadata: false,
+            progress: false,
             state,
             continuing: false,
             status: None,
@@ -129,6 +132,15 @@ impl ResponseParser {
     /// EOF that would end them is still sent unless EOF is deprecated.
     pub fn with_cache_metadata(mut self, on: bool) -> Self {
         self.cache_metadata = on;
+        self
+    }
+
+    /// For a connection that agreed on MariaDB's progress reports
+    /// (`caps::mariadb::PROGRESS`): a packet that starts `FF FF FF` (an
+    /// ERR with code 0xFFFF) is a report on the running statement, part of
+    /// its response rather than its end.
+    pub fn with_progress(mut self, on: bool) -> Self {
+        self.progress = on;
         self
     }
 
@@ -276,6 +288,9 @@ impl ResponseParser {
     )]
     fn packet(&mut self, p: &[u8], frame_len: usize) -> Result<Step, ResponseError> {
         let first = *p.first().ok_or(ResponseError::Malformed("empty packet"))?;
+        if self.progress && p.starts_with(&[0xff, 0xff, 0xff]) && self.state != State::Done {
+            return Ok(Step::More);
+        }
         if first == 0xff {
             self.error = true;
             return Ok(match self.state {
@@ -325,7 +340,9 @@ impl ResponseParser {
                         let s = ok_status(p).ok_or(ResponseError::Malformed("OK packet"))?;
                         return Ok(self.end_of_result(s));
                     }
-                    if first == 0xfb && self.kind == ResponseKind::Query {
+                    // LOAD DATA LOCAL, run as a query or (MariaDB) a
+                    // prepared statement: the server asks for the file.
+                    if first == 0xfb {
                         return Ok(Step::LocalInfile);
                     }
                     if first == 0xfe && frame_len < 9 {
@@ -450,6 +467,40 @@ mod tests {
         // The flag where caching was not agreed on is garbage.
         let mut p = ResponseParser::new(ResponseKind::Query, true);
         assert!(p.feed(&[2, 1]).is_err());
+    }
+
+    /// MariaDB runs a prepared LOAD DATA LOCAL too: its execution asks for
+    /// the file as a query does.
+    #[test]
+    fn a_prepared_load_data_local_asks_for_the_file() {
+        let ask = b"\xfb/tmp/t1.TRG".to_vec();
+        for kind in [ResponseKind::Query, ResponseKind::Execute { cursor: false }] {
+            let mut p = ResponseParser::new(kind, true);
+            assert_eq!(p.feed(&ask), Ok(Step::LocalInfile), "{kind:?}");
+            assert_eq!(p.feed(&ok(1, 0, 2, 0)), Ok(Step::Done), "{kind:?}");
+        }
+    }
+
+    /// A progress report as MariaDB sends it while an ALTER TABLE runs:
+    /// FF, code FFFF, then 1, stage, max stage, progress (3 bytes) and the
+    /// stage's name. With reports agreed, it is part of the response; an
+    /// ordinary ERR still ends it.
+    #[test]
+    fn progress_reports_go_on_an_err_still_ends() {
+        let report = b"\xff\xff\xff\x01\x01\x02\x10\x27\x00\x0ccopy to tmp ".to_vec();
+        let done = ok(0, 0, 2, 0);
+        let mut p = ResponseParser::new(ResponseKind::Query, true).with_progress(true);
+        assert_eq!(p.feed(&report), Ok(Step::More));
+        assert_eq!(p.feed(&report), Ok(Step::More));
+        assert_eq!(p.feed(&done), Ok(Step::Done));
+        assert!(!p.saw_error());
+        let mut p = ResponseParser::new(ResponseKind::Query, true).with_progress(true);
+        assert_eq!(p.feed(&report), Ok(Step::More));
+        assert_eq!(p.feed(&err(1062, "23000", "dup")), Ok(Step::Done));
+        assert!(p.saw_error());
+        // Not agreed on: the same bytes are an ERR, the end.
+        let mut p = ResponseParser::new(ResponseKind::Query, true);
+        assert_eq!(p.feed(&report), Ok(Step::Done));
     }
 
     fn coldef() -> Vec<u8> {

@@ -12,6 +12,11 @@ use crate::topology::{Active, Datasource};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Errors a server answers a login with that are about the account (access
+/// denied, to a database, its connection limit, locked, password expired):
+/// under `auth: backend` the client's own, passed on as they are.
+const ACCOUNT_REFUSALS: [u16; 6] = [1044, 1045, 1226, 4151, 1820, 1862];
+
 impl Session {
     /// Makes sure the session holds a connection to its dataHost's active
     /// datasource, moving it (with its state) when the active one changed.
@@ -141,8 +146,20 @@ impl Session {
         let started = Instant::now();
         loop {
             let ds = active.datasource.clone();
-            match ds.pool.acquire(self.key).await {
+            match ds
+                .pool
+                .acquire_as(self.key, self.backend_login.as_ref())
+                .await
+            {
                 Ok(c) => return Ok((ds, c)),
+                // The server refused the client's own account (`auth:
+                // backend`): its error, as logging in directly.
+                Err(PoolError::Backend(BackendError::Login { code, message, .. }))
+                    if self.backend_login.is_some() && ACCOUNT_REFUSALS.contains(&code) =>
+                {
+                    let state = if code == 1045 { "28000" } else { "42000" };
+                    return Err(ClientError::new(code, state, message));
+                }
                 // The server refused the client's own handshake character
                 // set (a backend login carries it): the client's error, as
                 // it would be logging in directly.

@@ -2,18 +2,25 @@
 
 use super::login::{refused_client_charset, ChangeUser, Login41};
 use super::{Fail, Flow, Session};
+use crate::accounts;
 use crate::auth::{self, Method};
 use crate::backend::BackendKey;
+use crate::backend::{BackendLogin, Credential};
+use crate::config::AuthMode;
 use crate::errors::ClientError;
 use crate::protocol::caps;
 use crate::protocol::packets;
 use crate::protocol::status;
-use crate::users::{Login, TooMany, User};
+use crate::users::{Login, Refusal, TooMany, User};
 use std::sync::Arc;
 
 /// AuthMoreData byte telling a caching_sha2_password client its fast
 /// authentication succeeded.
 const FAST_AUTH_SUCCESS: u8 = 0x03;
+
+/// An account a client proved it holds, and how the session logs in to
+/// datasources as it (`auth: backend`).
+type Proved = (Arc<User>, Option<Arc<BackendLogin>>);
 
 /// Failed COM_CHANGE_USERs after which a session gets no more tries.
 const MAX_FAILED_CHANGE_USERS: u8 = 3;
@@ -90,18 +97,60 @@ impl Session {
         Err(())
     }
 
+    /// The account `user` logs in as from this client's address.
+    fn account(&self, user: &str) -> Option<Arc<User>> {
+        self.shared
+            .users
+            .load()
+            .get_for(user, self.peer.ip())
+            .cloned()
+    }
+
+    /// Under `auth: backend`, has the datasource's accounts read again (at
+    /// most one read per [`accounts::ON_DEMAND_GAP`], shared by the logins
+    /// waiting for it): a name not known or a proof that fails may be an
+    /// account created or a password changed since. Whether the table was
+    /// read.
+    async fn reread_accounts(&self) -> bool {
+        if self.shared.config.auth != AuthMode::Backend {
+            return false;
+        }
+        match self
+            .shared
+            .accounts
+            .refresh(
+                &self.shared.topology,
+                &self.shared.users,
+                self.shared.config.pool.command_timeout,
+                accounts::ON_DEMAND_GAP,
+            )
+            .await
+        {
+            Ok(read) => read,
+            Err(e) => {
+                tracing::warn!(session = self.id(), error = %e, "auth: backend: accounts not read");
+                false
+            }
+        }
+    }
+
     /// Checks a scramble computed by `method` with `salt`; if the client
     /// used a method the proxy cannot check (an unknown plugin, or
     /// caching_sha2_password for an account held as a native hash),
     /// switches it to mysql_native_password with a fresh salt first.
-    /// Returns the account, if the client proved it holds its password.
+    /// Returns the account, if the client proved it holds its password,
+    /// and (for a datasource's own account) how to log in to datasources
+    /// as it.
     async fn authenticate(
         &mut self,
         user: &str,
         method: Option<Method>,
         response: Vec<u8>,
-    ) -> Result<Option<Arc<User>>, ()> {
-        let account = self.shared.users.load().get(user).cloned();
+    ) -> Result<Option<Proved>, ()> {
+        let mut account = self.account(user);
+        if account.is_none() && self.reread_accounts().await {
+            account = self.account(user);
+        }
         let checkable = method.filter(|m| account.as_ref().is_none_or(|a| a.secret.checks(*m)));
         let (method, response) = match checkable {
             Some(m) => (m, response),
@@ -118,11 +167,29 @@ impl Session {
                 (Method::Native, pkt.payload)
             }
         };
-        let Some(account) = account else {
+        let Some(mut account) = account else {
             return Ok(None);
         };
-        if !auth::verify(method, &self.salt, &account.secret, &response) {
+        if let Some(Refusal::Plugin(plugin)) = &account.refused {
+            tracing::warn!(session = self.id(), %user, peer = %self.peer, %plugin,
+                "login refused: the account authenticates with a plugin zeroDB cannot check or pass on (use mysql_native_password)");
             return Ok(None);
+        }
+        if !auth::verify(method, &self.salt, &account.secret, &response) {
+            // The password may have changed on the server since.
+            let again = match self.reread_accounts().await {
+                true => self.account(user),
+                false => None,
+            };
+            match again {
+                Some(a)
+                    if a.secret.checks(method)
+                        && auth::verify(method, &self.salt, &a.secret, &response) =>
+                {
+                    account = a;
+                }
+                _ => return Ok(None),
+            }
         }
         if method == Method::CachingSha2 && !response.is_empty() {
             self.seq = self
@@ -131,7 +198,32 @@ impl Session {
                 .await
                 .map_err(drop)?;
         }
-        Ok(Some(account))
+        let backend = account
+            .from_backend
+            .then(|| self.backend_login(user, &account.secret, &response))
+            .flatten();
+        Ok(Some((account, backend)))
+    }
+
+    /// How a session proven to hold `secret` logs in to datasources as
+    /// `user`: with SHA1(password), recovered from its native `response`
+    /// (or with no password, for an account without one).
+    fn backend_login(
+        &self,
+        user: &str,
+        secret: &auth::Secret,
+        response: &[u8],
+    ) -> Option<Arc<BackendLogin>> {
+        let credential = match secret {
+            auth::Secret::NativeHash(hash) => {
+                Credential::NativeStage1(auth::native_stage1(&self.salt, hash, response)?)
+            }
+            auth::Secret::Password(p) => Credential::Password(p.clone()),
+        };
+        Some(Arc::new(BackendLogin {
+            user: user.to_string(),
+            credential,
+        }))
     }
 
     /// Whether an authenticated `account` may have this session: over TLS
@@ -145,6 +237,18 @@ impl Session {
         collation: Option<u8>,
         with_password: bool,
     ) -> Result<Option<Login>, ClientError> {
+        match &account.refused {
+            Some(Refusal::Locked) => {
+                tracing::info!(session = self.id(), %user, peer = %self.peer, "login refused: the account is locked");
+                return Err(ClientError::new(
+                    4151,
+                    "HY000",
+                    "Access denied, this account is locked",
+                ));
+            }
+            // Refused in `authenticate`, whatever the proof.
+            Some(Refusal::Plugin(_)) | None => {}
+        }
         if account.require_tls && !self.client.is_tls() {
             tracing::info!(session = self.id(), %user, peer = %self.peer, "login refused: the account requires TLS");
             return Err(ClientError::access_denied(
@@ -241,7 +345,7 @@ impl Session {
         let login = self.read_login().await?;
         let user = login.user;
         let had_password = !login.response.is_empty();
-        let Some(account) = self
+        let Some((account, backend_login)) = self
             .authenticate(&user, login.method, login.response)
             .await?
         else {
@@ -268,6 +372,7 @@ impl Session {
             login.mariadb_caps & self.shared.offered_mariadb_caps(),
         );
         self.user = user;
+        self.backend_login = backend_login;
         self.handle.set_user(&self.user);
         if let Some(db) = login.db {
             self.datahost = self.shared.topology.route(Some(&db)).clone();
@@ -311,7 +416,7 @@ impl Session {
             Err(()) => return Flow::Close,
         };
         let refused = match &account {
-            Some(a) => match self.admit(&req.user, a, req.collation, with_password) {
+            Some((a, _)) => match self.admit(&req.user, a, req.collation, with_password) {
                 Ok(login) => {
                     if login.is_some() {
                         self.login = login;
@@ -336,6 +441,7 @@ impl Session {
             return self.reply_err(e).await;
         }
         self.user = req.user;
+        self.backend_login = account.and_then(|(_, b)| b);
         self.handle.set_user(&self.user);
         if let Some(c) = req.collation {
             self.key = BackendKey::new(self.client_caps, c, self.key.mariadb_caps);

@@ -73,6 +73,7 @@ pub async fn run(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         st: SessionState::default(),
         failed_change_users: 0,
         login: None,
+        backend_login: None,
     };
     match tokio::time::timeout(limits.connect_timeout, s.handshake()).await {
         Ok(Ok(())) => s.serve().await,
@@ -196,6 +197,9 @@ struct Session {
     failed_change_users: u8,
     /// The session counted against its account's `max_connections`.
     login: Option<crate::users::Login>,
+    /// Under `auth: backend`: the client's own account, as the session
+    /// logs in to datasources (`None`: the dataHost's `user`).
+    backend_login: Option<Arc<crate::backend::BackendLogin>>,
 }
 
 impl Session {

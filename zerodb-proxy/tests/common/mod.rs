@@ -204,3 +204,44 @@ pub fn logged_in(rt: &tokio::runtime::Runtime, port: u16) -> TcpStream {
         .expect("timeout");
     std
 }
+
+/// The mariadb CLI through 127.0.0.1:`port` as `user` with `extra`
+/// options (TLS, auth plugin), running `sql` in `app`.
+pub fn cli_with(
+    port: u16,
+    user: &str,
+    password: &str,
+    extra: &[&str],
+    sql: &str,
+) -> std::process::Output {
+    Command::new("mariadb")
+        .args(["--no-defaults", "-h127.0.0.1", "-N", "-B"])
+        .arg(format!("-P{port}"))
+        .arg(format!("-u{user}"))
+        .arg(format!("-p{password}"))
+        .args(extra)
+        .args(["app", "-e", sql])
+        .output()
+        .expect("run mariadb")
+}
+
+/// The stdout of a run that must succeed (its stderr in the panic).
+pub fn ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+}
+
+/// The stderr of a run that must fail.
+pub fn err(out: &std::process::Output) -> String {
+    assert!(
+        !out.status.success(),
+        "should fail: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
