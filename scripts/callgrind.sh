@@ -12,6 +12,8 @@
 #
 # Everything lives under target/callgrind (the raw callgrind files too, for
 # callgrind_annotate). Ports: CG_DB_PORT, CG_PROXY_PORT, CG_HAPROXY_PORT.
+# CG_PROXY_BIN measures another zerodb-proxy binary (say, one built from an
+# older commit, to compare); CG_SKIP_HAPROXY=1 measures zerodb-proxy only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -29,7 +31,8 @@ if ! command -v valgrind >/dev/null; then
   [ "$(id -u)" = 0 ] || sudo="sudo"
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq valgrind >/dev/null
 fi
-cargo build --release --locked -p zerodb-proxy
+proxy_bin=${CG_PROXY_BIN:-$root/target/release/zerodb-proxy}
+[ -n "${CG_PROXY_BIN:-}" ] || cargo build --release --locked -p zerodb-proxy
 haproxy=$(command -v haproxy || echo /usr/sbin/haproxy)
 
 dir=$root/target/callgrind
@@ -135,5 +138,5 @@ echo "$WORKLOAD, $THREADS threads, $SECONDS_RUN s under callgrind (D1 48 KiB, LL
 echo
 echo "| proxy | queries | instructions | L1 read misses | L1 write misses | LL read misses |"
 echo "|---|---|---|---|---|---|"
-measure zerodb "$PROXY_PORT" "$root/target/release/zerodb-proxy" --config "$dir/proxy.yaml"
-measure haproxy "$HAPROXY_PORT" "$haproxy" -db -f "$dir/haproxy.cfg"
+measure zerodb "$PROXY_PORT" "$proxy_bin" --config "$dir/proxy.yaml"
+[ "${CG_SKIP_HAPROXY:-0}" = 1 ] || measure haproxy "$HAPROXY_PORT" "$haproxy" -db -f "$dir/haproxy.cfg"

@@ -23,6 +23,7 @@ const PROBE: usize = 64;
 
 /// Writes what the socket takes of `buf` now, without waiting: how many
 /// bytes, 0 when it is full.
+#[inline(always)]
 pub fn write_now(stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
     match stream.try_write(buf) {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
@@ -362,8 +363,18 @@ impl Conn {
     /// bytes were taken (in clear, by the socket; over TLS, by the
     /// session, which may still hold some of them encrypted: see
     /// [`Self::output_pending`]). The rest goes with [`Self::write_rest`].
-    #[inline]
+    #[inline(always)]
     pub fn write_now(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // In clear, the socket call inlined into the relay (as before TLS
+        // came); the TLS path stays out of line.
+        if self.tls.is_none() {
+            return write_now(&self.stream, buf);
+        }
+        self.write_now_tls(buf)
+    }
+
+    #[inline(never)]
+    fn write_now_tls(&mut self, buf: &[u8]) -> io::Result<usize> {
         let Some(tls) = self.tls.as_deref_mut() else {
             return write_now(&self.stream, buf);
         };
@@ -374,7 +385,7 @@ impl Conn {
 
     /// Whether bytes written wait, encrypted, for the socket to take them
     /// (never in clear: the socket holds what it took).
-    #[inline]
+    #[inline(always)]
     pub fn output_pending(&self) -> bool {
         self.tls.as_ref().is_some_and(|t| t.wants_write())
     }

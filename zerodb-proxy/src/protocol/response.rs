@@ -288,10 +288,10 @@ impl ResponseParser {
     )]
     fn packet(&mut self, p: &[u8], frame_len: usize) -> Result<Step, ResponseError> {
         let first = *p.first().ok_or(ResponseError::Malformed("empty packet"))?;
-        if self.progress && p.starts_with(&[0xff, 0xff, 0xff]) && self.state != State::Done {
-            return Ok(Step::More);
-        }
         if first == 0xff {
+            if self.progress && p.get(1..3) == Some(&[0xff, 0xff]) && self.state != State::Done {
+                return Ok(Step::More);
+            }
             self.error = true;
             return Ok(match self.state {
                 State::Done => return Err(ResponseError::AfterEnd),

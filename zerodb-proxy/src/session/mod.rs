@@ -50,8 +50,14 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-/// Runs a session to its end.
-pub async fn run(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+/// Runs a session to its end; `slot` (its place under `max_connections`)
+/// is given back when it ends.
+pub async fn run(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    slot: tokio::sync::OwnedSemaphorePermit,
+) {
     let handle = shared.registry.register(peer);
     let id = handle.id;
     metrics::gauge!("zerodb_client_sessions").increment(1.0);
@@ -100,6 +106,7 @@ pub async fn run(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         "session closed"
     );
     shared.registry.remove(id);
+    drop(slot);
     metrics::gauge!("zerodb_client_sessions").decrement(1.0);
     // What this session and its thread's others counted goes out now.
     let tick = shared.registry.ticks();
