@@ -14,6 +14,10 @@ use crate::protocol::response::{ResponseError, ResponseParser};
 use crate::protocol::{ResponseKind, Step};
 use crate::registry::SessionHandle;
 
+/// A row frame larger than this is passed on as it arrives rather than
+/// held whole (the relay's memory per session stays near its read chunk).
+const STREAM_ABOVE: usize = 64 * 1024;
+
 /// Bytes a client may send ahead while its statement runs that the relay
 /// reads (watching for the client to go away); the rest wait in the socket.
 const PIPELINED_MAX: usize = 64 * 1024;
@@ -81,12 +85,19 @@ pub(super) async fn relay(
     let mut parser = backend.response_parser(kind);
     backend.broken = true;
     let mut backend_seq = 0u8;
+    // Bytes of a large row frame still to pass through as they come (its
+    // header already went out): a session never holds a whole large row.
+    let mut streaming = 0usize;
     loop {
         let mut pos = 0;
         let mut step = Step::More;
         {
             let buf = &mut backend.conn.rbuf;
-            loop {
+            if streaming > 0 {
+                pos = streaming.min(buf.len());
+                streaming -= pos;
+            }
+            while streaming == 0 {
                 if parser.expects_row() {
                     pos += pass_plain_rows(&mut buf[pos..], seq);
                 }
@@ -95,6 +106,20 @@ pub(super) async fn relay(
                 };
                 let end = pos + h.total();
                 if end > buf.len() {
+                    // A plain row larger than what arrived: its header
+                    // goes out with what is here, the rest as it comes.
+                    if parser.expects_row()
+                        && h.total() > STREAM_ABOVE
+                        && buf
+                            .get(pos + HEADER_LEN)
+                            .is_some_and(|&first| ResponseParser::plain_row(first, h.len))
+                    {
+                        backend_seq = h.seq;
+                        buf[pos + 3] = *seq;
+                        *seq = seq.wrapping_add(1);
+                        streaming = end - buf.len();
+                        pos = buf.len();
+                    }
                     break;
                 }
                 backend_seq = h.seq;
@@ -150,8 +175,19 @@ pub(super) async fn relay(
             }
             Step::More => {}
         }
-        let need = FrameHeader::parse(&backend.conn.rbuf)
-            .map_or(4, |h| h.total().saturating_sub(backend.conn.rbuf.len()));
+        let need = if streaming > 0 {
+            1
+        } else {
+            let need = FrameHeader::parse(&backend.conn.rbuf)
+                .map_or(4, |h| h.total().saturating_sub(backend.conn.rbuf.len()));
+            // A row is streamed once its first byte is here: no room for
+            // all of it.
+            if parser.expects_row() {
+                need.min(STREAM_ABOVE)
+            } else {
+                need
+            }
+        };
         let lost = tokio::select! {
             biased;
             r = backend.conn.fill(need) => r.err().map(|e| {
@@ -170,7 +206,8 @@ pub(super) async fn relay(
             },
         };
         if let Some((reason, reset)) = lost {
-            let partial = !parser.at_packet_start() || !backend.conn.rbuf.is_empty();
+            let partial =
+                streaming > 0 || !parser.at_packet_start() || !backend.conn.rbuf.is_empty();
             return Err(RelayError::Backend {
                 error: BackendError::Lost {
                     addr: backend.addr.clone(),
