@@ -71,13 +71,7 @@ async fn load_entries(
     }
 }
 
-/// Builds the table from the query's answer.
-pub fn parse(json: &[u8]) -> Result<Users, AccountsError> {
-    Ok(Users::from_entries(parse_entries(json)?.into_iter().map(
-        |(name, host, user)| (name, Host::parse(&host), user),
-    )))
-}
-
+/// The accounts in the query's answer.
 fn parse_entries(json: &[u8]) -> Result<Vec<Entry>, AccountsError> {
     let bad = |m: &str| AccountsError::Malformed(m.to_string());
     let rows: Vec<(String, String, Value)> =
@@ -235,6 +229,13 @@ async fn read_all(topology: &Topology, timeout: Duration) -> Result<Users, Accou
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse(json: &[u8]) -> Result<Users, AccountsError> {
+        let entries = parse_entries(json)?;
+        Ok(Users::from_entries(entries.into_iter().map(
+            |(name, host, user)| (name, Host::parse(&host), user),
+        )))
+    }
 
     #[test]
     fn accounts_as_mariadb_stores_them() {

@@ -331,7 +331,14 @@ impl BackendConn {
         }
         let (plugin, first, proc) =
             first_answer(&login.credential, plugin, &nonce, conn.is_tls(), &p.addr)?;
-        let buf = Self::response(&hs, &login.user, key, &plugin, negotiated, first);
+        let buf = Self::response(
+            &hs,
+            &login.user,
+            key,
+            &plugin,
+            negotiated,
+            first.unwrap_or_default(),
+        );
         conn.send(seq, &buf)
             .await
             .map_err(|e| lost(&p.addr, e.to_string()))?;
@@ -401,6 +408,7 @@ impl BackendConn {
             self.conn.is_tls(),
             &self.addr,
         )?;
+        let data = data.unwrap_or_default();
         let mut p = Vec::with_capacity(64 + login.user.len());
         p.push(crate::protocol::cmd::CHANGE_USER);
         p.extend_from_slice(login.user.as_bytes());
@@ -627,21 +635,25 @@ fn server_capabilities(
     Ok((server_caps, server_mariadb_caps))
 }
 
+/// The plugin named, its data (if any) and the exchange to go on with.
+type FirstAnswer = (AuthPlugin<'static>, Option<Vec<u8>>, Option<AuthProc>);
+
 /// The first answer to a server's challenge (`nonce`, by `plugin`), and
 /// the plugin to name with it: for a password, what the plugin computes
 /// (refusing those that would send it in clear); for a stage-1 hash, a
-/// `mysql_native_password` scramble whatever the server proposed.
+/// `mysql_native_password` scramble whatever the server proposed. `None`
+/// for data when the plugin has nothing to send.
 fn first_answer(
     credential: &Credential,
     plugin: AuthPlugin<'static>,
     nonce: &[u8],
     tls: bool,
     addr: &str,
-) -> Result<(AuthPlugin<'static>, Vec<u8>, Option<AuthProc>), BackendError> {
+) -> Result<FirstAnswer, BackendError> {
     match credential {
         Credential::NativeStage1(stage1) => Ok((
             AuthPlugin::MysqlNativePassword,
-            native_from_stage1(nonce, stage1),
+            Some(native_from_stage1(nonce, stage1)),
             None,
         )),
         Credential::Password(password) => {
@@ -657,7 +669,7 @@ fn first_answer(
                     nonce,
                 )
                 .map_err(|e| protocol(addr, format!("auth: {e}")))?;
-            let data = first.data().unwrap_or_default().to_vec();
+            let data = first.data().map(<[u8]>::to_vec);
             Ok((plugin, data, Some(proc)))
         }
     }
@@ -710,30 +722,16 @@ async fn finish_auth(
                 let data = data.strip_suffix(&[0]).unwrap_or(data);
                 scramble = data.to_vec();
                 let plugin = AuthPlugin::from_bytes(name).into_owned();
-                match credential {
-                    Credential::NativeStage1(stage1) => {
-                        if plugin != AuthPlugin::MysqlNativePassword {
-                            return Err(needs_password(addr, &String::from_utf8_lossy(name)));
-                        }
-                        Some(native_from_stage1(&scramble, stage1))
-                    }
-                    Credential::Password(password) => {
-                        refuse_in_clear(&plugin, conn.is_tls(), addr)?;
-                        let mut p =
-                            AuthProc::init(&plugin).map_err(|e| protocol(addr, e.to_string()))?;
-                        let ctx = AuthCtx {
-                            pass: password.as_bytes(),
-                            scramble: &scramble,
-                            tls: conn.is_tls(),
-                        };
-                        let r = p
-                            .run(ctx, &scramble)
-                            .map_err(|e| protocol(addr, format!("auth: {e}")))?;
-                        let data = r.data().map(<[u8]>::to_vec);
-                        proc = Some(p);
-                        data
-                    }
+                if matches!(credential, Credential::NativeStage1(_))
+                    && plugin != AuthPlugin::MysqlNativePassword
+                {
+                    return Err(needs_password(addr, &String::from_utf8_lossy(name)));
                 }
+                // The switch starts the exchange again, as the first answer.
+                let (_, data, p) =
+                    first_answer(credential, plugin, &scramble, conn.is_tls(), addr)?;
+                proc = p;
+                data
             }
             (Some(0x01), Credential::Password(password)) => {
                 if pkt.payload.get(1..) == Some(&[PERFORM_FULL_AUTHENTICATION][..])
