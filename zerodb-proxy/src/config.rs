@@ -136,6 +136,9 @@ pub struct ProxyConfig {
     pub workers: Option<usize>,
     /// Largest client packet accepted (bytes).
     pub max_allowed_packet: usize,
+    /// Whether clients may ask for the compressed protocol
+    /// (`CLIENT_COMPRESS`; backend connections are never compressed).
+    pub compression: bool,
     /// Version string sent to clients; default: the backend's own.
     pub server_version: Option<String>,
     /// Method offered in the greeting: mysql_native_password or
@@ -268,6 +271,7 @@ impl Default for ProxyConfig {
             max_connections: 10_000,
             workers: None,
             max_allowed_packet: 64 << 20,
+            compression: true,
             server_version: None,
             auth_plugin: crate::auth::NATIVE.into(),
             shutdown_timeout: Duration::from_secs(10),
@@ -286,7 +290,7 @@ impl Default for ProxyConfig {
 }
 
 /// The top-level keys of a proxy config (besides the policy keys).
-pub const PROXY_KEYS: [&str; 24] = [
+pub const PROXY_KEYS: [&str; 25] = [
     "name",
     "listen",
     "admin",
@@ -299,6 +303,7 @@ pub const PROXY_KEYS: [&str; 24] = [
     "max_connections",
     "workers",
     "max_allowed_packet",
+    "compression",
     "server_version",
     "auth_plugin",
     "shutdown_timeout",

@@ -1,14 +1,18 @@
 //! A TCP connection speaking MySQL frames, with buffers that an idle
-//! connection gives back, in clear or over TLS.
+//! connection gives back: in clear, over TLS, compressed, or both.
 //!
 //! Over TLS, rustls holds the session and this drives it by hand: bytes
 //! read from the socket go in through `read_tls`, and what they decrypt to
 //! is drained into `rbuf`; bytes written go in through its `writer` and
-//! out through `write_tls`. Reads and writes keep the shape they have in
-//! clear (try now, wait only when the socket says so), so the relay does
-//! not change with TLS.
+//! out through `write_tls`. Compressed (a client that asked for
+//! `CLIENT_COMPRESS`), what comes in is unpacked into `rbuf` and what goes
+//! out is packed first ([`crate::protocol::compress`]). Reads and writes
+//! keep the shape they have in clear (try now, wait only when the socket
+//! says so), so the relay does not change with either; in clear, one test
+//! of one field tells the hot path it has nothing else to do.
 
-use crate::protocol::frame::{assemble, put_packet, Assembled};
+use crate::protocol::compress::{InflateError, Zlib};
+use crate::protocol::frame::{assemble, put_packet, renumber, Assembled};
 use bytes::{Buf, BytesMut};
 use std::io;
 use std::sync::Arc;
@@ -45,8 +49,25 @@ pub struct Conn {
     /// Longest a write may wait for the peer to take any byte (`None`:
     /// no limit); past it the write fails with `TimedOut`.
     pub write_timeout: Option<std::time::Duration>,
+    /// TLS and compression, once either was started (`None`: in clear).
+    layers: Option<Box<Layers>>,
+}
+
+/// What lies between the frames and the socket when not in clear.
+#[derive(Debug, Default)]
+struct Layers {
     /// The TLS session, once one was started on the socket.
-    tls: Option<Box<rustls::Connection>>,
+    tls: Option<rustls::Connection>,
+    /// The compressed protocol, once the login agreed to it.
+    zlib: Option<Zlib>,
+}
+
+impl Layers {
+    /// Whether bytes taken wait, packed or encrypted, for the socket.
+    fn pending(&self) -> bool {
+        self.zlib.as_ref().is_some_and(|z| !z.out.is_empty())
+            || self.tls.as_ref().is_some_and(|t| t.wants_write())
+    }
 }
 
 /// Writes to a socket without waiting (`WouldBlock` when it is full): what
@@ -112,6 +133,9 @@ pub enum ReadError {
     /// Reading from the socket failed.
     #[error(transparent)]
     Io(#[from] io::Error),
+    /// A compressed packet could not be unpacked.
+    #[error(transparent)]
+    Compressed(#[from] InflateError),
     /// The packet is larger than the limit.
     #[error("packet of {len} bytes exceeds the limit of {max}")]
     TooLarge {
@@ -152,7 +176,7 @@ impl Conn {
             wbuf: BytesMut::new(),
             runtime: current_runtime(),
             write_timeout: None,
-            tls: None,
+            layers: None,
         }
     }
 
@@ -176,8 +200,8 @@ impl Conn {
     /// many arrived; `Closed` at end of stream. A connection holding no
     /// buffer waits for bytes before it takes one.
     pub async fn fill(&mut self, want: usize) -> Result<usize, ReadError> {
-        if self.tls.is_some() {
-            return self.fill_tls().await;
+        if self.layers.is_some() {
+            return self.fill_layered().await;
         }
         if self.rbuf.capacity() == 0 {
             self.read_ready().await?;
@@ -201,8 +225,8 @@ impl Conn {
     /// stream, `Ok(0)` when nothing is there. Reserves room only if there
     /// is something to read.
     pub fn try_fill(&mut self) -> Result<usize, ReadError> {
-        if self.tls.is_some() {
-            return self.try_fill_tls();
+        if self.layers.is_some() {
+            return self.try_fill_layered();
         }
         if self.rbuf.capacity() - self.rbuf.len() >= PROBE {
             // Room already there (a busy connection keeps its buffer): read
@@ -262,6 +286,9 @@ impl Conn {
                     self.fill(need).await?;
                 }
                 Assembled::TooLarge { len } => return Err(ReadError::TooLarge { len, max }),
+                Assembled::BadSequence { .. } if self.is_compressed() => {
+                    renumber(&mut self.rbuf);
+                }
                 Assembled::BadSequence { expected, got } => {
                     return Err(ReadError::BadSequence { expected, got })
                 }
@@ -276,7 +303,7 @@ impl Conn {
 
     /// Writes everything queued.
     pub async fn flush(&mut self) -> io::Result<()> {
-        if self.tls.is_some() {
+        if self.layers.is_some() {
             if !self.try_flush()? {
                 self.write_rest(&[]).await?;
             }
@@ -296,8 +323,8 @@ impl Conn {
     /// `write_timeout` for the peer to take some (a client that stops
     /// reading is given up on; one that reads slowly is not).
     pub async fn write_rest(&mut self, mut bytes: &[u8]) -> io::Result<()> {
-        if self.tls.is_some() {
-            return self.write_rest_tls(bytes).await;
+        if self.layers.is_some() {
+            return self.write_rest_layered(bytes).await;
         }
         let Some(limit) = self.write_timeout else {
             return self.stream.write_all(bytes).await;
@@ -318,7 +345,7 @@ impl Conn {
     /// whether that was all of it (then [`Self::flush`] has nothing to
     /// wait for).
     pub fn try_flush(&mut self) -> io::Result<bool> {
-        if self.tls.is_some() {
+        if self.layers.is_some() {
             let queued = std::mem::take(&mut self.wbuf);
             let r = self.write_now(&queued);
             let taken = *r.as_ref().unwrap_or(&0);
@@ -360,54 +387,61 @@ impl Conn {
     }
 
     /// Writes what the peer takes of `buf` now, without waiting: how many
-    /// bytes were taken (in clear, by the socket; over TLS, by the
-    /// session, which may still hold some of them encrypted: see
+    /// bytes were taken (in clear, by the socket; otherwise by the layers,
+    /// which may still hold some of them packed or encrypted: see
     /// [`Self::output_pending`]). The rest goes with [`Self::write_rest`].
     #[inline(always)]
     pub fn write_now(&mut self, buf: &[u8]) -> io::Result<usize> {
         // In clear, the socket call inlined into the relay (as before TLS
-        // came); the TLS path stays out of line.
-        if self.tls.is_none() {
+        // came); the layered path stays out of line.
+        if self.layers.is_none() {
             return write_now(&self.stream, buf);
         }
-        self.write_now_tls(buf)
+        self.write_now_layered(buf)
     }
 
     #[inline(never)]
-    fn write_now_tls(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let Some(tls) = self.tls.as_deref_mut() else {
+    fn write_now_layered(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let Some(layers) = self.layers.as_deref_mut() else {
             return write_now(&self.stream, buf);
         };
-        let taken = io::Write::write(&mut tls.writer(), buf)?;
-        self.send_tls_now()?;
+        let taken = match (&mut layers.zlib, &mut layers.tls) {
+            (Some(zlib), _) => {
+                // All of it, packed; what the transport does not take
+                // now stays packed in `out`.
+                zlib.deflate(buf);
+                buf.len()
+            }
+            (None, Some(tls)) => io::Write::write(&mut tls.writer(), buf)?,
+            (None, None) => write_now(&self.stream, buf)?,
+        };
+        send_now(&self.stream, layers)?;
         Ok(taken)
     }
 
-    /// Whether bytes written wait, encrypted, for the socket to take them
-    /// (never in clear: the socket holds what it took).
+    /// Whether bytes taken wait, packed or encrypted, for the socket to
+    /// take them (never in clear: the socket holds what it took).
     #[inline(always)]
     pub fn output_pending(&self) -> bool {
-        self.tls.as_ref().is_some_and(|t| t.wants_write())
+        self.layers.as_deref().is_some_and(Layers::pending)
     }
 
     /// Whether the connection runs over TLS.
     pub fn is_tls(&self) -> bool {
-        self.tls.is_some()
+        self.layers.as_ref().is_some_and(|l| l.tls.is_some())
     }
 
-    /// Sends the ciphertext the socket takes now: whether that was all.
-    fn send_tls_now(&mut self) -> io::Result<bool> {
-        let Some(tls) = self.tls.as_deref_mut() else {
-            return Ok(true);
-        };
-        while tls.wants_write() {
-            match tls.write_tls(&mut SocketNow(&self.stream)) {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(true)
+    /// Whether the connection speaks the compressed protocol.
+    pub fn is_compressed(&self) -> bool {
+        self.layers.as_ref().is_some_and(|l| l.zlib.is_some())
+    }
+
+    /// Starts the compressed protocol: everything read or written from now
+    /// on is packed (the login's OK went out before it, as on MariaDB).
+    /// Bytes already read are the first packed ones.
+    pub fn start_compression(&mut self) {
+        let layers = self.layers.get_or_insert_with(Box::default);
+        layers.zlib = Some(Zlib::after(std::mem::take(&mut self.rbuf)));
     }
 
     /// Waits until the socket takes more, within `write_timeout`.
@@ -420,15 +454,24 @@ impl Conn {
         }
     }
 
-    /// [`Self::write_rest`] over TLS: `bytes` into the session as it takes
-    /// them, and every encrypted byte out.
-    async fn write_rest_tls(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+    /// Hands on what the layers hold that the socket takes now: whether
+    /// that was all.
+    fn send_now(&mut self) -> io::Result<bool> {
+        match self.layers.as_deref_mut() {
+            Some(layers) => send_now(&self.stream, layers),
+            None => Ok(true),
+        }
+    }
+
+    /// [`Self::write_rest`] through the layers: `bytes` in as they take
+    /// them, and everything out.
+    async fn write_rest_layered(&mut self, mut bytes: &[u8]) -> io::Result<()> {
         loop {
             if !bytes.is_empty() {
                 let n = self.write_now(bytes)?;
                 bytes = &bytes[n..];
             }
-            if self.send_tls_now()? && bytes.is_empty() {
+            if self.send_now()? && bytes.is_empty() {
                 return Ok(());
             }
             if self.output_pending() {
@@ -437,48 +480,30 @@ impl Conn {
         }
     }
 
-    /// Reads the ciphertext the socket holds now into the session and
-    /// decrypts it into `rbuf`: how many plaintext bytes.
-    fn try_fill_tls(&mut self) -> Result<usize, ReadError> {
-        let Some(tls) = self.tls.as_deref_mut() else {
+    /// Reads what the socket holds now through the layers into `rbuf`:
+    /// how many plain bytes came.
+    fn try_fill_layered(&mut self) -> Result<usize, ReadError> {
+        let Some(layers) = self.layers.as_deref_mut() else {
             return Ok(0);
         };
-        let mut total = drain_plaintext(tls, &mut self.rbuf)?;
-        let mut buf = [0u8; READ_CHUNK];
-        loop {
-            let n = match self.stream.try_read(&mut buf) {
-                Ok(0) => {
-                    return if total > 0 {
-                        Ok(total)
-                    } else {
-                        Err(ReadError::Closed)
-                    }
-                }
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(total),
-                Err(e) => return Err(e.into()),
-            };
-            let mut cipher = &buf[..n];
-            while !cipher.is_empty() {
-                tls.read_tls(&mut cipher)?;
-                let state = tls.process_new_packets().map_err(tls_error);
-                // An alert rustls queued for the peer goes out even when
-                // the session failed.
-                while tls.wants_write() {
-                    if tls.write_tls(&mut SocketNow(&self.stream)).is_err() {
-                        break;
-                    }
-                }
-                state?;
-                total += drain_plaintext(tls, &mut self.rbuf)?;
-            }
+        let Some(zlib) = layers.zlib.as_mut() else {
+            return read_transport(&self.stream, layers.tls.as_mut(), &mut self.rbuf);
+        };
+        let read = read_transport(&self.stream, layers.tls.as_mut(), &mut zlib.raw);
+        let n = zlib.inflate(&mut self.rbuf)?;
+        match read {
+            // Bytes unpacked come first; the end shows at the next read.
+            Err(ReadError::Closed) if n > 0 => Ok(n),
+            Err(e) => Err(e),
+            Ok(_) => Ok(n),
         }
     }
 
-    /// [`Self::fill`] over TLS: waits until some plaintext came.
-    async fn fill_tls(&mut self) -> Result<usize, ReadError> {
+    /// [`Self::fill`] through the layers: waits until some plain bytes
+    /// came.
+    async fn fill_layered(&mut self) -> Result<usize, ReadError> {
         loop {
-            let n = self.try_fill_tls()?;
+            let n = self.try_fill_layered()?;
             if n > 0 {
                 return Ok(n);
             }
@@ -497,7 +522,7 @@ impl Conn {
             tls.process_new_packets().map_err(tls_error)?;
         }
         self.rbuf.clear();
-        self.tls = Some(Box::new(tls.into()));
+        self.layers.get_or_insert_with(Box::default).tls = Some(tls.into());
         self.tls_handshake().await
     }
 
@@ -510,18 +535,18 @@ impl Conn {
         name: rustls::pki_types::ServerName<'static>,
     ) -> io::Result<()> {
         let tls = rustls::ClientConnection::new(config, name).map_err(tls_error)?;
-        self.tls = Some(Box::new(tls.into()));
+        self.layers.get_or_insert_with(Box::default).tls = Some(tls.into());
         self.tls_handshake().await
     }
 
     /// Runs the TLS handshake to its end.
     async fn tls_handshake(&mut self) -> io::Result<()> {
         loop {
-            let Some(tls) = self.tls.as_deref() else {
+            let Some(tls) = self.layers.as_deref().and_then(|l| l.tls.as_ref()) else {
                 return Ok(());
             };
             if tls.wants_write() {
-                if !self.send_tls_now()? {
+                if !self.send_now()? {
                     self.writable().await?;
                 }
                 continue;
@@ -530,7 +555,7 @@ impl Conn {
                 return Ok(());
             }
             self.read_ready().await?;
-            match self.try_fill_tls() {
+            match self.try_fill_layered() {
                 Ok(_) => {}
                 Err(ReadError::Io(e)) => return Err(e),
                 Err(e) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, e.to_string())),
@@ -538,23 +563,110 @@ impl Conn {
         }
     }
 
-    /// Ends the connection: over TLS with close_notify first (within
-    /// `write_timeout`), then the socket's write side.
+    /// Ends the connection: what the layers hold and, over TLS,
+    /// close_notify go out first (within `write_timeout`), then the
+    /// socket's write side.
     pub async fn shutdown(&mut self) {
-        if let Some(tls) = self.tls.as_deref_mut() {
-            tls.send_close_notify();
-            let _ = self.write_rest_tls(&[]).await;
+        if let Some(layers) = self.layers.as_deref_mut() {
+            if let Some(tls) = layers.tls.as_mut() {
+                tls.send_close_notify();
+            }
+            let _ = self.write_rest_layered(&[]).await;
         }
         let _ = self.stream.shutdown().await;
     }
 
-    /// Drops both buffers entirely if empty (for connections that wait long).
+    /// Drops both buffers entirely if empty (for connections that wait
+    /// long), and the compression state.
     pub fn release_buffers(&mut self) {
         if self.rbuf.is_empty() {
             self.rbuf = BytesMut::new();
         }
         if self.wbuf.is_empty() {
             self.wbuf = BytesMut::new();
+        }
+        if let Some(zlib) = self.layers.as_deref_mut().and_then(|l| l.zlib.as_mut()) {
+            zlib.release();
+        }
+    }
+}
+
+/// Hands what `layers` hold to the socket, as much as it takes now:
+/// packed bytes into TLS (or the socket), ciphertext into the socket.
+/// Whether that was all.
+fn send_now(stream: &TcpStream, layers: &mut Layers) -> io::Result<bool> {
+    loop {
+        let mut moved = 0;
+        if let Some(zlib) = layers.zlib.as_mut().filter(|z| !z.out.is_empty()) {
+            moved = match layers.tls.as_mut() {
+                Some(tls) => io::Write::write(&mut tls.writer(), &zlib.out)?,
+                None => write_now(stream, &zlib.out)?,
+            };
+            zlib.sent(moved);
+        }
+        if let Some(tls) = layers.tls.as_mut() {
+            while tls.wants_write() {
+                match tls.write_tls(&mut SocketNow(stream)) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        if !layers.pending() {
+            return Ok(true);
+        }
+        if moved == 0 {
+            // The socket is full (packed bytes in clear wait for it).
+            return Ok(false);
+        }
+    }
+}
+
+/// Reads what the socket holds now into `into`, decrypted when `tls` is
+/// there: how many bytes; `Closed` at end of stream with none.
+fn read_transport(
+    stream: &TcpStream,
+    tls: Option<&mut rustls::Connection>,
+    into: &mut BytesMut,
+) -> Result<usize, ReadError> {
+    let Some(tls) = tls else {
+        into.reserve(READ_CHUNK);
+        return match stream.try_read_buf(into) {
+            Ok(0) => Err(ReadError::Closed),
+            Ok(n) => Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            Err(e) => Err(e.into()),
+        };
+    };
+    let mut total = drain_plaintext(tls, into)?;
+    let mut buf = [0u8; READ_CHUNK];
+    loop {
+        let n = match stream.try_read(&mut buf) {
+            Ok(0) => {
+                return if total > 0 {
+                    Ok(total)
+                } else {
+                    Err(ReadError::Closed)
+                }
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(total),
+            Err(e) => return Err(e.into()),
+        };
+        let mut cipher = &buf[..n];
+        while !cipher.is_empty() {
+            tls.read_tls(&mut cipher)?;
+            let state = tls.process_new_packets().map_err(tls_error);
+            // An alert rustls queued for the peer goes out even when
+            // the session failed.
+            while tls.wants_write() {
+                if tls.write_tls(&mut SocketNow(stream)).is_err() {
+                    break;
+                }
+            }
+            state?;
+            total += drain_plaintext(tls, into)?;
         }
     }
 }

@@ -9,12 +9,13 @@
 //!
 //! | function | what it reads | from whom |
 //! |---|---|---|
-//! | [`client_stream`] | frames, packets, command payloads | a client |
+//! | [`client_stream`] | frames, packets, command payloads; the same bytes as compressed packets | a client |
 //! | [`server_response`] | a response's frames, rows, column definitions | a server |
 //! | [`sql_text`] | statement text | a client |
 //! | [`handshake`] | the handshake response, COM_CHANGE_USER, scrambles | a client |
 
 use crate::auth::{self, Method, Secret};
+use crate::protocol::compress::Zlib;
 use crate::protocol::frame::{assemble, put_packet, Assembled, FrameHeader};
 use crate::protocol::packets::{self, column_type, read_lenenc_str};
 use crate::protocol::{caps, cmd, ResponseKind, ResponseParser, Step};
@@ -34,8 +35,11 @@ const MAX_PACKET: usize = 1 << 16;
 /// would (statement text, parameter types of an execution, a change of
 /// user). Holds: an assembled packet framed again gives back exactly the
 /// bytes it came from; rewriting an execution's types only ever inserts
-/// the types kept.
+/// the types kept. The same bytes are also read as compressed packets
+/// (what a compressed session reads), and the whole frames among them,
+/// packed as the proxy packs its answers, unpack to themselves.
 pub fn client_stream(data: &[u8]) {
+    compressed(data);
     let mut rest = data;
     loop {
         match assemble(rest, MAX_PACKET) {
@@ -67,6 +71,26 @@ pub fn client_stream(data: &[u8]) {
             }
         }
     }
+}
+
+/// `data` as compressed packets from a client, unpacked (whatever they
+/// say, within the header's limits); and packed then unpacked again.
+fn compressed(data: &[u8]) {
+    let mut z = Zlib::after(BytesMut::from(data));
+    let mut plain = BytesMut::new();
+    if let Ok(n) = z.inflate(&mut plain) {
+        assert_eq!(n, plain.len());
+    }
+    let mut packer = Zlib::default();
+    packer.deflate(data);
+    let mut peer = Zlib::after(packer.out.split());
+    let mut back = BytesMut::new();
+    peer.inflate(&mut back)
+        .expect("what the proxy packs unpacks");
+    assert!(
+        data.starts_with(&back),
+        "packed frames unpack to themselves"
+    );
 }
 
 /// One command payload, decoded as the session decodes it.

@@ -165,10 +165,18 @@ impl Shared {
         !self.serving.load(Ordering::Acquire)
     }
 
-    /// Capability flags offered to clients.
+    /// Capability flags offered to clients: those of the backends, and
+    /// those the proxy answers itself (authentication, connection
+    /// attributes, compression unless `compression: false`).
     pub fn offered_caps(&self) -> u32 {
-        caps::OFFERED
-            & (self.backend_caps.load(Ordering::Relaxed) | caps::PLUGIN_AUTH | caps::CONNECT_ATTRS)
+        let compress = if self.config.compression {
+            caps::COMPRESS
+        } else {
+            0
+        };
+        // Compression is the proxy's alone, whatever the backends offer.
+        let backends = self.backend_caps.load(Ordering::Relaxed) & !caps::COMPRESS;
+        caps::OFFERED & (backends | caps::PLUGIN_AUTH | caps::CONNECT_ATTRS | compress)
     }
 
     /// The MariaDB flags offered to clients: only when the proxy presents

@@ -302,25 +302,7 @@ fn connection_id_and_kill_speak_proxy_ids() {
 fn python_drivers() {
     let db = MariaDb::start("m1", 1);
     let proxy = start_proxy(&one_datahost_config(&[&db]));
-    let script = repo_tests_dir().join("clients").join("python_client.py");
-    let out = Command::new("python3")
-        .arg(&script)
-        .args([
-            "127.0.0.1",
-            &proxy.port.to_string(),
-            APP_USER,
-            APP_PASSWORD,
-            "app",
-        ])
-        .output()
-        .expect("python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("all python checks passed"),
-        "python checks failed:\n{stdout}\n{}\nproxy log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        proxy.log()
-    );
+    run_client_script("python_client.py", &proxy, "all python checks passed");
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! MariaDB's own suites as the conformance yardstick: `mariadb-test-run
-//! --extern` (SQL tests, text and prepared-statement protocol) and
+//! --extern` (SQL tests: text, prepared-statement and compressed protocol) and
 //! `mariadb-client-test` (the C API), each run against MariaDB directly and
 //! then through zerodb-proxy. A test that passes directly must pass through
 //! the proxy, unless `tests/conformance/exclusions.txt` names it with its
@@ -164,6 +164,37 @@ fn proxy_in_front_of(db: &MariaDb) -> Proxy {
     ))
 }
 
+/// How MTR's client speaks to the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Protocol {
+    /// Statements as text.
+    Text,
+    /// `--ps-protocol`: statements prepared, then executed.
+    Prepared,
+    /// `--compress`: statements as text over the compressed protocol.
+    Compressed,
+}
+
+impl Protocol {
+    /// MTR's option for it.
+    fn flag(self) -> Option<&'static str> {
+        match self {
+            Protocol::Text => None,
+            Protocol::Prepared => Some("--ps-protocol"),
+            Protocol::Compressed => Some("--compress"),
+        }
+    }
+
+    /// What its runs' directories and regressions are marked with.
+    fn mark(self) -> &'static str {
+        match self {
+            Protocol::Text => "",
+            Protocol::Prepared => "ps",
+            Protocol::Compressed => "compress",
+        }
+    }
+}
+
 /// What `ZERODB_CONFORMANCE` asks for.
 enum Run {
     /// Unset: the lists in `tests/conformance/` (CI).
@@ -210,7 +241,7 @@ fn mtr(
     port: u16,
     vardir: &Path,
     tests: &[String],
-    ps: bool,
+    proto: Protocol,
 ) -> (BTreeMap<String, Outcome>, String) {
     // MTR writes its logs there; with --extern it will not create them.
     for sub in ["log", "tmp"] {
@@ -236,9 +267,7 @@ fn mtr(
             "--nocheck-testcases",
             "--parallel=1",
         ]);
-    if ps {
-        cmd.arg("--ps-protocol");
-    }
+    cmd.args(proto.flag());
     cmd.args(tests);
     let out = cmd.output().expect("run mariadb-test-run");
     let text =
@@ -495,12 +524,12 @@ impl Side {
         let _ = self.log.write_all(text.as_bytes());
     }
 
-    fn batch(&mut self, tests: &[String], ps: bool) -> BTreeMap<String, Outcome> {
+    fn batch(&mut self, tests: &[String], proto: Protocol) -> BTreeMap<String, Outcome> {
         let mut result = BTreeMap::new();
         for attempt in 1..=2 {
             self.restore();
             let text;
-            (result, text) = mtr(self.port(), &self.vardir, tests, ps);
+            (result, text) = mtr(self.port(), &self.vardir, tests, proto);
             self.note(&text);
             if self.db.try_sql("SELECT 1").is_ok() {
                 break;
@@ -513,17 +542,22 @@ impl Side {
         result
     }
 
-    fn run(&mut self, tests: &[String], batch: usize, ps: bool) -> BTreeMap<String, Outcome> {
+    fn run(
+        &mut self,
+        tests: &[String],
+        batch: usize,
+        proto: Protocol,
+    ) -> BTreeMap<String, Outcome> {
         tests
             .chunks(batch)
-            .flat_map(|chunk| self.batch(chunk, ps))
+            .flat_map(|chunk| self.batch(chunk, proto))
             .collect()
     }
 
     /// Runs one test by itself.
-    fn alone(&mut self, test: &str, ps: bool) -> Outcome {
+    fn alone(&mut self, test: &str, proto: Protocol) -> Outcome {
         self.note(&format!("\n*** {test} alone\n"));
-        let r = self.batch(&[test.to_string()], ps);
+        let r = self.batch(&[test.to_string()], proto);
         r.get(test).copied().unwrap_or(Outcome::Fail)
     }
 }
@@ -537,13 +571,16 @@ impl Side {
 fn side_by_side(
     tests: &[String],
     batch: usize,
-    ps: bool,
+    proto: Protocol,
     label: &str,
     excluded: &BTreeMap<String, String>,
     report: &mut String,
     notes: &mut String,
 ) -> Vec<String> {
-    let sfx = if ps { "-ps" } else { "" };
+    let sfx = match proto.mark() {
+        "" => String::new(),
+        mark => format!("-{mark}"),
+    };
     let (mut direct_run, mut proxy_run) = std::thread::scope(|s| {
         let d = s.spawn(|| Side::start(&format!("direct{sfx}"), false));
         let p = s.spawn(|| Side::start(&format!("proxy{sfx}"), true));
@@ -553,8 +590,8 @@ fn side_by_side(
         )
     });
     let (direct, proxied) = std::thread::scope(|s| {
-        let d = s.spawn(|| direct_run.run(tests, batch, ps));
-        let p = s.spawn(|| proxy_run.run(tests, batch, ps));
+        let d = s.spawn(|| direct_run.run(tests, batch, proto));
+        let p = s.spawn(|| proxy_run.run(tests, batch, proto));
         (
             d.join().expect("direct run"),
             p.join().expect("proxied run"),
@@ -587,8 +624,13 @@ fn side_by_side(
     // Both sides re-run the suspects at the same time, each on its own
     // server, as the batches were.
     let (direct_alone, proxy_alone): (Vec<Outcome>, Vec<Outcome>) = std::thread::scope(|s| {
-        let d = s.spawn(|| suspects.iter().map(|t| direct_run.alone(t, ps)).collect());
-        let p = s.spawn(|| suspects.iter().map(|t| proxy_run.alone(t, ps)).collect());
+        let d = s.spawn(|| {
+            suspects
+                .iter()
+                .map(|t| direct_run.alone(t, proto))
+                .collect()
+        });
+        let p = s.spawn(|| suspects.iter().map(|t| proxy_run.alone(t, proto)).collect());
         (
             d.join().expect("direct re-runs"),
             p.join().expect("proxied re-runs"),
@@ -598,7 +640,10 @@ fn side_by_side(
     let mut batch_only = Vec::new();
     for ((t, d), p) in suspects.iter().zip(direct_alone).zip(proxy_alone) {
         if d == Outcome::Pass && p != Outcome::Pass {
-            reg.push(format!("{t}{}", if ps { " (ps)" } else { "" }));
+            reg.push(match proto.mark() {
+                "" => t.to_string(),
+                mark => format!("{t} ({mark})"),
+            });
         } else {
             batch_only.push(format!("{t} (alone: direct {d:?}, proxy {p:?})"));
         }
@@ -636,9 +681,10 @@ fn mariadb_suites_pass_through_the_proxy() {
     let mut report = String::from("| run | direct pass / fail / skipped | through zeroDB pass / fail / skipped | regressions |\n|---|---|---|---|\n");
     let mut notes = String::new();
     let mut regressions = BTreeSet::new();
-    let protocols: &[bool] = match run {
-        Run::Full { ps: false } => &[false],
-        _ => &[false, true],
+    let protocols: &[Protocol] = match run {
+        Run::Full { ps: false } => &[Protocol::Text],
+        Run::Full { ps: true } => &[Protocol::Text, Protocol::Prepared],
+        _ => &[Protocol::Text, Protocol::Prepared, Protocol::Compressed],
     };
     let (tests, batch, client_tests) = match run {
         Run::Full { .. } => {
@@ -659,17 +705,16 @@ fn mariadb_suites_pass_through_the_proxy() {
         }
         Run::Lists => (read_list("fast.list"), 1, read_list("client_tests.list")),
     };
-    for &ps in protocols.iter().filter(|_| !tests.is_empty()) {
-        let label = if ps {
-            "mariadb-test-run --ps-protocol"
-        } else {
-            "mariadb-test-run"
+    for &proto in protocols.iter().filter(|_| !tests.is_empty()) {
+        let label = match proto.flag() {
+            Some(flag) => format!("mariadb-test-run {flag}"),
+            None => "mariadb-test-run".to_string(),
         };
         regressions.extend(side_by_side(
             &tests,
             batch,
-            ps,
-            label,
+            proto,
+            &label,
             &excluded,
             &mut report,
             &mut notes,

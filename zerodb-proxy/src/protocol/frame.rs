@@ -99,6 +99,22 @@ pub enum Assembled {
     },
 }
 
+/// Gives the frames of the logical packet at the front of `buf` (those
+/// here) sequence ids that follow its first frame's. Over the compressed
+/// protocol frames carry no ids of use: Connector/C numbers every frame of
+/// a command 0, and servers check only the compressed packets' ids.
+pub fn renumber(buf: &mut [u8]) {
+    let mut pos = 0;
+    while let Some(h) = FrameHeader::parse(&buf[pos..]) {
+        let next = pos + h.total();
+        if !h.continues() || next + HEADER_LEN > buf.len() {
+            return;
+        }
+        buf[next + 3] = h.seq.wrapping_add(1);
+        pos = next;
+    }
+}
+
 /// Takes one logical packet from the front of `buf` without consuming it,
 /// refusing payloads larger than `max`.
 pub fn assemble(buf: &[u8], max: usize) -> Assembled {
@@ -171,6 +187,42 @@ pub fn assemble(buf: &[u8], max: usize) -> Assembled {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn frames_numbered_zero_are_renumbered_to_follow_the_first() {
+        // Two full frames and a last one, all numbered 0 (Connector/C's
+        // commands over the compressed protocol), then the next packet.
+        let payload = vec![7u8; 2 * MAX_FRAME + 5];
+        let mut b = BytesMut::new();
+        put_packet(&mut b, 0, &payload);
+        put_packet(&mut b, 0, b"next");
+        let (second, third) = (HEADER_LEN + MAX_FRAME, 2 * (HEADER_LEN + MAX_FRAME));
+        b[second + 3] = 0;
+        b[third + 3] = 0;
+        assert!(matches!(
+            assemble(&b, usize::MAX),
+            Assembled::BadSequence {
+                expected: 1,
+                got: 0
+            }
+        ));
+        renumber(&mut b);
+        assert_eq!((b[second + 3], b[third + 3]), (1, 2));
+        assert_eq!(
+            b[third + HEADER_LEN + 5 + 3],
+            0,
+            "the next packet keeps its id"
+        );
+        match assemble(&b, usize::MAX) {
+            Assembled::Packet {
+                payload: p,
+                first_seq: 0,
+                last_seq: 2,
+                ..
+            } => assert!(p == payload),
+            other => panic!("{:?}", std::mem::discriminant(&other)),
+        }
+    }
 
     #[test]
     fn small_packet_round_trip() {

@@ -10,6 +10,7 @@
 //! Nothing here does I/O: the socket that speaks these frames is
 //! [`crate::conn::Conn`].
 
+pub mod compress;
 pub mod frame;
 pub mod packets;
 pub mod response;
@@ -184,7 +185,9 @@ pub mod caps {
         | DEPRECATE_EOF;
 
     /// What the proxy offers clients (intersected with what the backends
-    /// offer). No TLS and no compression yet.
+    /// offer, but for what the proxy does itself: see
+    /// `Shared::offered_caps`). TLS is offered apart, when the proxy has a
+    /// certificate.
     pub const OFFERED: u32 = LONG_PASSWORD
         | FOUND_ROWS
         | LONG_FLAG
@@ -204,7 +207,8 @@ pub mod caps {
         | CONNECT_ATTRS
         | PLUGIN_AUTH_LENENC_CLIENT_DATA
         | SESSION_TRACK
-        | DEPRECATE_EOF;
+        | DEPRECATE_EOF
+        | COMPRESS;
 
     /// What the proxy needs from every backend, whatever the client asked.
     /// (`LONG_PASSWORD` is `CLIENT_MYSQL` on MariaDB, whose servers clear

@@ -383,6 +383,9 @@ impl Session {
         }
         let ok = packets::ok(0, 0, self.st.status, 0);
         self.seq = self.client.send(self.seq, &ok).await.map_err(drop)?;
+        if self.client_caps & caps::COMPRESS != 0 {
+            self.client.start_compression();
+        }
         self.shared.host_blocks.succeeded(self.peer.ip());
         tracing::debug!(session = self.id(), user = %self.user, peer = %self.peer, "logged in");
         Ok(())

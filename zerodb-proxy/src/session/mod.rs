@@ -255,7 +255,11 @@ impl Session {
                         .await;
                     return;
                 }
-                Err(_) => return,
+                Err(ReadError::Closed) => return,
+                Err(e) => {
+                    tracing::debug!(session = self.id(), error = %e, "client connection failed");
+                    return;
+                }
             };
             if pkt.first_seq != 0 {
                 // Every command starts a new exchange at sequence id 0.

@@ -245,3 +245,27 @@ pub fn err(out: &std::process::Output) -> String {
     );
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// Runs `tests/clients/{script}` against the proxy as the app user in
+/// `app`; panics unless it ends by printing `done` (its stdout, its stderr
+/// and the proxy's log in the message).
+pub fn run_client_script(script: &str, proxy: &Proxy, done: &str) {
+    let out = Command::new("python3")
+        .arg(repo_tests_dir().join("clients").join(script))
+        .args([
+            "127.0.0.1",
+            &proxy.port.to_string(),
+            APP_USER,
+            APP_PASSWORD,
+            "app",
+        ])
+        .output()
+        .expect("python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains(done),
+        "{script} failed:\n{stdout}\n{}\nproxy log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        proxy.log()
+    );
+}
