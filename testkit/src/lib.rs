@@ -34,13 +34,46 @@ fn port_taken(log: &str) -> bool {
     log.contains("address already in use") || log.contains("bind on tcp/ip port")
 }
 
-/// A TCP port nobody listens on now (another process may take it before
-/// the caller binds it: servers started here retry on a fresh one).
+/// A TCP port nobody listens on now, handed out once per test process.
+///
+/// Ports come from below the kernel's ephemeral range: a port the kernel
+/// picked for `bind(0)` is one it may pick again a moment later as the
+/// local end of any outgoing connection (a client, a backend connection),
+/// which then makes the server meant for it fail with "address already in
+/// use". Each process starts at its own offset and counts up, so tests
+/// running side by side do not share ports either. Another process may
+/// still take one first: MariaDB and etcd started here retry on a fresh one.
 pub fn free_port() -> u16 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    if let Some((lo, hi)) = private_ports() {
+        let span = u32::from(hi - lo);
+        let start = std::process::id().wrapping_mul(7919) % span;
+        for _ in 0..span {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let port = lo + ((start + n) % span) as u16;
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
+}
+
+/// Ports `[lo, hi)` the kernel never hands out as ephemeral ones.
+fn private_ports() -> Option<(u16, u16)> {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let mut it = range.split_whitespace().map(|p| p.parse::<u16>().ok());
+    let (low, high) = (it.next()??, it.next()??);
+    if low >= 12_000 {
+        Some((10_000, low))
+    } else if high <= 63_000 {
+        Some((high + 1, 65_535))
+    } else {
+        None
+    }
 }
 
 fn need(cmd: &str) -> String {
@@ -743,6 +776,21 @@ pub mod tap;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Ports handed out are distinct, bindable, and outside the range the
+    /// kernel picks local ports of outgoing connections from.
+    #[test]
+    fn free_ports_are_distinct_and_never_ephemeral() {
+        let ports: Vec<u16> = (0..200).map(|_| free_port()).collect();
+        let unique: std::collections::HashSet<_> = ports.iter().collect();
+        assert_eq!(unique.len(), ports.len(), "{ports:?}");
+        if let Some((lo, hi)) = private_ports() {
+            assert!(ports.iter().all(|p| (lo..hi).contains(p)), "{ports:?}");
+        }
+        for p in &ports[..10] {
+            TcpListener::bind(("127.0.0.1", *p)).expect("bindable");
+        }
+    }
 
     /// mariadbd on a port another process holds ends at start: the server
     /// comes up on a fresh port at once, without waiting the 60 s timeout.
