@@ -4,7 +4,7 @@
 use crate::conn::Conn;
 use crate::conn::ReadError;
 use crate::protocol::packets::{self, parse_err};
-use crate::protocol::{caps, ResponseKind, ResponseParser, Step};
+use crate::protocol::{caps, status, ResponseKind, ResponseParser, Step};
 use mysql_common::auth::plugins::{AuthProc, ChallengeResponsePlugin, Context};
 use mysql_common::constants::{CapabilityFlags, MariadbCapabilities};
 use mysql_common::io::ParseBuf;
@@ -239,6 +239,11 @@ pub struct BackendConn {
     /// Set when the connection is mid-response or its state is unknown: it
     /// must be closed, never reused.
     pub broken: bool,
+    /// Status flags (`SERVER_STATUS_*`) of the last OK the proxy read
+    /// itself: the login's, a reset's or COM_CHANGE_USER's (what a fresh
+    /// session on this server starts with, `autocommit` above all), or of
+    /// its own commands. Relayed responses do not change it.
+    pub status: u16,
     /// As whom it is logged in (a pool lends it only to sessions of that
     /// login); COM_CHANGE_USER logs in again as the same.
     pub login: Arc<BackendLogin>,
@@ -342,7 +347,8 @@ impl BackendConn {
         conn.send(seq, &buf)
             .await
             .map_err(|e| lost(&p.addr, e.to_string()))?;
-        finish_auth(&mut conn, &p.addr, &login.credential, proc, nonce.clone()).await?;
+        let status =
+            finish_auth(&mut conn, &p.addr, &login.credential, proc, nonce.clone()).await?;
         Ok(Self {
             conn,
             addr: p.addr.clone(),
@@ -356,6 +362,7 @@ impl BackendConn {
             },
             last_used: Instant::now(),
             broken: false,
+            status,
             login,
             nonce,
             plugin,
@@ -426,7 +433,7 @@ impl BackendConn {
             .send(0, &p)
             .await
             .map_err(|e| lost(&self.addr, e.to_string()))?;
-        finish_auth(
+        self.status = finish_auth(
             &mut self.conn,
             &self.addr,
             &login.credential,
@@ -499,6 +506,9 @@ impl BackendConn {
         }
         self.broken = false;
         self.last_used = Instant::now();
+        if let Some(status) = parser.status() {
+            self.status = status;
+        }
         Ok(Outcome {
             status: parser.status(),
             error,
@@ -694,19 +704,22 @@ fn needs_password(addr: &str, what: &str) -> BackendError {
 }
 
 /// The rest of an authentication exchange after the first response was
-/// sent: auth switches, more data (caching_sha2), then OK or ERR.
+/// sent: auth switches, more data (caching_sha2), then OK or ERR. Returns
+/// the OK's status flags.
 async fn finish_auth(
     conn: &mut Conn,
     addr: &str,
     credential: &Credential,
     mut proc: Option<AuthProc>,
     mut scramble: Vec<u8>,
-) -> Result<(), BackendError> {
+) -> Result<u16, BackendError> {
     loop {
         let pkt = read(conn, addr).await?;
         let seq = pkt.last_seq.wrapping_add(1);
         let reply: Option<Vec<u8>> = match (pkt.payload.first(), credential) {
-            (Some(0x00), _) => return Ok(()),
+            (Some(0x00), _) => {
+                return Ok(packets::ok_status(&pkt.payload).unwrap_or(status::AUTOCOMMIT))
+            }
             (Some(0xff), _) => {
                 let e = parse_err(&pkt.payload).unwrap_or_default();
                 return Err(BackendError::Login {

@@ -12,9 +12,10 @@
 //! even after a `SET GLOBAL`, and the exchange doubles as the health check.
 
 use crate::backend::{BackendConn, BackendError, BackendKey, BackendLogin, ConnectParams};
+use crate::protocol::status;
 use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -110,6 +111,9 @@ pub struct Pool {
     /// The dataHost's own login (`params`), for [`Pool::acquire`].
     own_login: Arc<BackendLogin>,
     enabled: AtomicBool,
+    /// The status flags of a fresh session on this server, as the last
+    /// login or reset here said ([`Pool::fresh_status`]).
+    fresh_status: AtomicU16,
 }
 
 impl std::fmt::Debug for Pool {
@@ -194,6 +198,7 @@ impl Pool {
             })),
             own_login,
             enabled: AtomicBool::new(true),
+            fresh_status: AtomicU16::new(status::AUTOCOMMIT),
         })
     }
 
@@ -364,10 +369,27 @@ impl Pool {
 
     async fn connect(&self, key: &IdleKey) -> Result<BackendConn, BackendError> {
         let r = BackendConn::connect_as(&self.params, key.key, key.login.clone()).await;
+        if let Ok(c) = &r {
+            self.saw_fresh(c.status);
+        }
         let outcome = if r.is_ok() { "ok" } else { "error" };
         metrics::counter!("zerodb_pool_connects_total", "datasource" => self.name.clone(), "result" => outcome)
             .increment(1);
         r
+    }
+
+    fn saw_fresh(&self, flags: u16) {
+        self.fresh_status
+            .store(flags & status::OF_A_FRESH_SESSION, Ordering::Relaxed);
+    }
+
+    /// The flags of [`status::OF_A_FRESH_SESSION`] a new session on this
+    /// server starts with (`autocommit`, NO_BACKSLASH_ESCAPES), as of the
+    /// last connection this pool opened or reset: what the proxy's login
+    /// OK says, before any server is bound. A `SET GLOBAL` shows from the
+    /// next connection opened or given back.
+    pub fn fresh_status(&self) -> u16 {
+        self.fresh_status.load(Ordering::Relaxed)
     }
 
     fn lend(self: &Arc<Self>, conn: BackendConn, permit: OwnedSemaphorePermit) -> PooledConn {
@@ -385,6 +407,7 @@ impl Pool {
         if !matches!(reset, Ok(Ok(_))) || !self.is_enabled() {
             return;
         }
+        self.saw_fresh(conn.status);
         conn.conn.release_buffers();
         let key = IdleKey {
             key: conn.key,

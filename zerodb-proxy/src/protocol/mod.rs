@@ -115,8 +115,15 @@ pub mod status {
     pub const CURSOR_EXISTS: u16 = 0x0040;
     /// `SERVER_STATUS_LAST_ROW_SENT`: the open cursor has sent its last row.
     pub const LAST_ROW_SENT: u16 = 0x0080;
+    /// `SERVER_STATUS_NO_BACKSLASH_ESCAPES`: `sql_mode` has
+    /// NO_BACKSLASH_ESCAPES (clients escape strings by doubling quotes).
+    pub const NO_BACKSLASH_ESCAPES: u16 = 0x0200;
     /// `SERVER_STATUS_IN_TRANS_READONLY`: the open transaction is read-only.
     pub const IN_TRANS_READONLY: u16 = 0x2000;
+    /// The flags a new session starts with that come from the server's
+    /// global settings (`autocommit`, `sql_mode`), not from what the
+    /// session did: what a login OK says.
+    pub const OF_A_FRESH_SESSION: u16 = AUTOCOMMIT | NO_BACKSLASH_ESCAPES;
 }
 
 /// Capability flags (`CLIENT_*`).

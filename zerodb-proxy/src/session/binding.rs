@@ -274,6 +274,16 @@ impl Session {
         self.lose_backend(why);
     }
 
+    /// The status flags a fresh session on the dataHost's active server
+    /// starts with (its global `autocommit` and NO_BACKSLASH_ESCAPES), as
+    /// its pool last saw them: what a login OK says before any server is
+    /// bound. Clients read them there (PyMySQL's autocommit, how
+    /// Connector/C escapes strings); the session's first bind makes the
+    /// server agree with what was said.
+    pub(super) fn fresh_status(&self) -> u16 {
+        self.datahost.active().datasource.pool.fresh_status()
+    }
+
     /// Gives the backend connection back to its pool (it is reset there),
     /// or closes it when it must not serve another session.
     pub(super) fn release_backend(&mut self) {

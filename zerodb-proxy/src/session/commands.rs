@@ -208,12 +208,13 @@ impl Session {
 
     pub(super) async fn reset_connection(&mut self, payload: Vec<u8>) -> Result<(), Fail> {
         if self.backend.is_none() || self.st.doomed.is_some() {
-            self.st.reset();
+            self.st.reset(self.fresh_status());
             return self.reply_ok().await;
         }
         let r = self.forward(ResponseKind::Single, &payload, None).await?;
         if !r.error {
-            self.st.reset();
+            // The server's OK said what its fresh session has.
+            self.st.reset(self.st.status & status::OF_A_FRESH_SESSION);
         }
         Ok(())
     }

@@ -10,7 +10,6 @@ use crate::config::AuthMode;
 use crate::errors::ClientError;
 use crate::protocol::caps;
 use crate::protocol::packets;
-use crate::protocol::status;
 use crate::users::{Login, Refusal, TooMany, User};
 use std::sync::Arc;
 
@@ -51,7 +50,7 @@ impl Session {
         p.push(0);
         p.extend_from_slice(&(offered as u16).to_le_bytes());
         p.push(self.key.collation);
-        p.extend_from_slice(&status::AUTOCOMMIT.to_le_bytes());
+        p.extend_from_slice(&self.fresh_status().to_le_bytes());
         p.extend_from_slice(&((offered >> 16) as u16).to_le_bytes());
         p.push(auth::SALT_LEN as u8 + 1);
         p.extend_from_slice(&[0; 6]);
@@ -374,8 +373,11 @@ impl Session {
         self.user = user;
         self.backend_login = backend_login;
         self.handle.set_user(&self.user);
+        if let Some(db) = &login.db {
+            self.datahost = self.shared.topology.route(Some(db)).clone();
+        }
+        self.st.status = self.fresh_status();
         if let Some(db) = login.db {
-            self.datahost = self.shared.topology.route(Some(&db)).clone();
             self.st.schema = Some(db);
             if let Err(e) = self.ensure_backend().await {
                 return self.refuse(e).await;
@@ -440,7 +442,7 @@ impl Session {
             metrics::counter!("zerodb_login_failures_total", "code" => e.code.to_string())
                 .increment(1);
             self.release_backend();
-            self.st.reset();
+            self.st.reset(self.fresh_status());
             return self.reply_err(e).await;
         }
         self.user = req.user;
@@ -450,15 +452,17 @@ impl Session {
             self.key = BackendKey::new(self.client_caps, c, self.key.mariadb_caps);
         }
         self.release_backend();
+        self.datahost = match &req.db {
+            Some(db) => self.shared.topology.route(Some(db)).clone(),
+            None => self.shared.topology.default_datahost().clone(),
+        };
         self.st = Default::default();
+        self.st.status = self.fresh_status();
         if let Some(db) = req.db {
-            self.datahost = self.shared.topology.route(Some(&db)).clone();
             self.st.schema = Some(db);
             if let Err(e) = self.ensure_backend().await {
                 return self.reply_err(e).await;
             }
-        } else {
-            self.datahost = self.shared.topology.default_datahost().clone();
         }
         match self.reply_ok().await {
             Ok(()) => Flow::Continue,

@@ -196,11 +196,13 @@ impl SessionState {
         self.long_data.clear();
     }
 
-    /// COM_RESET_CONNECTION: back to a fresh session, same schema.
-    pub fn reset(&mut self) {
+    /// COM_RESET_CONNECTION: back to a fresh session, same schema, whose
+    /// status flags are `fresh` (the server's for a new session).
+    pub fn reset(&mut self, fresh: u16) {
         let schema = self.schema.take();
         *self = Self {
             schema,
+            status: fresh,
             ..Self::default()
         };
     }
@@ -277,8 +279,18 @@ impl SessionState {
                 tracing::warn!(code = e.code, message = %e.message, "replaying a SET failed; continuing");
             }
         }
-        if self.status & status::AUTOCOMMIT == 0 {
-            conn.execute("SET autocommit=0").await?;
+        // The session keeps the autocommit it had (or was told at login)
+        // whatever the new server's global default: a session moved to a
+        // server with `autocommit=0` would otherwise leave every later
+        // write in a transaction its client never commits.
+        let want = self.status & status::AUTOCOMMIT;
+        if conn.status & status::AUTOCOMMIT != want {
+            conn.execute(if want == 0 {
+                "SET autocommit=0"
+            } else {
+                "SET autocommit=1"
+            })
+            .await?;
         }
         for stmt in self.stmts.values_mut() {
             let mut p = vec![cmd::STMT_PREPARE];
