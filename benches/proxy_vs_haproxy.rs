@@ -7,7 +7,10 @@
 //! Settings (environment): ZERODB_BENCH_SECONDS (per run, default 6),
 //! ZERODB_BENCH_ROUNDS (8), ZERODB_BENCH_THREADS ("1,16,64"),
 //! ZERODB_BENCH_WORKLOADS ("oltp_point_select,oltp_read_only"),
-//! ZERODB_BENCH_IDLE (idle connections for the memory figure, 5000; 0 skips).
+//! ZERODB_BENCH_IDLE (idle connections for the memory figure, 5000; 0 skips),
+//! ZERODB_BENCH_TLS (1: also run every target with sysbench over TLS —
+//! MariaDB's own TLS directly and through HAProxy, which passes the bytes
+//! on, and zeroDB terminating TLS and relaying in clear to MariaDB).
 //! The table is printed and written to target/bench/proxy_vs_haproxy.md.
 
 mod common;
@@ -17,6 +20,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use zerodb_testkit::certs::{self, Certs};
 use zerodb_testkit::*;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -24,6 +28,9 @@ enum Target {
     Direct,
     HaProxy,
     ZeroDb,
+    DirectTls,
+    HaProxyTls,
+    ZeroDbTls,
 }
 
 impl Target {
@@ -32,7 +39,17 @@ impl Target {
             Target::Direct => "direct",
             Target::HaProxy => "haproxy",
             Target::ZeroDb => "zerodb",
+            Target::DirectTls => "direct+tls",
+            Target::HaProxyTls => "haproxy+tls",
+            Target::ZeroDbTls => "zerodb+tls",
         }
+    }
+
+    fn tls(self) -> bool {
+        matches!(
+            self,
+            Target::DirectTls | Target::HaProxyTls | Target::ZeroDbTls
+        )
     }
 }
 
@@ -115,21 +132,30 @@ impl Drop for HaProxy {
     }
 }
 
-fn run_sysbench(port: u16, pid: Option<u32>, workload: &str, threads: u32, seconds: u32) -> Sample {
+/// One sysbench run; over TLS when `tls` holds the certificates.
+fn run_sysbench(
+    port: u16,
+    pid: Option<u32>,
+    tls: Option<&Certs>,
+    workload: &str,
+    threads: u32,
+    seconds: u32,
+) -> Sample {
     let cpu_before = pid.and_then(cpu_ticks);
-    let out = sysbench(
-        port,
-        &[
-            workload,
-            "--tables=4",
-            "--table-size=10000",
-            "--db-ps-mode=auto",
-            &format!("--threads={threads}"),
-            &format!("--time={seconds}"),
-            "--percentile=95",
-            "run",
-        ],
-    );
+    let args = [
+        workload,
+        "--tables=4",
+        "--table-size=10000",
+        "--db-ps-mode=auto",
+        &format!("--threads={threads}"),
+        &format!("--time={seconds}"),
+        "--percentile=95",
+        "run",
+    ];
+    let out = match tls {
+        Some(c) => c.sysbench(port, &args),
+        None => sysbench(port, &args),
+    };
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -219,111 +245,28 @@ fn idle_connections(proxy: &Proxy, n: usize) -> (u64, u64, usize) {
     (before, after, opened)
 }
 
-fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        // `cargo bench -- --list` and test discovery: nothing to list.
-        return;
-    }
-    let seconds: u32 = env_or("ZERODB_BENCH_SECONDS", "6")
-        .parse()
-        .expect("seconds");
-    let rounds: usize = env_or("ZERODB_BENCH_ROUNDS", "8").parse().expect("rounds");
-    let threads: Vec<u32> = env_or("ZERODB_BENCH_THREADS", "1,16,64")
-        .split(',')
-        .map(|t| t.trim().parse().expect("threads"))
-        .collect();
-    let workloads: Vec<String> =
-        env_or("ZERODB_BENCH_WORKLOADS", "oltp_point_select,oltp_read_only")
-            .split(',')
-            .map(|s| s.trim().to_string())
-            .collect();
-    let idle: usize = env_or("ZERODB_BENCH_IDLE", "5000").parse().expect("idle");
-    let _ = rlimit::increase_nofile_limit(65_536);
-    std::env::set_var("ZERODB_TEST_LOG", "warn");
-
-    let bin = release_binaries(&["zerodb-proxy"]).remove(0);
-    let db = MariaDb::start("bench", 1);
-    db.sql("SET GLOBAL max_connections = 12000");
-    let haproxy = HaProxy::start(&db.addr());
-    let proxy = Proxy::start(
-        &bin,
-        &format!(
-            "{}max_connections: 12000\n",
-            one_datahost_config(&[&db]).replace(
-                "pool: {min_idle: 2}",
-                "pool: {min_idle: 8, max_size: 12000}"
-            )
-        ),
-    );
-    // The sysbench user must exist on the server for direct and HAProxy runs.
-    db.sql(&format!(
-        "CREATE USER IF NOT EXISTS '{APP_USER}'@'%' IDENTIFIED BY '{APP_PASSWORD}'; GRANT ALL ON app.* TO '{APP_USER}'@'%';"
-    ));
-    let out = sysbench(
-        db.port,
-        &[
-            "oltp_read_only",
-            "--tables=4",
-            "--table-size=10000",
-            "prepare",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "prepare: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-
-    let targets = [
-        (Target::Direct, db.port, None),
-        (Target::HaProxy, haproxy.port, Some(haproxy.child.id())),
-        (Target::ZeroDb, proxy.port, Some(proxy.pid())),
-    ];
-    let mut samples: BTreeMap<(String, u32, Target), Vec<Sample>> = BTreeMap::new();
-    eprintln!(
-        "benchmark: {rounds} rounds x {} workloads x {:?} threads x 3 targets x {seconds}s",
-        workloads.len(),
-        threads
-    );
-    for round in 0..rounds {
-        for w in &workloads {
-            for &t in &threads {
-                for i in 0..targets.len() {
-                    // Rotate the order each round so no target always runs first.
-                    let (target, port, pid) = targets[(i + round) % targets.len()];
-                    let s = run_sysbench(port, pid, w, t, seconds);
-                    eprintln!(
-                        "round {round} {w} {t:>2} threads {:>8}: {:>9.0} qps  p95 {:.2} ms  proxy CPU {:.1} us/query",
-                        target.name(),
-                        s.qps,
-                        s.p95_ms,
-                        s.cpu_us
-                    );
-                    samples.entry((w.clone(), t, target)).or_default().push(s);
-                }
-            }
-        }
-    }
-
+/// The side-by-side table of three targets (direct, HAProxy, zeroDB) for
+/// every workload and thread count.
+fn table(
+    samples: &BTreeMap<(String, u32, Target), Vec<Sample>>,
+    workloads: &[String],
+    threads: &[u32],
+    [direct, haproxy, zerodb]: [Target; 3],
+) -> String {
     let mut md = String::new();
     md.push_str(
         "| workload | threads | direct qps | HAProxy qps | zeroDB qps | HAProxy/direct | zeroDB/direct | zeroDB/HAProxy per round: median (quartiles) | all rounds' queries, zeroDB/HAProxy | rounds zeroDB won | p95 ms direct / HAProxy / zeroDB | proxy CPU µs/query HAProxy / zeroDB |\n\
          |---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
-    for w in &workloads {
-        for &t in &threads {
+    for w in workloads {
+        for &t in threads {
             let get = |target| {
                 samples
                     .get(&(w.clone(), t, target))
                     .cloned()
                     .unwrap_or_default()
             };
-            let (d, h, z) = (
-                get(Target::Direct),
-                get(Target::HaProxy),
-                get(Target::ZeroDb),
-            );
+            let (d, h, z) = (get(direct), get(haproxy), get(zerodb));
             let q = |v: &[Sample]| median(v.iter().map(|s| s.qps).collect());
             let p = |v: &[Sample]| median(v.iter().map(|s| s.p95_ms).collect());
             let c = |v: &[Sample]| median(v.iter().map(|s| s.cpu_us).collect());
@@ -352,6 +295,148 @@ fn main() {
                 c(&z),
             ));
         }
+    }
+    md
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        // `cargo bench -- --list` and test discovery: nothing to list.
+        return;
+    }
+    let seconds: u32 = env_or("ZERODB_BENCH_SECONDS", "6")
+        .parse()
+        .expect("seconds");
+    let rounds: usize = env_or("ZERODB_BENCH_ROUNDS", "8").parse().expect("rounds");
+    let threads: Vec<u32> = env_or("ZERODB_BENCH_THREADS", "1,16,64")
+        .split(',')
+        .map(|t| t.trim().parse().expect("threads"))
+        .collect();
+    let workloads: Vec<String> =
+        env_or("ZERODB_BENCH_WORKLOADS", "oltp_point_select,oltp_read_only")
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .collect();
+    let idle: usize = env_or("ZERODB_BENCH_IDLE", "5000").parse().expect("idle");
+    let tls = env_or("ZERODB_BENCH_TLS", "0") == "1";
+    let _ = rlimit::increase_nofile_limit(65_536);
+    std::env::set_var("ZERODB_TEST_LOG", "warn");
+
+    let bin = release_binaries(&["zerodb-proxy"]).remove(0);
+    // One certificate for MariaDB and zeroDB alike: both sides of a TLS
+    // comparison then do the same handshake and cipher work.
+    let certs = tls.then(|| certs::make("bench-certs"));
+    let db = match &certs {
+        Some(c) => {
+            let opts = c.server_options();
+            let extra: Vec<&str> = REPLICATION_OPTIONS
+                .iter()
+                .copied()
+                .chain(opts.iter().map(String::as_str))
+                .collect();
+            MariaDb::start_with("bench", 1, &extra)
+        }
+        None => MariaDb::start("bench", 1),
+    };
+    db.sql("SET GLOBAL max_connections = 12000");
+    let haproxy = HaProxy::start(&db.addr());
+    let tls_config = certs
+        .as_ref()
+        .map(|c| {
+            format!(
+                "tls: {{cert: '{}', key: '{}'}}\n",
+                c.cert.display(),
+                c.key.display()
+            )
+        })
+        .unwrap_or_default();
+    let proxy = Proxy::start(
+        &bin,
+        &format!(
+            "{}max_connections: 12000\n{tls_config}",
+            one_datahost_config(&[&db]).replace(
+                "pool: {min_idle: 2}",
+                "pool: {min_idle: 8, max_size: 12000}"
+            )
+        ),
+    );
+    // The sysbench user must exist on the server for direct and HAProxy runs.
+    db.sql(&format!(
+        "CREATE USER IF NOT EXISTS '{APP_USER}'@'%' IDENTIFIED BY '{APP_PASSWORD}'; GRANT ALL ON app.* TO '{APP_USER}'@'%';"
+    ));
+    let out = sysbench(
+        db.port,
+        &[
+            "oltp_read_only",
+            "--tables=4",
+            "--table-size=10000",
+            "prepare",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "prepare: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut targets = vec![
+        (Target::Direct, db.port, None),
+        (Target::HaProxy, haproxy.port, Some(haproxy.child.id())),
+        (Target::ZeroDb, proxy.port, Some(proxy.pid())),
+    ];
+    if tls {
+        targets.extend([
+            (Target::DirectTls, db.port, None),
+            (Target::HaProxyTls, haproxy.port, Some(haproxy.child.id())),
+            (Target::ZeroDbTls, proxy.port, Some(proxy.pid())),
+        ]);
+    }
+    let mut samples: BTreeMap<(String, u32, Target), Vec<Sample>> = BTreeMap::new();
+    eprintln!(
+        "benchmark: {rounds} rounds x {} workloads x {:?} threads x {} targets x {seconds}s",
+        workloads.len(),
+        threads,
+        targets.len()
+    );
+    for round in 0..rounds {
+        for w in &workloads {
+            for &t in &threads {
+                for i in 0..targets.len() {
+                    // Rotate the order each round so no target always runs first.
+                    let (target, port, pid) = targets[(i + round) % targets.len()];
+                    let certs = certs.as_ref().filter(|_| target.tls());
+                    let s = run_sysbench(port, pid, certs, w, t, seconds);
+                    eprintln!(
+                        "round {round} {w} {t:>2} threads {:>8}: {:>9.0} qps  p95 {:.2} ms  proxy CPU {:.1} us/query",
+                        target.name(),
+                        s.qps,
+                        s.p95_ms,
+                        s.cpu_us
+                    );
+                    samples.entry((w.clone(), t, target)).or_default().push(s);
+                }
+            }
+        }
+    }
+
+    let mut md = table(
+        &samples,
+        &workloads,
+        &threads,
+        [Target::Direct, Target::HaProxy, Target::ZeroDb],
+    );
+    if tls {
+        md.push_str(
+            "\nOver TLS (sysbench --mysql-ssl=on): MariaDB's own TLS directly and through HAProxy, \
+             which passes it on; zeroDB terminates TLS and relays in clear to MariaDB.\n\n",
+        );
+        md.push_str(&table(
+            &samples,
+            &workloads,
+            &threads,
+            [Target::DirectTls, Target::HaProxyTls, Target::ZeroDbTls],
+        ));
     }
     if idle > 0 {
         let (before, after, opened) = idle_connections(&proxy, idle);

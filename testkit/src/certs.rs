@@ -24,6 +24,27 @@ impl Certs {
             format!("--ssl-ca={}", self.ca.display()),
         ]
     }
+
+    /// Runs sysbench like [`crate::sysbench`], over TLS (`--mysql-ssl=on`).
+    /// sysbench 1.0.20 takes no file options: it reads `cacert.pem`,
+    /// `client-cert.pem` and `client-key.pem` from the directory it runs
+    /// in, so they are copied next to the certificates and it runs there.
+    /// (Servers here ask for no client certificate: any will do.)
+    pub fn sysbench(&self, port: u16, args: &[&str]) -> std::process::Output {
+        let dir = self.ca.parent().expect("certificates live in a directory");
+        for (from, to) in [
+            (&self.ca, "cacert.pem"),
+            (&self.cert, "client-cert.pem"),
+            (&self.key, "client-key.pem"),
+        ] {
+            std::fs::copy(from, dir.join(to)).expect("copy for sysbench");
+        }
+        crate::sysbench_command(port, args)
+            .arg("--mysql-ssl=on")
+            .current_dir(dir)
+            .output()
+            .expect("run sysbench")
+    }
 }
 
 fn openssl(dir: &Path, args: &[&str]) {

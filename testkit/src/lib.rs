@@ -742,18 +742,21 @@ pub fn repo_tests_dir() -> PathBuf {
 
 /// Runs sysbench against `port` with extra args; returns its stdout.
 pub fn sysbench(port: u16, args: &[&str]) -> Output {
-    Command::new(need("sysbench"))
-        .args(args)
-        .args([
-            "--db-driver=mysql",
-            "--mysql-host=127.0.0.1",
-            &format!("--mysql-port={port}"),
-            &format!("--mysql-user={APP_USER}"),
-            &format!("--mysql-password={APP_PASSWORD}"),
-            "--mysql-db=app",
-        ])
-        .output()
-        .expect("run sysbench")
+    sysbench_command(port, args).output().expect("run sysbench")
+}
+
+/// sysbench's command line for `args` as the app user on `port`.
+fn sysbench_command(port: u16, args: &[&str]) -> Command {
+    let mut c = Command::new(need("sysbench"));
+    c.args(args).args([
+        "--db-driver=mysql",
+        "--mysql-host=127.0.0.1",
+        &format!("--mysql-port={port}"),
+        &format!("--mysql-user={APP_USER}"),
+        &format!("--mysql-password={APP_PASSWORD}"),
+        "--mysql-db=app",
+    ]);
+    c
 }
 
 /// Reads a "name: N" counter from sysbench's report.

@@ -105,32 +105,19 @@ cur = m.cursor(prepared=True); cur.execute("SELECT ? + 1", (41,)); print("connec
     assert!(py.contains("pymysql 42 TLSv1."), "{py}");
     assert!(py.contains("connector 42"), "{py}");
 
-    // sysbench over TLS, with prepared statements. sysbench 1.0.20 reads
-    // cacert.pem, client-cert.pem and client-key.pem from where it runs
-    // (the proxy asks for no client certificate: any will do).
-    let dir = c.ca.parent().expect("certs dir");
-    for (from, to) in [
-        (&c.ca, "cacert.pem"),
-        (&c.cert, "client-cert.pem"),
-        (&c.key, "client-key.pem"),
-    ] {
-        std::fs::copy(from, dir.join(to)).expect("copy for sysbench");
-    }
+    // sysbench over TLS, with prepared statements.
     let sysbench = |step: &str| {
-        Command::new("sysbench")
-            .current_dir(dir)
-            .args(["oltp_point_select", "--tables=1", "--table-size=100"])
-            .args([
-                "--db-driver=mysql",
-                "--mysql-host=127.0.0.1",
-                "--mysql-ssl=on",
-            ])
-            .arg(format!("--mysql-port={}", proxy.port))
-            .arg(format!("--mysql-user={APP_USER}"))
-            .arg(format!("--mysql-password={APP_PASSWORD}"))
-            .args(["--mysql-db=app", "--time=2", "--threads=2", step])
-            .output()
-            .expect("sysbench")
+        c.sysbench(
+            proxy.port,
+            &[
+                "oltp_point_select",
+                "--tables=1",
+                "--table-size=100",
+                "--time=2",
+                "--threads=2",
+                step,
+            ],
+        )
     };
     ok(&sysbench("prepare"));
     let sb = sysbench("run");
